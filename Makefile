@@ -1,0 +1,40 @@
+# The two commands a new user needs:
+#   make demo   set up (virtualenv, dependencies, model) and generate a small dataset on the embedded model
+#   make test   set up and run the whole test suite (lint, types, tests)
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+export SELFINSTRUCT_CACHE_DIR ?= $(CURDIR)/.cache
+export HF_HUB_OFFLINE := 1
+# llama-cpp-python compiles from source once (~4 min); skip the multimodal part we don't use.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+DEMO_N ?= 20
+
+.PHONY: demo test setup lint clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; run: make PYTHON=python3 ..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==24.3.1
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[embedded,server,dev]'
+	@touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/selfinstruct run --out runs/demo --num-instructions $(DEMO_N)
+	@echo "dataset: runs/demo/finetuning_data/ (alpaca_data.json, sharegpt.jsonl, openai_messages.jsonl)"
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,241 @@
+"""The `selfinstruct` command: one thin subcommand per stage.
+
+Heavy modules are imported inside the commands so that `selfinstruct --help` is instant.
+Every `SelfInstructError` becomes one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from selfinstruct.errors import SelfInstructError
+
+PROG = "selfinstruct"
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, metavar="RUN", help="run directory (created if missing)")
+    g = p.add_argument_group("configuration (preset < --config file < flags)")
+    g.add_argument("--preset", choices=["selfinstruct-2022", "alpaca-2023"], help="parameter preset")
+    g.add_argument("--config", type=Path, metavar="YAML", help="YAML file overriding the preset")
+    g.add_argument("--seed-tasks", metavar="PATH", help="seed file in the paper's JSONL schema")
+    g.add_argument("--num-instructions", "-n", type=int, metavar="N", help="instructions to generate")
+    g.add_argument("--seed", type=int, help="random seed of the run")
+    g.add_argument("--include-seed-tasks", action="store_true", default=None, help="add seed tasks to the fine-tuning data")
+    g.add_argument("--max-instructions", type=int, metavar="N", help="keep at most N instructions in the fine-tuning data")
+    b = p.add_argument_group("model backend")
+    b.add_argument("--backend", choices=["embedded", "openai"], help="embedded llama.cpp model or an OpenAI-compatible server")
+    b.add_argument("--model", help="model name (sent to the server; a label for the embedded model)")
+    b.add_argument("--model-path", metavar="GGUF", help="embedded backend: a GGUF file instead of the packaged Gemma 3 270M")
+    b.add_argument("--base-url", metavar="URL", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1")
+    b.add_argument("--api", choices=["completions", "chat"], help="OpenAI endpoint to use")
+    b.add_argument("--api-key-file", metavar="PATH", help="file holding the API key (default: $OPENAI_API_KEY)")
+    b.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at once")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags given on the command line, as a nested config mapping."""
+    o: dict[str, Any] = {}
+
+    def put(path: str, value: Any) -> None:
+        if value is None:
+            return
+        node = o
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+
+    put("preset", args.preset)
+    put("seed_tasks", args.seed_tasks)
+    put("seed", args.seed)
+    put("bootstrap.num_instructions", args.num_instructions)
+    put("finetune_data.include_seed_tasks", args.include_seed_tasks)
+    put("finetune_data.max_instructions", args.max_instructions)
+    put("backend.kind", args.backend)
+    put("backend.model", args.model)
+    put("backend.model_path", args.model_path)
+    put("backend.base_url", args.base_url)
+    put("backend.api", args.api)
+    put("backend.api_key_file", args.api_key_file)
+    put("backend.concurrency", args.concurrency)
+    return o
+
+
+def _resolve_config(args: argparse.Namespace, reuse_run_config: bool) -> Any:
+    from selfinstruct.config import build_config
+    from selfinstruct.pipeline import CONFIG_FILE
+
+    config_file = args.config
+    # A stage run on its own inside an existing run directory continues with that run's config.
+    if reuse_run_config and config_file is None and args.preset is None and (args.out / CONFIG_FILE).is_file():
+        config_file = args.out / CONFIG_FILE
+    return build_config(preset=None, config_file=config_file, overrides=_overrides(args))
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "no_progress", False)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from selfinstruct.pipeline import Run
+
+    run = Run(args.out, _resolve_config(args, reuse_run_config=False), progress=_progress(args), log=_note)
+    try:
+        run.open()
+        summary = run.run_all()
+    finally:
+        run.close()
+    _print_summary(args.out, run.summary() or summary)
+    return 0
+
+
+def _stage_command(stage: str, needs_model: bool) -> Any:
+    def command(args: argparse.Namespace) -> int:
+        from selfinstruct.pipeline import Run
+
+        run = Run(args.out, _resolve_config(args, reuse_run_config=True), progress=_progress(args), log=_note)
+        try:
+            run.open(needs_model=needs_model)
+            getattr(run, stage)()
+        finally:
+            run.close()
+        _print_summary(args.out, run.summary())
+        return 0
+
+    return command
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from selfinstruct.dedup import dedup_file
+
+    report = dedup_file(
+        args.input,
+        args.out,
+        pool_path=args.pool,
+        threshold=args.threshold,
+        tokenizer=args.tokenizer,
+        field=args.field,
+        progress=_progress(args),
+    )
+    _note(
+        f"dedup: read {report.read}, kept {report.kept}, dropped {report.dropped} "
+        f"(ROUGE-L > {args.threshold}) in {report.elapsed:.2f} s -> {args.out}"
+    )
+    return 0
+
+
+def cmd_check_seeds(args: argparse.Namespace) -> int:
+    from selfinstruct.seeds import load_seed_tasks
+
+    tasks = load_seed_tasks(args.path)
+    n_clf = sum(t.is_classification for t in tasks)
+    n_empty = sum(all(not i.input for i in t.instances) for t in tasks)
+    print(f"{args.path or 'packaged seeds'}: {len(tasks)} tasks, {n_clf} classification, {n_empty} with empty input")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from selfinstruct.config import build_config, dump_config
+
+    print(dump_config(build_config(preset=args.preset, config_file=args.config)), end="")
+    return 0
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _print_summary(out: Path, summary: dict[str, Any]) -> None:
+    funnel = summary.get("funnel", {})
+    lines = [f"run directory: {out}"]
+    if "bootstrap" in funnel:
+        f = funnel["bootstrap"]
+        rejected = ", ".join(f"{k} {v}" for k, v in sorted(f.get("rejected", {}).items())) or "none"
+        lines.append(f"  bootstrap: generated {f['generated']}, accepted {f['accepted']} (rejected: {rejected})")
+    if "classify" in funnel:
+        f = funnel["classify"]
+        lines.append(f"  classify:  {f['classification']} of {f['instructions']} are classification tasks")
+    if "instances" in funnel:
+        lines.append(f"  instances: raw instances for {funnel['instances']['tasks']} tasks")
+    if "prepare" in funnel:
+        f = funnel["prepare"]
+        inst = f["instances"]
+        rejected = ", ".join(f"{k} {v}" for k, v in sorted(inst.get("rejected", {}).items())) or "none"
+        lines.append(
+            f"  prepare:   parsed {inst['generated']} instances, kept {inst['accepted']} (rejected: {rejected}); "
+            f"{f['finetuning_rows']} fine-tuning rows"
+        )
+    for stage, s in (summary.get("requests") or {}).items():
+        cost = f", ${s['cost']:.4f}" if s.get("cost") is not None else ""
+        lines.append(
+            f"  requests[{stage}]: {s.get('sent', 0)} sent, {s.get('cached', 0)} from store, "
+            f"{s.get('retries', 0)} retries, {s.get('failed', 0)} failed, "
+            f"{s.get('prompt_tokens', 0)}+{s.get('completion_tokens', 0)} tokens{cost}"
+        )
+    _note("\n".join(lines))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Self-Instruct: turn a pool of seed tasks and a language model into an instruction-tuning dataset.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="all stages: bootstrap, classify, instances, prepare")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_run)
+    for stage, needs_model, text in (
+        ("bootstrap", True, "stage 1: generate new instructions"),
+        ("classify", True, "stage 2: identify classification tasks"),
+        ("instances", True, "stage 3: generate instances"),
+        ("prepare", False, "stage 4: filter instances, write fine-tuning data and exports"),
+    ):
+        p = sub.add_parser(stage, help=text)
+        _add_run_options(p)
+        p.set_defaults(func=_stage_command(stage, needs_model))
+
+    p = sub.add_parser("dedup", help="drop near-duplicate instructions (ROUGE-L) from a dataset")
+    p.add_argument("input", type=Path, help="JSONL with an instruction field, or plain text lines")
+    p.add_argument("--out", required=True, type=Path, help="output file (kept lines, byte for byte)")
+    p.add_argument("--pool", type=Path, help="records to compare against but not to output")
+    p.add_argument("--threshold", type=float, default=0.7, help="drop if ROUGE-L F > this (default 0.7)")
+    p.add_argument("--tokenizer", choices=["rouge", "unicode"], default="rouge", help="rouge = rouge-score's (a-z0-9 only)")
+    p.add_argument("--field", default="instruction", help="JSONL field to compare (default: instruction)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_dedup)
+
+    p = sub.add_parser("check-seeds", help="validate a seed-task file")
+    p.add_argument("path", nargs="?", help="seed file (default: the packaged seeds)")
+    p.set_defaults(func=cmd_check_seeds)
+
+    p = sub.add_parser("config", help="print the resolved configuration as YAML")
+    p.add_argument("--preset", choices=["selfinstruct-2022", "alpaca-2023"])
+    p.add_argument("--config", type=Path, metavar="YAML")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except SelfInstructError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,227 @@
+"""Typed configuration: presets, YAML overrides and CLI flags all end up here, validated.
+
+A run is declared by one `RunConfig`. It is built from a preset (package data under
+`presets/`), deep-merged with an optional user YAML file and then with CLI flags, and
+validated before anything runs. Unknown keys are errors, so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from selfinstruct.errors import ConfigError
+
+PRESETS = ("selfinstruct-2022", "alpaca-2023")
+DEFAULT_PRESET = "selfinstruct-2022"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GenerationParams(Strict):
+    """Sampling parameters of one request, mapped faithfully onto each backend."""
+
+    max_tokens: int = Field(ge=1)
+    temperature: float = Field(ge=0.0, le=2.0)
+    top_p: float = Field(ge=0.0, le=1.0)
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    # llama.cpp's multiplicative repetition penalty; OpenAI-compatible servers get it as an
+    # extra body field (llama.cpp's server understands it, others ignore it). None = off.
+    repeat_penalty: float | None = Field(default=None, gt=0.0)
+    stop: tuple[str, ...] = ()
+    # Per-request sampling seed; the stages derive it per step so that resume is exact.
+    seed: int | None = None
+
+    def with_(self, **changes: Any) -> GenerationParams:
+        return self.model_copy(update=changes)
+
+
+class BackendConfig(Strict):
+    kind: Literal["embedded", "openai"] = "embedded"
+    # Model name sent to an OpenAI-compatible server; for the embedded backend a label only.
+    model: str = "gemma-3-270m"
+    # OpenAI-compatible: base URL up to and including /v1.
+    base_url: str = "https://api.openai.com/v1"
+    api: Literal["completions", "chat"] = "completions"
+    # Where the API key is read from when OPENAI_API_KEY is unset. Never stored anywhere.
+    api_key_file: str | None = None
+    # Embedded: a GGUF path; default = the packaged Gemma 3 270M, assembled into the cache.
+    model_path: str | None = None
+    n_ctx: int = Field(default=4096, ge=256)
+    n_threads: int | None = Field(default=None, ge=1)
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    # Optional price per 1K tokens (input, output) for cost accounting.
+    price_per_1k_input: float | None = Field(default=None, ge=0)
+    price_per_1k_output: float | None = Field(default=None, ge=0)
+
+
+class BootstrapConfig(Strict):
+    """Stage 1: instruction bootstrap (method.md 1.1)."""
+
+    num_instructions: int = Field(default=100, ge=1)
+    in_context: int = Field(default=8, ge=1)
+    machine_in_context: int = Field(default=2, ge=0)
+    # Prompts built per round from the same pool state; a round's requests run concurrently.
+    prompts_per_round: int = Field(default=5, ge=1)
+    classification_seeds_only: bool = False
+    # Stop after this many rounds in a row that accept nothing new (a stuck model).
+    max_idle_rounds: int = Field(default=20, ge=1)
+    # Keep `most_similar` (top-k) and `avg_similarity_score` per instruction; off = faster.
+    similarity_stats: bool = True
+    most_similar_k: int = Field(default=10, ge=1)
+    generation: GenerationParams
+
+
+class ClassifyConfig(Strict):
+    """Stage 2: classification identification (method.md 1.2)."""
+
+    generation: GenerationParams
+
+
+class InstancesConfig(Strict):
+    """Stage 3: instance generation (method.md 1.3)."""
+
+    max_instances: int = Field(default=5, ge=1)
+    generation: GenerationParams
+    # The reference uses a shorter budget when the batch holds a classification task.
+    max_tokens_classification: int = Field(default=300, ge=1)
+
+
+class FilterConfig(Strict):
+    """Instruction filters (method.md 1.1); each one can be switched off and is counted."""
+
+    min_words: int = Field(default=4, ge=0)  # reference: drop if <= 3 words
+    max_words: int = Field(default=150, ge=1)  # reference: drop if > 150 words
+    blacklist: tuple[str, ...] = ()
+    forbidden_prefixes: tuple[str, ...] = ("Write a program",)
+    rouge_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    tokenizer: Literal["rouge", "unicode"] = "rouge"
+    enabled: dict[str, bool] = Field(default_factory=dict)
+
+    @field_validator("enabled")
+    @classmethod
+    def _known_filters(cls, value: dict[str, bool]) -> dict[str, bool]:
+        from selfinstruct.filters.heuristics import FILTER_NAMES
+
+        unknown = sorted(set(value) - set(FILTER_NAMES) - {"rouge"})
+        if unknown:
+            raise ValueError(f"unknown filter(s) {unknown}; known: {[*FILTER_NAMES, 'rouge']}")
+        return value
+
+    def is_enabled(self, name: str) -> bool:
+        return self.enabled.get(name, True)
+
+
+class FinetuneDataConfig(Strict):
+    """Stage 4: instance filters and the fine-tuning data (method.md 1.4)."""
+
+    max_instances_per_task: int = Field(default=5, ge=1)
+    include_seed_tasks: bool = False
+    input_noise_prob: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Cap on instructions kept in the fine-tuning data (the paper's data-size curves).
+    max_instructions: int | None = Field(default=None, ge=1)
+
+
+class CompatConfig(Strict):
+    """Reference quirks (method.md section 5). Off = the sensible behaviour."""
+
+    # Python's str.capitalize(): lower-cases everything after the first character.
+    python_capitalize: bool = False
+    # Drop every instruction of a response cut by max_tokens, not just the last one.
+    drop_whole_response_on_length: bool = False
+    # Drop all of a task's instances when two share an input but differ in output.
+    purge_task_on_conflict: bool = False
+
+
+class RunConfig(Strict):
+    preset: str = DEFAULT_PRESET
+    pipeline: Literal["self-instruct", "alpaca"] = "self-instruct"
+    seed: int = 42
+    seed_tasks: str | None = None  # None = the package's own 175 seed tasks
+    backend: BackendConfig = BackendConfig()
+    bootstrap: BootstrapConfig
+    classify: ClassifyConfig
+    instances: InstancesConfig
+    filters: FilterConfig = FilterConfig()
+    finetune_data: FinetuneDataConfig = FinetuneDataConfig()
+    compat: CompatConfig = CompatConfig()
+    # Prompt files (package data names or paths) to use instead of the preset's.
+    prompts: dict[str, str] = Field(default_factory=dict)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge `override` into `base` recursively (mappings merge, everything else replaces)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml_mapping(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    text = resources.files("selfinstruct.presets").joinpath(f"{name}.yaml").read_text("utf-8")
+    return read_yaml_mapping(text, f"preset {name}")
+
+
+def build_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Resolve preset < YAML file < overrides into a validated RunConfig."""
+    user: dict[str, Any] = {}
+    source = "flags"
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        user = read_yaml_mapping(path.read_text("utf-8"), str(path))
+        source = str(path)
+    preset_name = (overrides or {}).get("preset") or user.get("preset") or preset or DEFAULT_PRESET
+    data = deep_merge(load_preset(str(preset_name)), user)
+    data = deep_merge(data, overrides or {})
+    data["preset"] = preset_name
+    return validate_config(data, source)
+
+
+def validate_config(data: dict[str, Any], source: str) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"{source}: {where}: {err['msg']}{more}") from None
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (what a run directory records)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

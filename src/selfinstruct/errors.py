@@ -1,0 +1,50 @@
+"""The project's error types.
+
+Every error a user can cause (a bad seed file, a bad config, an unreachable server) is a
+`SelfInstructError`; the CLI prints its message as one line and exits non-zero. Anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SelfInstructError(Exception):
+    """Base of every error caused by user input or the environment."""
+
+    exit_code = 2
+
+
+class ConfigError(SelfInstructError):
+    """A config file, preset, prompt file or flag is invalid."""
+
+
+class SeedFileError(SelfInstructError):
+    """A seed-task file is malformed; the message names file:line."""
+
+
+class InputFileError(SelfInstructError):
+    """An input file (dataset, run directory) is missing or malformed."""
+
+
+class BackendError(SelfInstructError):
+    """A model backend failed in a way that retrying will not fix (bad key, unknown model)."""
+
+    exit_code = 3
+
+
+class RetryableBackendError(Exception):
+    """A transient backend failure (429, 5xx, timeout, reset, garbled body): worth retrying.
+
+    Not a `SelfInstructError`: the request engine catches it and retries; it only reaches
+    the user wrapped in a `RequestsFailedError`.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestsFailedError(SelfInstructError):
+    """Some requests still failed after every retry; they are listed in failed.jsonl."""
+
+    exit_code = 4

@@ -1,0 +1,57 @@
+"""Fine-tuning data in the formats other tools read: Alpaca JSON, ShareGPT, OpenAI messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from selfinstruct.records import dumps, write_atomic
+
+
+class TripleLike(Protocol):
+    instruction: str
+    input: str
+    output: str
+
+
+def user_turn(triple: TripleLike) -> str:
+    """The instruction, then the input (if any) after a blank line: one user message."""
+    return f"{triple.instruction}\n\n{triple.input}" if triple.input else triple.instruction
+
+
+def alpaca_record(triple: TripleLike) -> dict[str, str]:
+    return {"instruction": triple.instruction, "input": triple.input, "output": triple.output}
+
+
+def sharegpt_record(triple: TripleLike) -> dict[str, Any]:
+    return {
+        "conversations": [
+            {"from": "human", "value": user_turn(triple)},
+            {"from": "gpt", "value": triple.output},
+        ]
+    }
+
+
+def openai_record(triple: TripleLike, system: str | None = None) -> dict[str, Any]:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [
+        {"role": "user", "content": user_turn(triple)},
+        {"role": "assistant", "content": triple.output},
+    ]
+    return {"messages": messages}
+
+
+def write_exports(folder: Path, triples: Iterable[TripleLike], system: str | None = None) -> dict[str, Path]:
+    """Write the three export files; returns their paths by format name."""
+    items = list(triples)
+    paths = {
+        "alpaca": folder / "alpaca_data.json",
+        "sharegpt": folder / "sharegpt.jsonl",
+        "openai": folder / "openai_messages.jsonl",
+    }
+    write_atomic(paths["alpaca"], json.dumps([alpaca_record(t) for t in items], ensure_ascii=False, indent=4) + "\n")
+    write_atomic(paths["sharegpt"], (dumps(sharegpt_record(t)) + "\n" for t in items))
+    write_atomic(paths["openai"], (dumps(openai_record(t, system)) + "\n" for t in items))
+    return paths

@@ -1,0 +1,274 @@
+"""The request engine: turns a batch of requests into completions, durably and concurrently.
+
+For each batch it (1) answers what the store already holds, (2) sends the rest to the
+backend from a thread pool, retrying transient failures under a `RetryPolicy`, (3) commits
+every answer to the store before handing it back, and (4) records requests that still
+fail in `failed.jsonl` without storing them, so the next run simply sends them again.
+A fatal `BackendError` stops new work, lets in-flight calls settle, then propagates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.base import Backend, Completion, CompletionRequest
+from selfinstruct.llm.store import ResponseStore
+
+_PROMPT_HEAD_CHARS = 200
+
+
+@dataclass
+class RetryPolicy:
+    """When to try again and how long to wait: exponential backoff with full jitter.
+
+    Kept apart from the engine so that a later version can swap in adaptive concurrency
+    or a shared Retry-After admission gate without touching the request loop.
+    """
+
+    max_retries: int
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    # A server's Retry-After is honoured, but never beyond this (a misconfigured proxy
+    # saying "come back in an hour" should not silently stall a run).
+    retry_after_cap_s: float = 300.0
+    rng: random.Random | None = None
+
+    def allows_retry(self, retries_done: int) -> bool:
+        return retries_done < self.max_retries
+
+    def delay(self, retry_number: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number `retry_number` (1 = the first retry)."""
+        rng = self.rng or random
+        if retry_after is not None:
+            # Add a little jitter so that clients told the same time do not return together.
+            return min(retry_after, self.retry_after_cap_s) + rng.uniform(0, self.base_s)
+        return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (retry_number - 1)))
+
+
+@dataclass
+class StageStats:
+    """What one stage cost.
+
+    Without a fatal error, requests == cached + duplicates + sent and sent == succeeded + failed.
+    """
+
+    requests: int = 0
+    cached: int = 0  # answered from the store, not sent
+    duplicates: int = 0  # same key as another request of the same batch, sent once
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0  # gave up after every retry (listed in failed.jsonl)
+    cancelled: int = 0  # not finished because a fatal error stopped the batch
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    elapsed_s: float = 0.0
+    last_failure: str | None = None
+
+
+class _Abort(Exception):
+    """Raised inside a worker when a fatal error elsewhere has stopped the batch."""
+
+
+class RequestEngine:
+    """Runs batches of requests against one backend, through one store."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        store: ResponseStore,
+        failed_log: Path,
+        concurrency: int,
+        max_retries: int,
+        timeout_s: float,
+        price_per_1k_input: float | None = None,
+        price_per_1k_output: float | None = None,
+        progress: bool = True,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.failed_log = Path(failed_log)
+        self.concurrency = max(1, concurrency)
+        self.timeout_s = timeout_s
+        self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self.price_per_1k_input = price_per_1k_input
+        self.price_per_1k_output = price_per_1k_output
+        self.progress = progress
+        self._identity = backend.identity()
+        self._stats: dict[str, StageStats] = {}
+        self._stats_lock = threading.Lock()
+        self._log_lock = threading.Lock()
+
+    def key(self, request: CompletionRequest) -> str:
+        return request.key(self._identity)
+
+    def run(self, requests: Sequence[CompletionRequest], stage: str) -> list[Completion | None]:
+        """Completions in request order; None where a request failed after every retry."""
+        started = time.monotonic()
+        stats = self._stats.setdefault(stage, StageStats())
+        keys = [self.key(r) for r in requests]
+        results: list[Completion | None] = [None] * len(requests)
+        stored = self.store.get_many(keys)
+        pending: dict[str, list[int]] = {}  # key -> positions asking for it, first one sent
+        for i, key in enumerate(keys):
+            if key in stored:
+                results[i] = stored[key]
+            else:
+                pending.setdefault(key, []).append(i)
+        with self._stats_lock:
+            stats.requests += len(requests)
+            stats.cached += sum(1 for k in keys if k in stored)
+            stats.duplicates += sum(len(ix) - 1 for ix in pending.values())
+        try:
+            if pending:
+                for key, completion in self._send_all(requests, pending, stage, stats).items():
+                    for i in pending[key]:
+                        results[i] = completion
+        finally:
+            with self._stats_lock:
+                stats.elapsed_s += time.monotonic() - started
+        return results
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per stage: counts, tokens, elapsed seconds, and cost when prices are known."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._stats_lock:
+            for stage, stats in self._stats.items():
+                entry = asdict(stats)
+                if self.price_per_1k_input is not None or self.price_per_1k_output is not None:
+                    entry["cost"] = (
+                        stats.prompt_tokens / 1000 * (self.price_per_1k_input or 0.0)
+                        + stats.completion_tokens / 1000 * (self.price_per_1k_output or 0.0)
+                    )
+                out[stage] = entry
+        return out
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send_all(
+        self,
+        requests: Sequence[CompletionRequest],
+        pending: dict[str, list[int]],
+        stage: str,
+        stats: StageStats,
+    ) -> dict[str, Completion]:
+        abort = threading.Event()
+        done: dict[str, Completion] = {}
+        bar = _progress_bar(len(pending), stage, enabled=self.progress)
+
+        def work(key: str, request: CompletionRequest) -> None:
+            if abort.is_set():
+                raise _Abort
+            completion = self._complete_with_retries(key, request, stage, stats, abort)
+            if completion is not None:
+                done[key] = completion
+            bar.update(1)
+
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(pending)), thread_name_prefix="llm")
+        try:
+            futures = [pool.submit(work, key, requests[ix[0]]) for key, ix in pending.items()]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            # A fatal error: queued work will see `abort` and skip; in-flight calls finish
+            # (and store what they got) before the error propagates.
+            abort.set()
+            wait(futures)
+        except BaseException:  # Ctrl-C while waiting: stop queued work, keep what finished
+            abort.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            bar.close()
+            raise
+        pool.shutdown(wait=True)
+        bar.close()
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        with self._stats_lock:
+            stats.cancelled += sum(1 for e in errors if isinstance(e, _Abort))
+        fatal = [e for e in errors if not isinstance(e, _Abort)]
+        if fatal:
+            raise fatal[0]
+        return done
+
+    def _complete_with_retries(
+        self,
+        key: str,
+        request: CompletionRequest,
+        stage: str,
+        stats: StageStats,
+        abort: threading.Event,
+    ) -> Completion | None:
+        with self._stats_lock:
+            stats.sent += 1
+        retries = 0
+        while True:
+            try:
+                completion = self.backend.complete(request, self.timeout_s)
+            except RetryableBackendError as exc:
+                if not self.retry_policy.allows_retry(retries):
+                    self._record_failure(key, request, stage, str(exc), retries + 1, stats)
+                    return None
+                retries += 1
+                with self._stats_lock:
+                    stats.retries += 1
+                # Event.wait doubles as an interruptible sleep: a fatal error elsewhere ends it.
+                if abort.wait(self.retry_policy.delay(retries, exc.retry_after)):
+                    raise _Abort from None
+                continue
+            except BackendError:
+                abort.set()
+                raise
+            # Durable first, then used: a crash after this line never loses a paid answer.
+            self.store.put(key, stage, self._request_meta(request), completion)
+            with self._stats_lock:
+                stats.succeeded += 1
+                stats.prompt_tokens += completion.prompt_tokens
+                stats.completion_tokens += completion.completion_tokens
+            return completion
+
+    def _request_meta(self, request: CompletionRequest) -> dict[str, Any]:
+        return {
+            "prompt": request.prompt,
+            "params": request.params.model_dump(mode="json"),
+            "sample_index": request.sample_index,
+            "backend": self._identity,
+        }
+
+    def _record_failure(
+        self, key: str, request: CompletionRequest, stage: str, reason: str, attempts: int, stats: StageStats
+    ) -> None:
+        line = json.dumps(
+            {
+                "stage": stage,
+                "key": key,
+                "reason": reason,
+                "attempts": attempts,
+                "prompt_head": request.prompt[:_PROMPT_HEAD_CHARS],
+            },
+            ensure_ascii=False,
+        )
+        with self._log_lock:
+            self.failed_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.failed_log.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        with self._stats_lock:
+            stats.failed += 1
+            stats.last_failure = reason
+
+
+def _progress_bar(total: int, stage: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    show = enabled and sys.stderr.isatty()
+    return tqdm(total=total, desc=stage, unit="req", file=sys.stderr, disable=not show, dynamic_ncols=True)

@@ -1,0 +1,208 @@
+"""A backend for any OpenAI-compatible HTTP server (OpenAI itself, llama.cpp, vLLM, ...).
+
+One synchronous `httpx.Client`, shared by the engine's worker threads (httpx clients are
+thread-safe). Every failure is classified once, here: what another try might fix becomes
+`RetryableBackendError`, everything else `BackendError`. The API key goes into the
+Authorization header and nowhere else: not into messages, identity() or the store.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from selfinstruct.config import BackendConfig
+from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.base import Completion, CompletionRequest
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+_MODEL_MISSING = re.compile(r"model_not_found|model\b.{0,80}\b(does not exist|not found)", re.I | re.S)
+_MESSAGE_LIMIT = 200
+
+
+class OpenAIBackend:
+    """Completes prompts through `/completions` or `/chat/completions`."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self._api = config.api
+        self._model = config.model
+        self._base_url = config.base_url.rstrip("/")
+        self._key = _read_api_key(config.api_key_file)
+        if self._key is None and not _is_loopback(self._base_url):
+            raise BackendError("no API key: set OPENAI_API_KEY or backend.api_key_file")
+        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        self._client = httpx.Client(headers=headers, timeout=config.timeout_s)
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "openai", "api": self._api, "model": self._model, "base_url": self._base_url}
+
+    def check(self) -> None:
+        """Fail fast (BackendError) when the server cannot be reached or rejects the key."""
+        url = f"{self._base_url}/models"
+        try:
+            response = self._client.get(url, timeout=10.0)
+        except httpx.TransportError as exc:
+            raise BackendError(f"cannot reach {self._base_url}: {self._describe(exc)}") from None
+        if response.status_code in (401, 403):
+            raise BackendError(f"authentication failed (HTTP {response.status_code}) at {self._base_url}")
+        # Any other answer proves the server is there; not every server implements /models.
+
+    def complete(self, request: CompletionRequest, timeout: float) -> Completion:
+        path, body = self._request_body(request)
+        try:
+            response = self._client.post(f"{self._base_url}{path}", json=body, timeout=timeout)
+        except httpx.TimeoutException:
+            raise RetryableBackendError(f"no answer from {self._base_url} within {timeout:g} s") from None
+        except httpx.TransportError as exc:
+            raise RetryableBackendError(f"cannot reach {self._base_url}: {self._describe(exc)}") from None
+        if response.status_code != 200:
+            raise self._status_error(response)
+        return self._parse(response)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- request and response mapping ------------------------------------------------------
+
+    def _request_body(self, request: CompletionRequest) -> tuple[str, dict[str, Any]]:
+        params = request.params
+        body: dict[str, Any] = {
+            "model": self._model,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "presence_penalty": params.presence_penalty,
+            "frequency_penalty": params.frequency_penalty,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        # Not an OpenAI parameter: llama.cpp servers honour it; OpenAI itself would reject it.
+        if params.repeat_penalty is not None:
+            body["repeat_penalty"] = params.repeat_penalty
+        if self._api == "chat":
+            body["messages"] = [{"role": "user", "content": request.prompt}]
+            return "/chat/completions", body
+        body["prompt"] = request.prompt
+        return "/completions", body
+
+    def _parse(self, response: httpx.Response) -> Completion:
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if self._api == "chat" else choice["text"]
+            if text is None:  # a chat answer may carry no content at all (e.g. a refusal)
+                text = ""
+            if not isinstance(text, str):
+                raise TypeError("text is not a string")
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise RetryableBackendError(
+                f"malformed response from {self._base_url} ({type(exc).__name__}: {_one_line(str(exc))})"
+            ) from None
+        usage = data.get("usage") or {}
+        return Completion(
+            text=text,
+            finish_reason=choice.get("finish_reason") or "stop",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+
+    # -- error classification --------------------------------------------------------------
+
+    def _status_error(self, response: httpx.Response) -> Exception:
+        status = response.status_code
+        message = self._redact(_server_message(response))
+        if status in (401, 403):
+            return BackendError(f"authentication failed (HTTP {status}) at {self._base_url}")
+        if status == 404 or (400 <= status < 500 and _MODEL_MISSING.search(message)):
+            return BackendError(
+                f"unknown model {self._model!r} at {self._base_url} (HTTP {status}: {message or 'not found'})"
+            )
+        if status in RETRYABLE_STATUS or status >= 500:
+            return RetryableBackendError(
+                f"HTTP {status} from {self._base_url}: {message}".rstrip(": "),
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        if status in (400, 422):
+            return BackendError(f"request rejected (HTTP {status}) at {self._base_url}: {message}")
+        return BackendError(f"unexpected HTTP {status} from {self._base_url}: {message}".rstrip(": "))
+
+    def _describe(self, exc: Exception) -> str:
+        if isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower():
+            return "connection refused"
+        return self._redact(_one_line(str(exc)) or type(exc).__name__)
+
+    def _redact(self, text: str) -> str:
+        # Some servers echo the Authorization header or the key in their error text.
+        return text.replace(self._key, "***") if self._key else text
+
+
+def _read_api_key(api_key_file: str | None) -> str | None:
+    key = os.environ.get("OPENAI_API_KEY", "").strip()
+    if key:
+        return key
+    if api_key_file:
+        path = Path(api_key_file).expanduser()
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise BackendError(f"{path}: cannot read the API key file ({exc.strerror})") from None
+        if not key:
+            raise BackendError(f"{path}: the API key file is empty")
+        return key
+    return None
+
+
+def _is_loopback(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The server's error message, one line, at most ~200 characters."""
+    try:
+        data = response.json()
+    except ValueError:
+        return _one_line(response.text)
+    if isinstance(data, dict):
+        error = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(error, dict):
+            error = error.get("message", error)
+        if error is not None:
+            return _one_line(error if isinstance(error, str) else json.dumps(error))
+    return _one_line(json.dumps(data))
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _MESSAGE_LIMIT else line[: _MESSAGE_LIMIT - 3] + "..."

@@ -1,0 +1,229 @@
+"""A run directory and the stages that fill it.
+
+Files are named and shaped like the reference's batch dir, so either tool can read the
+other's output:
+
+    RUN/config.yaml                          the resolved config
+    RUN/responses.sqlite                     every model response, committed before use
+    RUN/failed.jsonl                         requests that failed after every retry
+    RUN/machine_generated_instructions.jsonl stage 1
+    RUN/is_clf_or_not_<model>_template_1.jsonl stage 2
+    RUN/machine_generated_instances.jsonl    stage 3
+    RUN/finetuning_data/                     stage 4 + exports
+    RUN/summary.json                         the funnel and the request accounting
+
+Everything is validated (config, prompts, seeds, backend) before the directory is touched,
+and each output file is written whole or not at all. Re-running the same command replays
+the stored responses and sends only what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selfinstruct.config import RunConfig, dump_config
+from selfinstruct.errors import InputFileError
+from selfinstruct.records import read_jsonl, write_atomic, write_json, write_jsonl
+from selfinstruct.seeds import load_seed_tasks
+from selfinstruct.stages.context import PromptSet, StageContext
+
+CONFIG_FILE = "config.yaml"
+STORE_FILE = "responses.sqlite"
+FAILED_FILE = "failed.jsonl"
+SUMMARY_FILE = "summary.json"
+INSTRUCTIONS_FILE = "machine_generated_instructions.jsonl"
+INSTANCES_FILE = "machine_generated_instances.jsonl"
+FINETUNE_DIR = "finetuning_data"
+STAGES = ("bootstrap", "classify", "instances", "prepare")
+
+
+def classification_file(model: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "model"
+    return f"is_clf_or_not_{safe}_template_1.jsonl"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SELFINSTRUCT_CACHE_DIR") or Path.home() / ".cache" / "selfinstruct")
+
+
+@dataclass
+class Run:
+    """One run directory with its validated config; stages are methods that read and write it."""
+
+    out: Path
+    config: RunConfig
+    progress: bool = True
+    log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        # Validate everything a stage needs before anything is written.
+        self.seeds = load_seed_tasks(self.config.seed_tasks)
+        self.prompts = PromptSet.load(self.config.prompts)
+        self._engine: Any = None
+        self._backend: Any = None
+
+    # -- set-up -----------------------------------------------------------------------------
+    def open(self, needs_model: bool = True) -> None:
+        """Start the backend (fails fast on a bad model or server), then create the directory."""
+        if needs_model and self._engine is None:
+            from selfinstruct.llm import make_backend
+
+            self._backend = make_backend(self.config.backend, cache_dir())
+            check = getattr(self._backend, "check", None)
+            if callable(check):
+                check()
+        if self.out.exists() and not self.out.is_dir():
+            raise InputFileError(f"{self.out}: exists and is not a directory")
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.out / CONFIG_FILE, dump_config(self.config))
+        if needs_model and self._engine is None:
+            from selfinstruct.llm.engine import RequestEngine
+            from selfinstruct.llm.store import ResponseStore
+
+            b = self.config.backend
+            self._engine = RequestEngine(
+                backend=self._backend,
+                store=ResponseStore(self.out / STORE_FILE),
+                failed_log=self.out / FAILED_FILE,
+                concurrency=b.concurrency,
+                max_retries=b.max_retries,
+                timeout_s=b.timeout_s,
+                price_per_1k_input=b.price_per_1k_input,
+                price_per_1k_output=b.price_per_1k_output,
+                progress=self.progress,
+            )
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._write_summary({})
+        if self._backend is not None:
+            self._backend.close()
+
+    def context(self) -> StageContext:
+        return StageContext(self.config, self.seeds, self.prompts, self._engine, self.progress)
+
+    # -- stages -----------------------------------------------------------------------------
+    def bootstrap(self) -> list[dict[str, Any]]:
+        started = time.monotonic()
+        if self.config.pipeline == "alpaca":
+            from selfinstruct.stages.alpaca import generate_alpaca_tasks
+
+            result = generate_alpaca_tasks(self.context())
+        else:
+            from selfinstruct.stages.bootstrap import bootstrap_instructions
+
+            result = bootstrap_instructions(self.context())
+        write_jsonl(self.out / INSTRUCTIONS_FILE, result.records)
+        if not result.complete:
+            self.log(
+                f"bootstrap: the model stopped producing new instructions; kept {len(result.records)} "
+                f"of {self.config.bootstrap.num_instructions} after "
+                f"{self.config.bootstrap.max_idle_rounds} rounds without a new one"
+            )
+        self._write_summary({"bootstrap": {**result.funnel.to_json(), "seconds": _since(started)}})
+        return result.records
+
+    def classify(self) -> list[dict[str, Any]]:
+        from selfinstruct.stages.classify import identify_classification, is_classification_answer
+
+        started = time.monotonic()
+        tasks = self._read(INSTRUCTIONS_FILE, "bootstrap")
+        records = identify_classification(self.context(), [t["instruction"] for t in tasks])
+        write_jsonl(self.out / self.classification_path().name, records)
+        n_yes = sum(is_classification_answer(r["is_classification"]) for r in records)
+        self._write_summary(
+            {"classify": {"instructions": len(records), "classification": n_yes, "seconds": _since(started)}}
+        )
+        return records
+
+    def instances(self) -> list[dict[str, Any]]:
+        from selfinstruct.stages.instances import generate_instances
+
+        started = time.monotonic()
+        tasks = self._read(INSTRUCTIONS_FILE, "bootstrap")
+        labels = {r["instruction"]: r["is_classification"] for r in self._read(self.classification_path().name, "classify")}
+        missing = [t["instruction"] for t in tasks if t["instruction"] not in labels]
+        if missing:
+            raise InputFileError(
+                f"{self.classification_path()}: no classification answer for {len(missing)} instruction(s); "
+                "run `selfinstruct classify` first"
+            )
+        merged = [{**t, "is_classification": labels[t["instruction"]]} for t in tasks]
+        records = generate_instances(self.context(), merged)
+        write_jsonl(self.out / INSTANCES_FILE, records)
+        self._write_summary({"instances": {"tasks": len(records), "seconds": _since(started)}})
+        return records
+
+    def prepare(self) -> dict[str, Any]:
+        """Stage 4: filter instances and write the fine-tuning data and exports."""
+        from selfinstruct.exports import write_exports
+        from selfinstruct.stages.finetune_data import build_finetune_data
+
+        source = INSTRUCTIONS_FILE if self.config.pipeline == "alpaca" else INSTANCES_FILE
+        records = self._read(source, "bootstrap" if self.config.pipeline == "alpaca" else "instances")
+        data = build_finetune_data(records, self.seeds, self.config, self.prompts.finetune_templates)
+        folder = self.out / FINETUNE_DIR
+        write_jsonl(folder / "all_generated_instances.jsonl", (t.to_json() for t in data.generated))
+        for old in folder.glob("gpt3_finetuning_data_*.jsonl"):
+            old.unlink()
+        write_jsonl(folder / f"gpt3_finetuning_data_{len(data.rows)}.jsonl", data.rows)
+        write_exports(folder, data.training)
+        summary = {
+            "prepare": {
+                "tasks": len(records),
+                "instances": data.funnel.to_json(),
+                "training_triples": len(data.training),
+                "finetuning_rows": len(data.rows),
+            }
+        }
+        self._write_summary(summary)
+        return summary["prepare"]
+
+    def run_all(self) -> dict[str, Any]:
+        self.bootstrap()
+        if self.config.pipeline != "alpaca":
+            self.classify()
+            self.instances()
+        self.prepare()
+        return self.summary()
+
+    # -- files ------------------------------------------------------------------------------
+    def classification_path(self) -> Path:
+        return self.out / classification_file(self.config.backend.model)
+
+    def _read(self, name: str, producer: str) -> list[dict[str, Any]]:
+        path = self.out / name
+        if not path.is_file():
+            raise InputFileError(f"{path}: not found; run `selfinstruct {producer} --out {self.out}` first")
+        return read_jsonl(path)
+
+    def summary(self) -> dict[str, Any]:
+        path = self.out / SUMMARY_FILE
+        if path.is_file():
+            import json
+
+            try:
+                data: dict[str, Any] = json.loads(path.read_text("utf-8"))
+                return data
+            except ValueError:
+                return {}
+        return {}
+
+    def _write_summary(self, update: dict[str, Any]) -> None:
+        summary = self.summary()
+        funnel = dict(summary.get("funnel", {}))
+        funnel.update(update)
+        summary["funnel"] = funnel
+        if self._engine is not None:
+            summary["requests"] = self._engine.stats()
+        write_json(self.out / SUMMARY_FILE, summary)
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)

@@ -1,0 +1,174 @@
+"""Prompt texts and few-shot demonstrations: package data, validated on load.
+
+Each YAML file in this folder is one prompt family; a run config may point any family at a
+file of its own (`prompts: {classify: my_classify.yaml}`), which is validated the same way.
+The rendering functions live with the stages that use them; this module only loads and
+checks the data.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from selfinstruct.config import read_yaml_mapping
+from selfinstruct.errors import ConfigError
+
+
+class PromptFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+class BootstrapPrompt(PromptFile):
+    """Stage 1: a header line, then a numbered list of instructions left open at the end."""
+
+    header: str
+    classification_header: str
+
+    _check = field_validator("header", "classification_header")(_non_blank)
+
+
+class ClassifyDemo(PromptFile):
+    task: str
+    is_classification: bool
+
+    _check = field_validator("task")(_non_blank)
+
+
+class ClassifyPrompt(PromptFile):
+    """Stage 2: header, then `Task: ...` / `<question> Yes|No` demonstrations."""
+
+    header: str
+    question: str
+    demonstrations: tuple[ClassifyDemo, ...] = Field(min_length=1)
+
+    _check = field_validator("header", "question")(_non_blank)
+
+
+class LabelledInput(PromptFile):
+    label: str
+    # The input with its field prefix ("Sentence: ..."); empty when the task needs no input.
+    input: str = ""
+
+    _check = field_validator("label")(_non_blank)
+
+
+class ClassificationInstanceDemo(PromptFile):
+    task: str
+    examples: tuple[LabelledInput, ...] = Field(min_length=1)
+
+    _check = field_validator("task")(_non_blank)
+
+
+class InstancesClassificationPrompt(PromptFile):
+    """Stage 3, output-first: for each class label, an input of that class."""
+
+    header: str
+    demonstrations: tuple[ClassificationInstanceDemo, ...] = Field(min_length=1)
+
+    _check = field_validator("header")(_non_blank)
+
+
+class InputOutput(PromptFile):
+    # The input with its field prefix ("Paragraph: ..."); empty when the task needs no input.
+    input: str = ""
+    output: str
+
+    _check = field_validator("output")(_non_blank)
+
+
+class GenerationInstanceDemo(PromptFile):
+    task: str
+    examples: tuple[InputOutput, ...] = Field(min_length=1)
+
+    _check = field_validator("task")(_non_blank)
+
+
+class InstancesGenerationPrompt(PromptFile):
+    """Stage 3, input-first: examples of input then output (or the output alone)."""
+
+    header: str
+    demonstrations: tuple[GenerationInstanceDemo, ...] = Field(min_length=1)
+
+    _check = field_validator("header")(_non_blank)
+
+
+class FinetuneTemplates(PromptFile):
+    """Stage 4: prompt templates with `{instruction}` and (for `with_input`) `{input}`."""
+
+    with_input: tuple[str, ...] = Field(min_length=1)
+    without_input: tuple[str, ...] = Field(min_length=1)
+    # Appended to every completion (GPT-3 fine-tuning's end-of-text marker).
+    completion_suffix: str = "<|endoftext|>"
+
+    @field_validator("with_input")
+    @classmethod
+    def _has_input(cls, templates: tuple[str, ...]) -> tuple[str, ...]:
+        for template in templates:
+            if "{instruction}" not in template or "{input}" not in template:
+                raise ValueError(f"template {template!r} needs {{instruction}} and {{input}}")
+        return templates
+
+    @field_validator("without_input")
+    @classmethod
+    def _no_input(cls, templates: tuple[str, ...]) -> tuple[str, ...]:
+        for template in templates:
+            if "{instruction}" not in template or "{input}" in template:
+                raise ValueError(f"template {template!r} needs {{instruction}} and no {{input}}")
+        return templates
+
+
+class AlpacaPrompt(PromptFile):
+    """The one-stage variant: a requirements text, then numbered seed examples."""
+
+    preamble: str
+    no_input_marker: str = "<noinput>"
+
+    _check = field_validator("preamble")(_non_blank)
+
+
+FAMILIES: dict[str, type[PromptFile]] = {
+    "bootstrap": BootstrapPrompt,
+    "classify": ClassifyPrompt,
+    "instances_classification": InstancesClassificationPrompt,
+    "instances_generation": InstancesGenerationPrompt,
+    "finetune_templates": FinetuneTemplates,
+    "alpaca": AlpacaPrompt,
+}
+
+P = TypeVar("P", bound=PromptFile)
+
+
+@lru_cache(maxsize=64)
+def _read(name_or_path: str) -> tuple[str, str]:
+    packaged = resources.files("selfinstruct.prompts").joinpath(name_or_path)
+    if "/" not in name_or_path and packaged.is_file():
+        return packaged.read_text("utf-8"), f"prompts/{name_or_path}"
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(f"{name_or_path}: prompt file not found")
+    return path.read_text("utf-8"), str(path)
+
+
+def load_prompt(family: str, name_or_path: str, model: type[P]) -> P:
+    """Load and validate one prompt file (a packaged name like `classify.yaml`, or a path)."""
+    if FAMILIES.get(family) is not model:
+        raise ConfigError(f"unknown prompt family {family!r}")
+    text, source = _read(name_or_path)
+    data = read_yaml_mapping(text, source)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{source}: {where}: {err['msg']}") from None

@@ -1,0 +1,109 @@
+"""Plain records that flow between the stages, and their JSONL files.
+
+Every stage reads and writes these records as JSON lines in the reference's shapes, so a
+run directory can be inspected with `head` and `jq`, and files from the reference code can
+be read back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfinstruct.errors import InputFileError
+
+
+@dataclass(frozen=True)
+class Instance:
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class SeedTask:
+    id: str
+    name: str
+    instruction: str
+    instances: tuple[Instance, ...]
+    is_classification: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "instruction": self.instruction,
+            "instances": [{"input": i.input, "output": i.output} for i in self.instances],
+            "is_classification": self.is_classification,
+        }
+
+
+@dataclass
+class Funnel:
+    """Counts of what a stage produced and why candidates were rejected."""
+
+    generated: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"generated": self.generated, "rejected": dict(self.rejected), "accepted": self.accepted}
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; malformed lines name path:line."""
+    if not path.is_file():
+        raise InputFileError(f"{path}: file not found")
+    with path.open("r", encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise InputFileError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [obj for _, obj in iter_jsonl(path)]
+
+
+def dumps(record: Any) -> str:
+    return json.dumps(record, ensure_ascii=False)
+
+
+def write_atomic(path: Path, text_or_lines: str | Iterable[str]) -> None:
+    """Write a file completely or not at all: temp file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            if isinstance(text_or_lines, str):
+                handle.write(text_or_lines)
+            else:
+                for line in text_or_lines:
+                    handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: Path, records: Iterable[Any]) -> None:
+    write_atomic(path, (dumps(r) + "\n" for r in records))
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")

@@ -1,0 +1,180 @@
+"""Stage 1: instruction bootstrap (method.md 1.1).
+
+Each prompt shows 8 instructions (6 human seeds + 2 machine ones once there are some) as a
+numbered list and leaves item 9 open; the model continues the list. New instructions pass
+the rule filters and the ROUGE-L novelty filter against the seeds plus everything accepted
+so far (earlier candidates of the same response included), until N are accepted.
+
+The loop runs in rounds: a round builds `prompts_per_round` prompts from the pool as it
+stood at the round's start, sends them together, then filters the answers in prompt order.
+Every random choice is derived from (seed, round, prompt), so replaying the stored answers
+reproduces the run exactly, whatever the concurrency or the moment it was interrupted.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from selfinstruct.config import CompatConfig
+from selfinstruct.filters.heuristics import check_instruction
+from selfinstruct.filters.rouge import RougeNoveltyIndex
+from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.randomness import derive_seed, step_rng
+from selfinstruct.records import Funnel
+from selfinstruct.stages.context import StageContext
+
+ITEM_SPLIT = re.compile(r"\n\d+\s?\. ")
+
+
+def clean_instruction(text: str) -> str:
+    """Collapse whitespace and drop a trailing colon, as the list items are shown."""
+    return re.sub(r"\s+", " ", text).strip().rstrip(":")
+
+
+def render_bootstrap_prompt(header: str, instructions: Sequence[str]) -> str:
+    lines = [header]
+    lines += [f"{n}. {clean_instruction(text)}" for n, text in enumerate(instructions, start=1)]
+    lines.append(f"{len(instructions) + 1}.")
+    return "\n".join(lines)
+
+
+def capitalize_first(text: str, python_capitalize: bool = False) -> str:
+    """Upper-case the first character only; the reference's str.capitalize() also lower-cases
+    the rest ("SQL" -> "sql"), kept behind `compat.python_capitalize`."""
+    if python_capitalize:
+        return text.capitalize()
+    return text[:1].upper() + text[1:]
+
+
+def parse_bootstrap_response(text: str, finish_reason: str, compat: CompatConfig) -> list[str]:
+    """The new instructions in a continuation of the numbered list.
+
+    A response cut by max_tokens loses its last (unfinished) item; the reference drops the
+    whole response instead (`compat.drop_whole_response_on_length`).
+    """
+    if finish_reason == "length" and compat.drop_whole_response_on_length:
+        return []
+    pieces = ITEM_SPLIT.split(text)
+    if finish_reason == "length":
+        pieces = pieces[:-1]
+    items = [re.sub(r"\s+", " ", piece).strip() for piece in pieces]
+    return [capitalize_first(item, compat.python_capitalize) for item in items]
+
+
+def sample_in_context(
+    seeds: Sequence[str], machine: Sequence[str], total: int, n_machine: int, rng: random.Random
+) -> list[str]:
+    """`n_machine` machine instructions (fewer while the pool is small), the rest seeds, shuffled."""
+    chosen = rng.sample(list(machine), min(n_machine, len(machine)))
+    chosen += rng.sample(list(seeds), min(total - len(chosen), len(seeds)))
+    rng.shuffle(chosen)
+    return chosen
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One parsed item of a response: an instruction and, in one-stage variants, its instance."""
+
+    instruction: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BootstrapResult:
+    records: list[dict[str, Any]]
+    funnel: Funnel
+    complete: bool  # False when the model stopped producing new instructions
+
+
+PromptBuilder = Callable[[random.Random, Sequence[str]], str]
+ResponseParser = Callable[[Completion], list[Candidate]]
+
+
+def run_bootstrap_loop(
+    ctx: StageContext,
+    stage: str,
+    seed_instructions: Sequence[str],
+    build_prompt: PromptBuilder,
+    parse: ResponseParser,
+) -> BootstrapResult:
+    """The shared generate -> filter -> grow-the-pool loop of stage 1 and its variants."""
+    cfg = ctx.config.bootstrap
+    filters = ctx.config.filters
+    target = cfg.num_instructions
+    index = RougeNoveltyIndex(filters.rouge_threshold, tokenizer=filters.tokenizer)
+    for text in seed_instructions:
+        index.add(text)
+    machine: list[str] = []
+    records: list[dict[str, Any]] = []
+    funnel = Funnel()
+    idle_rounds = 0
+    round_no = 0
+    bar = _progress(ctx, stage, target)
+    while len(machine) < target and idle_rounds < cfg.max_idle_rounds:
+        requests = []
+        for i in range(cfg.prompts_per_round):
+            prompt = build_prompt(step_rng(ctx.config.seed, stage, "context", round_no, i), machine)
+            params = cfg.generation.with_(seed=derive_seed(ctx.config.seed, stage, "sample", round_no, i))
+            requests.append(CompletionRequest(prompt=prompt, params=params))
+        completions = ctx.complete_all(requests, stage)
+        accepted_before = len(machine)
+        for i, completion in enumerate(completions):
+            for candidate in parse(completion):
+                if len(machine) >= target:
+                    break
+                funnel.generated += 1
+                reason = check_instruction(candidate.instruction, filters)
+                if reason is None and filters.is_enabled("rouge") and not index.is_novel(candidate.instruction):
+                    reason = "rouge_similarity"
+                if reason is not None:
+                    funnel.reject(reason)
+                    continue
+                record: dict[str, Any] = {"instruction": candidate.instruction, **candidate.extra}
+                if cfg.similarity_stats:
+                    top, mean = index.similarity_stats(candidate.instruction, k=cfg.most_similar_k)
+                    record["most_similar"] = dict(top)
+                    record["avg_similarity_score"] = mean
+                record["metadata"] = {"round": round_no, "prompt_index": i, "finish_reason": completion.finish_reason}
+                record["request_idx"] = round_no
+                index.add(candidate.instruction)
+                machine.append(candidate.instruction)
+                records.append(record)
+                funnel.accepted += 1
+        if bar is not None:
+            bar.update(len(machine) - accepted_before)
+        idle_rounds = idle_rounds + 1 if len(machine) == accepted_before else 0
+        round_no += 1
+    if bar is not None:
+        bar.close()
+    return BootstrapResult(records=records, funnel=funnel, complete=len(machine) >= target)
+
+
+def bootstrap_instructions(ctx: StageContext) -> BootstrapResult:
+    """Stage 1 of the paper's pipeline."""
+    cfg = ctx.config.bootstrap
+    seeds = [t for t in ctx.seeds if t.is_classification or not cfg.classification_seeds_only]
+    seed_instructions = [t.instruction for t in seeds]
+    prompt = ctx.prompts.bootstrap
+    header = prompt.classification_header if cfg.classification_seeds_only else prompt.header
+
+    def build(rng: random.Random, machine: Sequence[str]) -> str:
+        shown = sample_in_context(seed_instructions, machine, cfg.in_context, cfg.machine_in_context, rng)
+        return render_bootstrap_prompt(header, shown)
+
+    def parse(completion: Completion) -> list[Candidate]:
+        items = parse_bootstrap_response(completion.text, completion.finish_reason, ctx.config.compat)
+        return [Candidate(item) for item in items]
+
+    return run_bootstrap_loop(ctx, "bootstrap", seed_instructions, build, parse)
+
+
+def _progress(ctx: StageContext, stage: str, total: int) -> Any:
+    if not ctx.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=stage, unit="instr", dynamic_ncols=True)

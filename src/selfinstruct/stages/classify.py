@@ -1,0 +1,42 @@
+"""Stage 2: classification identification (method.md 1.2).
+
+A few-shot prompt of demonstrations (12 yes, 19 no in the packaged file) asks, for each new
+instruction, whether its output is one of a finite set of labels. Greedy decoding, 3 tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.prompts import ClassifyPrompt
+from selfinstruct.stages.context import StageContext
+
+YES = frozenset({"Yes", "yes", "YES"})
+
+
+def render_classify_prompt(prompt: ClassifyPrompt, instruction: str) -> str:
+    blocks = [
+        f"Task: {demo.task.strip()}\n{prompt.question} {'Yes' if demo.is_classification else 'No'}"
+        for demo in prompt.demonstrations
+    ]
+    return "\n\n".join([prompt.header.strip(), *blocks, f"Task: {instruction.strip()}\n{prompt.question}"])
+
+
+def is_classification_answer(raw: str) -> bool:
+    """The model's raw answer means yes. Anything else, an empty answer included, is no."""
+    return raw.strip() in YES
+
+
+def identify_classification(ctx: StageContext, instructions: list[str]) -> list[dict[str, Any]]:
+    """One record per instruction: {instruction, is_classification: the raw answer}, as the reference."""
+    params = ctx.config.classify.generation
+    requests = [
+        CompletionRequest(prompt=render_classify_prompt(ctx.prompts.classify, text), params=params)
+        for text in instructions
+    ]
+    completions = ctx.complete_all(requests, "classify")
+    return [
+        {"instruction": text, "is_classification": completion.text}
+        for text, completion in zip(instructions, completions, strict=True)
+    ]

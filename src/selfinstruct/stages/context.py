@@ -1,0 +1,71 @@
+"""What every stage is given: the resolved config, the seed tasks, the prompts, the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from selfinstruct.config import RunConfig
+from selfinstruct.errors import RequestsFailedError
+from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.engine import RequestEngine
+from selfinstruct.prompts import (
+    AlpacaPrompt,
+    BootstrapPrompt,
+    ClassifyPrompt,
+    FinetuneTemplates,
+    InstancesClassificationPrompt,
+    InstancesGenerationPrompt,
+    load_prompt,
+)
+from selfinstruct.records import SeedTask
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    bootstrap: BootstrapPrompt
+    classify: ClassifyPrompt
+    instances_classification: InstancesClassificationPrompt
+    instances_generation: InstancesGenerationPrompt
+    finetune_templates: FinetuneTemplates
+    alpaca: AlpacaPrompt
+
+    @classmethod
+    def load(cls, files: dict[str, str]) -> PromptSet:
+        def get(family: str, model: type) -> object:
+            return load_prompt(family, files.get(family, f"{family}.yaml"), model)
+
+        return cls(
+            bootstrap=get("bootstrap", BootstrapPrompt),  # type: ignore[arg-type]
+            classify=get("classify", ClassifyPrompt),  # type: ignore[arg-type]
+            instances_classification=get("instances_classification", InstancesClassificationPrompt),  # type: ignore[arg-type]
+            instances_generation=get("instances_generation", InstancesGenerationPrompt),  # type: ignore[arg-type]
+            finetune_templates=get("finetune_templates", FinetuneTemplates),  # type: ignore[arg-type]
+            alpaca=get("alpaca", AlpacaPrompt),  # type: ignore[arg-type]
+        )
+
+
+@dataclass
+class StageContext:
+    config: RunConfig
+    seeds: list[SeedTask]
+    prompts: PromptSet
+    engine: RequestEngine | None  # None for stages that call no model
+    progress: bool = True
+
+    def complete_all(self, requests: Sequence[CompletionRequest], stage: str) -> list[Completion]:
+        """Complete every request or raise, after all of them were tried and the good ones stored.
+
+        A stage never continues on a partial answer: that would make its output depend on
+        which requests happened to fail, and a re-run (which retries exactly those) could
+        not reproduce it.
+        """
+        assert self.engine is not None, f"stage {stage} needs a model"
+        results = self.engine.run(requests, stage=stage)
+        failed = sum(r is None for r in results)
+        if failed:
+            raise RequestsFailedError(
+                f"{stage}: {failed} of {len(results)} requests failed after retries (see failed.jsonl); "
+                "run the same command again to retry only those"
+            )
+        return [r for r in results if r is not None]

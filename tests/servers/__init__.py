@@ -1,0 +1,1 @@
+"""Real servers and model files that the tests run against (no mocks)."""
