@@ -60,18 +60,20 @@ class Run:
     config: RunConfig
     progress: bool = True
     log: Callable[[str], None] = print
+    # A ready backend (tests, library use); by default one is made from the config.
+    backend: Any = None
 
     def __post_init__(self) -> None:
         # Validate everything a stage needs before anything is written.
         self.seeds = load_seed_tasks(self.config.seed_tasks)
         self.prompts = PromptSet.load(self.config.prompts)
         self._engine: Any = None
-        self._backend: Any = None
+        self._backend: Any = self.backend
 
     # -- set-up -----------------------------------------------------------------------------
     def open(self, needs_model: bool = True) -> None:
         """Start the backend (fails fast on a bad model or server), then create the directory."""
-        if needs_model and self._engine is None:
+        if needs_model and self._backend is None:
             from selfinstruct.llm import make_backend
 
             self._backend = make_backend(self.config.backend, cache_dir())

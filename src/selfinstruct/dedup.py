@@ -1,0 +1,170 @@
+"""`selfinstruct dedup`: drop near-duplicate instructions from a file, as Self-Instruct's filter would.
+
+A record is kept iff its ROUGE-L F-measure against every earlier KEPT record and every pool
+record is <= the threshold: the same greedy, order-dependent rule the bootstrap stage
+applies to its growing pool. Kept lines are copied byte for byte (line endings, spacing,
+extra JSON fields and all), so the output is the input minus the dropped lines.
+
+Input is JSONL (a string field, "instruction" by default) or plain text, one record per
+line; the first non-blank line decides: a JSON object means JSONL. Blank lines are not
+records and are not written. The input is read once, line by line; only the token ids of
+kept records stay in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from selfinstruct.errors import ConfigError, InputFileError
+from selfinstruct.filters.rouge import TOKENIZERS, RougeNoveltyIndex, TokenizerName
+
+_PROGRESS_EVERY = 4096  # lines between progress-bar updates: updating per line costs more than ROUGE
+
+
+@dataclass(frozen=True)
+class DedupReport:
+    """What `dedup_file` did: records read from the input, kept, dropped; pool size; seconds."""
+
+    read: int
+    kept: int
+    dropped: int
+    pool: int
+    elapsed: float
+
+
+def _records(path: Path, field: str, handle: IO[bytes]) -> Iterator[tuple[bytes, str]]:
+    """Yield (the line's exact bytes, the text to compare) for every non-blank line."""
+    jsonl: bool | None = None
+    for line_no, raw in enumerate(handle, start=1):
+        if not raw.strip():
+            continue
+        body = raw[3:] if line_no == 1 and raw.startswith(b"\xef\xbb\xbf") else raw  # a UTF-8 BOM
+        try:
+            line = body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputFileError(f"{path}:{line_no}: not valid UTF-8 (byte {e.start})") from None
+        if jsonl is None:
+            jsonl = _json_object(line) is not None
+        if not jsonl:
+            yield raw, line.rstrip("\r\n")
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputFileError(f"{path}:{line_no}: invalid JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(record, dict):
+            raise InputFileError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+        text = record.get(field)
+        if not isinstance(text, str):
+            problem = "missing" if text is None else f"a {type(text).__name__}, not a string"
+            raise InputFileError(f"{path}:{line_no}: field {field!r} is {problem}")
+        yield raw, text
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _open_input(path: Path, what: str) -> IO[bytes]:
+    try:
+        return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: {what} file not found") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{path}: {what} is a directory, not a file") from None
+    except OSError as e:
+        raise InputFileError(f"{path}: cannot read {what} file ({e.strerror})") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _progress_bar(path: Path, enabled: bool) -> Any:
+    if not (enabled and sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm  # only when shown: importing tqdm costs a noticeable part of a small run
+
+    return tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc="dedup", file=sys.stderr)
+
+
+def _new_file_mode(output: Path) -> int:
+    """The mode the output would get if opened normally (mkstemp files are 0600)."""
+    try:
+        return output.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def dedup_file(
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    pool_path: str | os.PathLike[str] | None = None,
+    threshold: float = 0.7,
+    tokenizer: TokenizerName = "rouge",
+    field: str = "instruction",
+    progress: bool = True,
+) -> DedupReport:
+    """Write to `output_path` the input lines whose ROUGE-L F to all earlier kept lines and
+    all pool records is <= `threshold`. The output appears only when complete."""
+    started = time.perf_counter()
+    source, target = Path(input_path), Path(output_path)
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold must be within [0, 1], got {threshold}")
+    if tokenizer not in TOKENIZERS:
+        raise ConfigError(f"unknown tokenizer {tokenizer!r}; known: {', '.join(sorted(TOKENIZERS))}")
+    if not source.is_file():
+        raise InputFileError(f"{source}: input file not found")
+    if _same_file(source, target):
+        raise InputFileError(f"{target}: the output must not be the input file")
+    if not target.parent.is_dir():
+        raise InputFileError(f"{target}: the output's directory does not exist")
+    index = RougeNoveltyIndex(threshold, tokenizer, keep_texts=False)
+    if pool_path is not None:
+        pool = Path(pool_path)
+        with _open_input(pool, "pool") as handle:
+            for _, text in _records(pool, field, handle):
+                index.add(text)
+    pool_size = len(index)
+
+    read = kept = 0
+    with _open_input(source, "input") as handle:
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                bar = _progress_bar(source, progress)
+                done = 0
+                for raw, text in _records(source, field, handle):
+                    read += 1
+                    if index.add_if_novel(text):
+                        kept += 1
+                        out.write(raw)
+                    if bar is not None and read % _PROGRESS_EVERY == 0:
+                        bar.update(handle.tell() - done)
+                        done = handle.tell()
+                if bar is not None:
+                    bar.update(bar.total - done)
+                    bar.close()
+            os.chmod(tmp_name, _new_file_mode(target))
+            os.replace(tmp_name, target)
+        except BaseException:
+            os.unlink(tmp_name)
+            raise
+    return DedupReport(read, kept, read - kept, pool_size, time.perf_counter() - started)

@@ -1,0 +1,97 @@
+"""The command line: help is fast, bad input is one line + non-zero exit + nothing written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "selfinstruct", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("selfinstruct: error: ")
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_help_starts_fast_and_lists_every_stage() -> None:
+    started = time.monotonic()
+    result = cli("--help")
+    assert result.returncode == 0
+    assert time.monotonic() - started < 5
+    for command in ("run", "bootstrap", "classify", "instances", "prepare", "dedup"):
+        assert command in result.stdout
+
+
+def test_bad_seed_file_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"id": "a", "name": "a", "instruction": "x", "instances": [], "is_classification": false}\n')
+    out = tmp_path / "run"
+    result = cli("run", "--out", str(out), "--seed-tasks", str(seeds), "--no-progress")
+    assert_one_line_error(result, f"{seeds}:1", "instances")
+    assert not out.exists()
+
+
+def test_bad_config_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("bootstrap:\n  num_instructions: -3\n")
+    out = tmp_path / "run"
+    result = cli("run", "--out", str(out), "--config", str(config))
+    assert_one_line_error(result, str(config), "bootstrap.num_instructions")
+    assert not out.exists()
+
+
+def test_unreachable_server_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = cli("run", "--out", str(out), "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                 "--model", "m", "--no-progress")
+    assert_one_line_error(result, "127.0.0.1:9")
+    assert not out.exists()
+
+
+def test_prepare_without_earlier_stages_names_the_missing_file(tmp_path: Path) -> None:
+    result = cli("prepare", "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, "machine_generated_instances.jsonl", "selfinstruct instances")
+
+
+def test_check_seeds_reports_counts(shared_data: Path) -> None:
+    result = cli("check-seeds", str(shared_data / "seed_tasks.jsonl"))
+    assert result.returncode == 0
+    assert "175 tasks, 26 classification, 50 with empty input" in result.stdout
+
+
+def test_config_prints_a_resolved_preset() -> None:
+    result = cli("config", "--preset", "alpaca-2023")
+    assert result.returncode == 0 and "pipeline: alpaca" in result.stdout
+
+
+def test_dedup_keeps_lines_byte_for_byte(tmp_path: Path) -> None:
+    rows = [{"instruction": "Name three birds that can swim.", "x": 1},
+            {"instruction": "Name three birds that can swim!", "x": 2},
+            {"instruction": "Explain how a bicycle gear works.", "x": 3}]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(json.dumps(r).encode() + b"\r\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    result = cli("dedup", str(src), "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    lines = src.read_bytes().splitlines(keepends=True)
+    assert out.read_bytes() == lines[0] + lines[2]
+
+
+@pytest.mark.parametrize("threshold", ["abc"])
+def test_dedup_rejects_a_bad_threshold(tmp_path: Path, threshold: str) -> None:
+    result = cli("dedup", str(tmp_path / "x"), "--out", str(tmp_path / "y"), "--threshold", threshold)
+    assert result.returncode != 0 and "Traceback" not in result.stderr

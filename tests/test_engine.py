@@ -1,0 +1,250 @@
+"""RequestEngine: store-first, concurrent, retrying, durable; run against a real loopback server."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from servers.openai_stub import OpenAIStub, garbled, hang, rate_limited, server_error, unauthorized
+
+from selfinstruct.config import BackendConfig, GenerationParams
+from selfinstruct.errors import BackendError
+from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.llm.engine import RequestEngine, RetryPolicy
+from selfinstruct.llm.openai_compat import OpenAIBackend
+from selfinstruct.llm.store import ResponseStore
+
+FAKE_KEY = "sk-engine-test-QQ77-very-secret"
+PARAMS = GenerationParams(max_tokens=16, temperature=0.7, top_p=0.9, seed=1)
+
+
+@pytest.fixture
+def stub() -> Iterator[OpenAIStub]:
+    with OpenAIStub() as server:
+        yield server
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ResponseStore]:
+    with ResponseStore(tmp_path / "responses.sqlite") as response_store:
+        yield response_store
+
+
+@pytest.fixture(autouse=True)
+def fake_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+
+
+def make_engine(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path, *, concurrency: int = 4, max_retries: int = 3, **kw: object
+) -> RequestEngine:
+    backend = OpenAIBackend(BackendConfig(kind="openai", model="stub-model", base_url=stub.base_url))
+    return RequestEngine(
+        backend,
+        store,
+        failed_log=tmp_path / "failed.jsonl",
+        concurrency=concurrency,
+        max_retries=max_retries,
+        timeout_s=kw.pop("timeout_s", 5.0),  # type: ignore[arg-type]
+        progress=False,
+        # Tiny backoff so retry tests take milliseconds, not seconds.
+        retry_policy=RetryPolicy(max_retries=max_retries, base_s=0.01, cap_s=0.05),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def requests_for(*prompts: str) -> list[CompletionRequest]:
+    return [CompletionRequest(p, PARAMS) for p in prompts]
+
+
+def failed_lines(tmp_path: Path) -> list[dict[str, object]]:
+    path = tmp_path / "failed.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_answers_come_back_in_request_order_under_concurrency(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    prompts = [f"prompt {i}" for i in range(24)]
+    rng = random.Random(3)
+    for p in prompts:  # early prompts answer slowest, so completion order differs from request order
+        stub.plan(p, hang(rng.uniform(0, 0.15)))
+    results = make_engine(stub, store, tmp_path, concurrency=8).run(requests_for(*prompts), "bootstrap")
+    assert [r.text if r else None for r in results] == [stub.answer_for(p) for p in prompts]
+
+
+def test_stored_responses_are_not_sent_again(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    engine = make_engine(stub, store, tmp_path)
+    first = engine.run(requests_for("a", "b", "c"), "bootstrap")
+    assert stub.hits() == 3
+    second = make_engine(stub, store, tmp_path).run(requests_for("c", "b", "a", "d"), "bootstrap")
+    assert stub.hits() == 4 and stub.hits("d") == 1
+    assert second[:3] == first[::-1]
+
+
+def test_every_answer_is_in_the_store_when_run_returns(stub: OpenAIStub, tmp_path: Path) -> None:
+    path = tmp_path / "responses.sqlite"
+    with ResponseStore(path) as store:
+        engine = make_engine(stub, store, tmp_path)
+        reqs = requests_for("x", "y")
+        engine.run(reqs, "classify")
+    with ResponseStore(path) as reopened:
+        stored = reopened.get_many([engine.key(r) for r in reqs])
+        assert [stored[engine.key(r)].text for r in reqs] == ["answer to: x", "answer to: y"]
+        assert reopened.count("classify") == 2
+
+
+def test_stored_request_metadata_holds_prompt_and_identity_but_no_key(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    make_engine(stub, store, tmp_path).run(requests_for("meta prompt"), "s")
+    (blob,) = store._db.execute("SELECT request_json FROM responses").fetchone()
+    meta = json.loads(blob)
+    assert meta["prompt"] == "meta prompt" and meta["backend"]["kind"] == "openai"
+    assert meta["params"]["max_tokens"] == 16
+    assert FAKE_KEY not in blob
+
+
+def test_identical_requests_in_one_batch_are_sent_once(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    engine = make_engine(stub, store, tmp_path)
+    results = engine.run(requests_for("same", "same", "other", "same"), "s")
+    assert stub.hits("same") == 1
+    assert [r.text for r in results if r] == ["answer to: same"] * 2 + ["answer to: other", "answer to: same"]
+    assert engine.stats()["s"]["duplicates"] == 2
+
+
+def test_samples_with_different_index_are_distinct_requests(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    reqs = [CompletionRequest("p", PARAMS, sample_index=i) for i in range(3)]
+    make_engine(stub, store, tmp_path).run(reqs, "s")
+    assert stub.hits("p") == 3
+
+
+def test_transient_failures_are_retried_until_success(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    stub.plan("flaky", rate_limited(), server_error(500), garbled(), server_error(503))
+    engine = make_engine(stub, store, tmp_path, max_retries=4)
+    (result,) = engine.run(requests_for("flaky"), "s")
+    assert result is not None and result.text == "answer to: flaky"
+    assert stub.hits("flaky") == 5
+    assert engine.stats()["s"]["retries"] == 4
+    assert failed_lines(tmp_path) == []
+
+
+def test_a_timeout_is_retried(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    stub.plan("slow", hang(3))
+    (result,) = make_engine(stub, store, tmp_path, timeout_s=0.2).run(requests_for("slow"), "s")
+    assert result is not None and stub.hits("slow") == 2
+
+
+def test_retry_after_from_the_server_is_honoured(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    stub.plan("wait", rate_limited("0.4"))
+    started = time.monotonic()
+    (result,) = make_engine(stub, store, tmp_path).run(requests_for("wait"), "s")
+    assert result is not None
+    assert time.monotonic() - started >= 0.4
+
+
+def test_exhausted_retries_are_logged_not_stored_and_resent_next_run(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    stub.plan("doomed", *[server_error(500)] * 3)
+    engine = make_engine(stub, store, tmp_path, max_retries=2)
+    results = engine.run(requests_for("fine", "doomed"), "instances")
+    assert results[0] is not None and results[1] is None
+    assert store.count() == 1
+    (line,) = failed_lines(tmp_path)
+    assert line["stage"] == "instances" and line["attempts"] == 3
+    assert line["key"] == engine.key(requests_for("doomed")[0])
+    assert line["prompt_head"] == "doomed" and "HTTP 500" in str(line["reason"])
+    assert engine.stats()["instances"]["last_failure"] == line["reason"]
+    # The next run sends only the failed request (the stub now answers it).
+    again = make_engine(stub, store, tmp_path, max_retries=2).run(requests_for("fine", "doomed"), "instances")
+    assert again[1] is not None and again[1].text == "answer to: doomed"
+    assert stub.hits("fine") == 1 and stub.hits("doomed") == 4
+
+
+def test_prompt_head_in_failed_log_is_cut_to_200_characters(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    long_prompt = "x" * 1000
+    stub.plan(long_prompt, server_error(500))
+    make_engine(stub, store, tmp_path, max_retries=0).run(requests_for(long_prompt), "s")
+    assert failed_lines(tmp_path)[0]["prompt_head"] == "x" * 200
+
+
+def test_fatal_error_stops_the_batch_quickly_and_keeps_finished_answers(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    prompts = [f"p{i}" for i in range(40)]
+    stub.plan("p0", unauthorized())
+    for p in prompts[1:]:
+        stub.plan(p, hang(0.05))
+    engine = make_engine(stub, store, tmp_path, concurrency=2)
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        engine.run(requests_for(*prompts), "bootstrap")
+    assert time.monotonic() - started < 1.0
+    assert "authentication failed (HTTP 401)" in str(info.value)
+    assert FAKE_KEY not in str(info.value)
+    assert stub.hits() < 10  # queued work was not sent
+    assert store.count() == stub.hits() - 1  # every answer that did arrive was stored
+    assert failed_lines(tmp_path) == []  # a fatal error is not a per-request failure
+
+
+def test_stats_add_up_and_price_tokens(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    stub.plan("bad", *[server_error(500)] * 2)
+    stub.plan("retry", server_error(502))
+    engine = make_engine(
+        stub, store, tmp_path, max_retries=1, price_per_1k_input=2.0, price_per_1k_output=4.0
+    )
+    engine.run(requests_for("one two", "retry", "bad"), "s")
+    engine.run(requests_for("one two", "new words here", "new words here"), "s")
+    s = engine.stats()["s"]
+    assert s["requests"] == 6
+    assert s["requests"] == s["cached"] + s["duplicates"] + s["sent"]
+    assert (s["cached"], s["duplicates"], s["sent"]) == (1, 1, 4)
+    assert s["sent"] == s["succeeded"] + s["failed"] == 3 + 1
+    assert s["retries"] == 2
+    # stub usage: prompt tokens = words in the prompt, completion tokens = words in "answer to: <prompt>"
+    assert s["prompt_tokens"] == 2 + 1 + 3
+    assert s["completion_tokens"] == 4 + 3 + 5
+    assert s["cost"] == pytest.approx(6 / 1000 * 2.0 + 12 / 1000 * 4.0)
+    assert s["elapsed_s"] > 0
+
+
+def test_stats_without_prices_have_no_cost(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    engine = make_engine(stub, store, tmp_path)
+    engine.run(requests_for("a"), "s")
+    assert "cost" not in engine.stats()["s"]
+
+
+def test_empty_batch_returns_empty_list(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    assert make_engine(stub, store, tmp_path).run([], "s") == []
+
+
+# -- RetryPolicy ---------------------------------------------------------------------------
+
+
+def test_backoff_is_full_jitter_under_an_exponential_cap() -> None:
+    policy = RetryPolicy(max_retries=10, base_s=0.5, cap_s=30.0, rng=random.Random(0))
+    for retry in range(1, 10):
+        ceiling = min(30.0, 0.5 * 2 ** (retry - 1))
+        delays = [policy.delay(retry) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling * 0.8  # it spreads over the whole range
+
+
+def test_retry_after_overrides_backoff_but_is_capped() -> None:
+    policy = RetryPolicy(max_retries=3, base_s=0.5, retry_after_cap_s=60, rng=random.Random(0))
+    assert 7.0 <= policy.delay(1, retry_after=7.0) <= 7.5
+    assert policy.delay(1, retry_after=3600) <= 60.5
+
+
+def test_retry_budget_is_max_retries() -> None:
+    policy = RetryPolicy(max_retries=2)
+    assert [policy.allows_retry(n) for n in range(4)] == [True, True, False, False]

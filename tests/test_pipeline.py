@@ -1,0 +1,150 @@
+"""The whole run directory on a scripted in-process model: files, funnel, exact resume.
+
+The scripted model answers each stage's prompt deterministically from the request's seed,
+so these tests pin the pipeline's own logic; tests/e2e_* run the same code on real models.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from selfinstruct.config import build_config
+from selfinstruct.errors import RequestsFailedError, RetryableBackendError
+from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.pipeline import INSTANCES_FILE, INSTRUCTIONS_FILE, Run
+
+PAPER_SEEDS = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "seed_tasks.jsonl")
+
+WORDS = "apple river quiet build explain seven orbit lantern paper sort summarize letter tone clever harbor".split()
+
+
+class ScriptedModel:
+    """Answers like a (very small) model would, and can be told to fail."""
+
+    def __init__(self, fail_after: int | None = None, transient_every: int | None = None) -> None:
+        self.calls = 0
+        self.fail_after = fail_after
+        self.transient_every = transient_every
+        self.lock = threading.Lock()
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "scripted", "model": "scripted-1"}
+
+    def close(self) -> None:
+        pass
+
+    def complete(self, request: CompletionRequest, timeout: float) -> Completion:
+        with self.lock:
+            self.calls += 1
+            calls = self.calls
+        if self.fail_after is not None and calls > self.fail_after:
+            raise RetryableBackendError("scripted outage")
+        if self.transient_every and calls % self.transient_every == 0:
+            raise RetryableBackendError("scripted blip")
+        prompt = request.prompt
+        rng = random.Random(request.params.seed or len(prompt))
+        if prompt.rstrip().endswith("Is it a classification task?"):
+            return Completion(" Yes" if "label" in prompt.splitlines()[-2] else " No", "stop")
+        if prompt.endswith("\n") and "Task: " in prompt:  # stage 3
+            return Completion("Example 1\nText: a b\nOutput: b a\nExample 2\nText: c d\nOutput: d c\n", "stop")
+        items = []
+        for n in range(rng.randint(1, 4)):
+            words = rng.sample(WORDS, rng.randint(3, 9))
+            items.append(("" if n == 0 else f"\n{10 + n}. ") + " ".join(words).capitalize() + ".")
+        if rng.random() < 0.2:
+            items.append(" label each sentence as happy or sad")
+        return Completion(" " + "".join(items), "length" if rng.random() < 0.2 else "stop", 10, 5)
+
+
+def make_run(out: Path, model: ScriptedModel, n: int = 12, **over: Any) -> Run:
+    overrides = {
+        "seed_tasks": PAPER_SEEDS,
+        "bootstrap": {"num_instructions": n, "prompts_per_round": 3},
+        "backend": {"max_retries": 2},
+    }
+    cfg = build_config(overrides={**overrides, **over})
+    run = Run(out, cfg, progress=False, log=lambda _: None, backend=model)
+    run.open()
+    return run
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    skip = {"responses.sqlite", "responses.sqlite-wal", "responses.sqlite-shm", "summary.json", "failed.jsonl", "config.yaml"}
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name not in skip}
+
+
+def test_run_writes_every_stage_file_and_the_funnel_adds_up(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", ScriptedModel())
+    summary = run.run_all()
+    out = tmp_path / "run"
+    for name in (INSTRUCTIONS_FILE, "is_clf_or_not_gemma-3-270m_template_1.jsonl", INSTANCES_FILE,
+                 "finetuning_data/all_generated_instances.jsonl", "finetuning_data/alpaca_data.json",
+                 "finetuning_data/sharegpt.jsonl", "finetuning_data/openai_messages.jsonl", "config.yaml"):
+        assert (out / name).is_file(), name
+    boot = summary["funnel"]["bootstrap"]
+    assert boot["accepted"] == 12
+    assert boot["generated"] == boot["accepted"] + sum(boot["rejected"].values())
+    assert len((out / INSTRUCTIONS_FILE).read_text().splitlines()) == 12
+    assert list(out.glob("finetuning_data/gpt3_finetuning_data_*.jsonl"))
+
+
+def test_rerun_replays_stored_responses_without_calling_the_model(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = make_run(out, ScriptedModel())
+    first.run_all()
+    before = snapshot(out)
+    model = ScriptedModel()
+    second = make_run(out, model)
+    second.run_all()
+    assert model.calls == 0
+    assert snapshot(out) == before
+
+
+def test_a_run_that_fails_midway_resumes_to_identical_output(tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    make_run(reference, ScriptedModel(), n=20).run_all()
+
+    out = tmp_path / "resumed"
+    for fail_after in (4, 9, 15):
+        with pytest.raises(RequestsFailedError):
+            make_run(out, ScriptedModel(fail_after=fail_after), n=20).run_all()
+    make_run(out, ScriptedModel(), n=20).run_all()
+    assert snapshot(out) == snapshot(reference)
+
+
+def test_transient_failures_are_retried_and_do_not_change_the_result(tmp_path: Path) -> None:
+    make_run(tmp_path / "a", ScriptedModel(), n=15).run_all()
+    flaky = ScriptedModel(transient_every=3)
+    make_run(tmp_path / "b", flaky, n=15, backend={"max_retries": 5}).run_all()
+    assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
+
+
+def test_concurrency_does_not_change_the_output(tmp_path: Path) -> None:
+    make_run(tmp_path / "c1", ScriptedModel(), n=15, backend={"concurrency": 1}).run_all()
+    make_run(tmp_path / "c8", ScriptedModel(), n=15, backend={"concurrency": 8}).run_all()
+    assert snapshot(tmp_path / "c1") == snapshot(tmp_path / "c8")
+
+
+def test_alpaca_preset_runs_one_stage(tmp_path: Path) -> None:
+    class AlpacaModel(ScriptedModel):
+        def complete(self, request: CompletionRequest, timeout: float) -> Completion:
+            rng = random.Random(request.params.seed)
+            words = " ".join(rng.sample(WORDS, 6))
+            other = " ".join(rng.sample(WORDS, 6))
+            text = (f" Describe {words}.\n4. Input:\n<noinput>\n4. Output:\nIt is fine.\n###\n"
+                    f"5. Instruction: Sort {other} now.\n5. Input:\n{words}\n5. Output:\nsorted")
+            return Completion(text, "stop")
+
+    run = make_run(tmp_path / "alp", AlpacaModel(), n=6, preset="alpaca-2023")
+    summary = run.run_all()
+    assert summary["funnel"]["bootstrap"]["accepted"] == 6
+    assert "classify" not in summary["funnel"]
+    import json
+
+    rows = json.loads((tmp_path / "alp/finetuning_data/alpaca_data.json").read_text())
+    assert len(rows) == 6 and {r["input"] == "" for r in rows} == {True, False}
