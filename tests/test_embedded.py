@@ -28,7 +28,7 @@ PROMPT = "Here is a list of fruits: apple, banana,"
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[EmbeddedBackend]:
-    engine = EmbeddedBackend(BackendConfig(n_ctx=N_CTX, n_threads=2), model_path_for_tests())
+    engine = EmbeddedBackend(BackendConfig(n_ctx=N_CTX, n_threads=1), model_path_for_tests())
     yield engine
     engine.close()
 

@@ -1,4 +1,4 @@
-"""The packaged seed tasks: the paper's schema, its mix of task types, and originality against the paper's seeds."""
+"""The packaged seed tasks: the paper's schema, its mix of task types, and originality."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_every_instruction_passes_the_bootstrap_heuristic_filters(seeds: list[di
     ],
 )
 def test_heuristic_check_rejects_what_the_bootstrap_would_drop(instruction: str, reason: str) -> None:
-    # Guards the guard: the originality and filter tests above are only meaningful if the check can fail.
+    # Guards the guard: the filter test above is only meaningful if this check can reject something.
     assert _heuristic_rejection(instruction) == reason
 
 

@@ -180,6 +180,9 @@ class RougeNoveltyIndex:
         self._ranks = _Buffer(np.uint8)
         self._starts = _Buffer(np.int64)
         self._starts.extend([0])
+        self._lengths = _Buffer(np.int32)
+        self._stamp = np.zeros(1024, dtype=np.int32)  # scratch for _distinct
+        self._range = np.arange(1024, dtype=np.int32)
         self._query_counts = np.zeros(1024, dtype=np.int32)  # scratch, all zero between calls
         self._texts: list[str] | None = [] if keep_texts else None
         self._sequences: list[list[int]] | None = None  # built by the first similarity_stats
@@ -210,6 +213,7 @@ class RougeNoveltyIndex:
         self._tokens.extend(ids)
         self._ranks.extend(ranks)
         self._starts.extend([self._tokens.size])
+        self._lengths.extend([len(ids)])
         if self._texts is not None:
             self._texts.append(text if isinstance(text, str) else " ".join(text))
         if self._sequences is not None:
@@ -234,44 +238,61 @@ class RougeNoveltyIndex:
         lc = len(tokens)
         if lc == 0 or len(self) == 0:
             return None  # F is 0 against everything, and the threshold is >= 0
-        ids = [self._vocab.get(t, 0) for t in tokens]
+        vocab, postings = self._vocab, self._postings
+        ids = [vocab.get(t, 0) for t in tokens]
         limit = self.threshold - _MARGIN
         # Smallest overlap o for which an item of the best length (o) could exceed the limit:
         # 2o / (lc + o) > limit  <=>  o > limit * lc / (2 - limit).
         t_min = max(1, int(limit * lc / (2 - limit)) + 1)
-        postings = self._postings
-        order = sorted(ids, key=lambda t: (len(postings[t]) if t else 0, t))
-        probe = {t for t in order[: lc - t_min + 1] if t}
+        rarest_first = sorted(ids, key=lambda t: (len(postings[t]), t))
+        probe = {t for t in rarest_first[: lc - t_min + 1] if t}
         if not probe:
             return None
-        candidates = np.unique(np.concatenate([np.frombuffer(postings[t], dtype=np.int32) for t in probe]))
-        starts = self._starts.view()
-        begin = starts[candidates]
-        lengths = starts[candidates + 1] - begin
-        total_len = lc + lengths
-        keep = 2 * np.minimum(lengths, lc) / total_len > limit  # length bound
-        if not keep.all():
-            candidates, begin, lengths, total_len = candidates[keep], begin[keep], lengths[keep], total_len[keep]
-            if len(candidates) == 0:
-                return None
-        overlap = self._overlap(ids, begin, lengths)
-        bound = 2 * overlap / total_len
+        hits = np.concatenate([np.frombuffer(postings[t], dtype=np.int32) for t in probe])
+        candidates = self._distinct(hits)
+        lengths = self._lengths.view()[candidates]
+        total_len = lengths + lc
+        keep = np.minimum(lengths, lc) * 2 / total_len > limit  # length bound
+        candidates, lengths, total_len = candidates[keep], lengths[keep], total_len[keep]
+        if len(candidates) == 0:
+            return None
+        begin = self._starts.view()[candidates]
+        bound = self._overlap(ids, begin, lengths) * 2 / total_len
         promising = np.flatnonzero(bound > limit)  # overlap bound
+        if len(promising) == 0:
+            return None
         # The most similar-looking items first: the likeliest to end the search early.
         promising = promising[np.argsort(-bound[promising], kind="stable")]
-        tokens_ = self._tokens.view()
-        for j in promising.tolist():
-            b, n = int(begin[j]), int(lengths[j])
-            lcs = LCSseq.similarity(ids, tokens_[b : b + n].tolist())
+        flat = self._tokens.view()
+        for j, b, n in zip(promising.tolist(), begin[promising].tolist(), lengths[promising].tolist(), strict=True):
+            lcs = LCSseq.similarity(ids, flat[b : b + n].tolist())
             if _fmeasure(lcs, lc, n) > self.threshold:
                 return int(candidates[j])
         return None
+
+    def _distinct(self, items: np.ndarray) -> np.ndarray:
+        """Each item id once (in no particular order), without np.unique's sort."""
+        # Write each position into the stamp of its item: for a repeated item the last write
+        # wins, so exactly one of its positions reads its own number back.
+        positions = self._arange(len(items))
+        stamp = self._stamp
+        if len(stamp) < len(self):
+            stamp = self._stamp = np.zeros(2 * len(self), dtype=np.int32)
+        stamp[items] = positions
+        return items[stamp[items] == positions]
+
+    def _arange(self, n: int) -> np.ndarray:
+        if len(self._range) < n:
+            self._range = np.arange(2 * n, dtype=np.int32)
+        return self._range[:n]
 
     def _overlap(self, ids: list[int], begin: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Multiset overlap (sum of min counts) between the query and each given item."""
         if len(self._query_counts) <= len(self._vocab):
             self._query_counts = np.zeros(2 * len(self._vocab) + 2, dtype=np.int32)
-        counts = Counter(ids)
+        counts: dict[int, int] = {}
+        for t in ids:
+            counts[t] = counts.get(t, 0) + 1
         keys = list(counts)
         qc = self._query_counts
         qc[keys] = list(counts.values())
@@ -279,9 +300,10 @@ class RougeNoveltyIndex:
             # Gather every token occurrence of every item into one flat array.
             ends = np.cumsum(lengths)
             offsets = ends - lengths
-            index = np.arange(int(ends[-1])) + np.repeat(begin - offsets, lengths)
-            shared = (self._ranks.view()[index] <= qc[self._tokens.view()[index]]).astype(np.int32)
-            return np.add.reduceat(shared, offsets)  # every segment is non-empty
+            index = np.repeat(begin - offsets, lengths)
+            index += self._arange(len(index))
+            shared = self._ranks.view()[index] <= qc[self._tokens.view()[index]]
+            return np.add.reduceat(shared, offsets, dtype=np.int32)  # every segment is non-empty
         finally:
             qc[keys] = 0
 

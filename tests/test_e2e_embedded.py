@@ -1,0 +1,64 @@
+"""All four stages on the real embedded model (Gemma 3 270M via llama.cpp), through the CLI.
+
+Small on purpose (3 instructions, short max_tokens): it proves the real stack end to end,
+and that a second run of the same command is served entirely from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.model
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = """
+bootstrap:
+  num_instructions: 3
+  prompts_per_round: 2
+  generation: {max_tokens: 64}
+instances:
+  max_tokens_classification: 64
+  generation: {max_tokens: 64}
+"""
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SELFINSTRUCT_CACHE_DIR": os.environ.get("SELFINSTRUCT_CACHE_DIR", str(REPO / ".cache"))}
+    return subprocess.run(
+        [sys.executable, "-m", "selfinstruct", *args], capture_output=True, text=True, env=env, timeout=900
+    )
+
+
+def test_all_stages_run_on_the_embedded_model_and_resume_from_the_store(tmp_path: Path) -> None:
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL, encoding="utf-8")
+    out = tmp_path / "run"
+    first = run_cli("run", "--out", str(out), "--config", str(config), "--no-progress")
+    assert first.returncode == 0, first.stderr
+
+    instructions = [json.loads(line) for line in (out / "machine_generated_instructions.jsonl").open()]
+    assert len(instructions) == 3
+    assert all(r["instruction"].strip() and "most_similar" in r for r in instructions)
+    labels = [json.loads(line) for line in (out / "is_clf_or_not_gemma-3-270m_template_1.jsonl").open()]
+    assert [r["instruction"] for r in labels] == [r["instruction"] for r in instructions]
+    instances = [json.loads(line) for line in (out / "machine_generated_instances.jsonl").open()]
+    assert len(instances) == 3 and all("raw_instances" in r for r in instances)
+    summary = json.loads((out / "summary.json").read_text())
+    boot = summary["funnel"]["bootstrap"]
+    assert boot["generated"] == boot["accepted"] + sum(boot["rejected"].values())
+    assert summary["requests"]["classify"]["sent"] == 3
+    for name in ("alpaca_data.json", "sharegpt.jsonl", "openai_messages.jsonl"):
+        assert (out / "finetuning_data" / name).is_file()
+
+    files = {p: p.read_bytes() for p in out.rglob("*.json*") if p.name != "summary.json"}
+    second = run_cli("run", "--out", str(out), "--config", str(config), "--no-progress")
+    assert second.returncode == 0, second.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(s["sent"] == 0 for s in summary["requests"].values())
+    assert {p: p.read_bytes() for p in files} == files
