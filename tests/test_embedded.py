@@ -51,7 +51,7 @@ def test_seeded_sampling_is_reproducible_even_after_other_calls(backend: Embedde
 
 
 def test_different_seeds_give_different_samples(backend: EmbeddedBackend) -> None:
-    texts = {complete(backend, PROMPT, SAMPLED.with_(seed=s)) for s in range(4)}
+    texts = {complete(backend, PROMPT, SAMPLED.with_(seed=s, max_tokens=6)) for s in range(3)}
     assert len(texts) > 1
 
 
@@ -77,13 +77,15 @@ def test_max_tokens_limit_gives_finish_reason_length(backend: EmbeddedBackend) -
 
 
 def test_long_prompt_gets_max_tokens_lowered_to_fit_the_window(backend: EmbeddedBackend) -> None:
-    prompt = "one two three four five six seven eight nine ten " * 20
-    n_prompt = backend.complete(CompletionRequest(prompt, GREEDY.with_(max_tokens=1)), timeout=60).prompt_tokens
-    room = N_CTX - n_prompt
-    assert MIN_ANSWER_TOKENS <= room < 200, "the prompt should leave a little room only"
+    words = "one two three four five six seven eight nine ten ".split()
+    prompt = " ".join(words[i % 10] for i in range(400))
+    # Trim the prompt until it leaves just a little more room than the minimum.
+    while N_CTX - backend.count_tokens(prompt) < MIN_ANSWER_TOKENS + 4:
+        prompt = prompt.rsplit(" ", 1)[0]
+    room = N_CTX - backend.count_tokens(prompt)
     completion = backend.complete(CompletionRequest(prompt, GREEDY.with_(max_tokens=200)), timeout=60)
     assert completion.extra["max_tokens_lowered_to"] == room
-    assert completion.completion_tokens <= room
+    assert completion.prompt_tokens + completion.completion_tokens <= N_CTX
 
 
 def test_prompt_that_leaves_no_room_for_an_answer_is_a_clear_error(backend: EmbeddedBackend) -> None:
@@ -95,12 +97,12 @@ def test_prompt_that_leaves_no_room_for_an_answer_is_a_clear_error(backend: Embe
 def test_concurrent_calls_are_serialised_and_all_answered(backend: EmbeddedBackend) -> None:
     expected = complete(backend, PROMPT, GREEDY)
     results: list[str] = []
-    threads = [threading.Thread(target=lambda: results.append(complete(backend, PROMPT, GREEDY))) for _ in range(3)]
+    threads = [threading.Thread(target=lambda: results.append(complete(backend, PROMPT, GREEDY))) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert results == [expected] * 3
+    assert results == [expected] * 2
 
 
 def test_identity_names_the_model_file_but_not_its_location(backend: EmbeddedBackend, tmp_path: Path) -> None:

@@ -322,12 +322,12 @@ class RougeNoveltyIndex:
                 starts, flat = self._starts.view().tolist(), self._tokens.view().tolist()
                 self._sequences = [flat[a:b] for a, b in zip(starts, starts[1:], strict=False)]
             tokens = self._as_tokens(text)
-            lengths = np.diff(self._starts.view())
             if not tokens:
                 scores = np.zeros(len(self))
             else:
                 ids = [self._vocab.get(t, 0) for t in tokens]
                 lcs = process.cdist([ids], self._sequences, scorer=LCSseq.similarity, dtype=np.int64)[0]
-                scores = _fmeasure_array(lcs, len(ids), np.maximum(lengths, 1))  # lcs 0 on empty items
+                lengths = np.maximum(self._lengths.view(), 1)  # an empty item has lcs 0, so F 0
+                scores = _fmeasure_array(lcs, len(ids), lengths)
             top = np.argsort(scores)[-k:][::-1] if k > 0 else []
             return [(self._texts[i], float(scores[i])) for i in top], float(np.mean(scores))

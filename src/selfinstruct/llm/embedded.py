@@ -67,10 +67,18 @@ class EmbeddedBackend:
         # Name, size and sampled-content fingerprint: stable when the cache dir moves.
         return dict(self._identity)
 
+    def count_tokens(self, prompt: str) -> int:
+        """Tokens the prompt occupies in the context window (as create_completion counts them)."""
+        with self._lock:
+            return self._count_tokens(prompt)
+
+    def _count_tokens(self, prompt: str) -> int:
+        return len(self._llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
         params = request.params
         with self._lock:
-            prompt_tokens = len(self._llm.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=True))
+            prompt_tokens = self._count_tokens(request.prompt)
             room = self._n_ctx - prompt_tokens
             if room < MIN_ANSWER_TOKENS:
                 raise BackendError(
