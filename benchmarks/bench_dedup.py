@@ -32,37 +32,42 @@ from rouge_score import rouge_scorer, scoring
 
 REPO = Path(__file__).resolve().parents[1]
 
+
 # Word lists for synthetic instructions (our own, made up for this benchmark).
-VERBS = (
+def _options(spec: str) -> list[str]:
+    return spec.split("|")
+
+
+VERBS = _options(
     "Write|Explain|Summarize|Describe|List|Classify|Translate|Generate|Suggest|Compare|Rewrite|Outline|"
     "Create|Design|Propose|Evaluate|Identify|Recommend|Draft|Analyze|Plan|Compose|Find|Rank|Predict"
-).split("|")
-FORMS = (
+)
+FORMS = _options(
     "a short story|a poem|a list of tips|an email|a tweet|a product description|a summary|a dialogue|"
     "a step by step guide|a riddle|three questions|a haiku|a news headline|a cover letter|a recipe|"
     "a quiz|a joke|five facts|a slogan|an essay outline|a lesson plan|a limerick|a speech|a review"
-).split("|")
-ADJECTIVES = (
+)
+ADJECTIVES = _options(
     "funny|formal|friendly|persuasive|detailed|brief|creative|simple|technical|polite|sarcastic|"
     "motivational|neutral|critical|optimistic|historical|modern|practical|whimsical|scientific"
-).split("|")
-NOUNS = (
-    "ocean|volcano|startup|library|garden|robot|bicycle|election|vaccine|coffee|mountain|river|"
-    "teacher|museum|airport|smartphone|forest|marathon|bakery|satellite|violin|chess|tax|budget|"
-    "password|recycling|hurricane|democracy|friendship|kitchen|spreadsheet|algorithm|telescope|"
-    "festival|desert|hospital|podcast|carpool|glacier|orchestra|soccer|wallet|elevator|dinosaur|"
-    "microscope|lighthouse|printer|pyramid|tornado|vineyard|submarine|keyboard|umbrella|parrot"
-).split("|")
-AUDIENCES = (
+)
+NOUNS = _options(
+    "ocean|volcano|startup|library|garden|robot|bicycle|election|vaccine|coffee|mountain|river|teacher|"
+    "museum|airport|smartphone|forest|marathon|bakery|satellite|violin|chess|tax|budget|password|"
+    "recycling|hurricane|democracy|friendship|kitchen|spreadsheet|algorithm|telescope|festival|desert|"
+    "hospital|podcast|carpool|glacier|orchestra|soccer|wallet|elevator|dinosaur|microscope|lighthouse|"
+    "printer|pyramid|tornado|vineyard|submarine|keyboard|umbrella|parrot"
+)
+AUDIENCES = _options(
     "children|beginners|a job interview|a busy manager|senior citizens|college students|tourists|"
     "software engineers|a science fair|a wedding toast|social media|a board meeting|new parents"
-).split("|")
-CONSTRAINTS = (
+)
+CONSTRAINTS = _options(
     "in under fifty words|using simple language|without using the letter e|in the second person|"
     "with a surprising ending|as a numbered list|in a single sentence|with exactly three examples|"
     "in the style of a pirate|while staying positive|with a clear call to action|using bullet points"
-).split("|")
-FILLERS = "the|a|of|to|and|for|in|about|with|that|your|my|this|some|very|new|old|best|first".split("|")
+)
+FILLERS = _options("the|a|of|to|and|for|in|about|with|that|your|my|this|some|very|new|old|best|first")
 
 
 def _fresh(rng: random.Random) -> str:
@@ -176,7 +181,10 @@ def spot_check(texts: list[str], keep: set[int], threshold: float, samples: int,
         mine = tok(texts[i])
         lcs = process.cdist([mine], pool, scorer=LCSseq.similarity)[0] if pool else []
         best = max(
-            (scoring.fmeasure(c / len(p), c / len(mine)) if mine and p else 0.0 for c, p in zip(lcs, pool)),
+            (
+                scoring.fmeasure(c / len(p), c / len(mine)) if mine and p else 0.0
+                for c, p in zip(lcs, pool, strict=True)
+            ),
             default=0.0,
         )
         mismatches += (best <= threshold) != (i in keep)
@@ -211,7 +219,9 @@ def main() -> None:
         ours_keep = kept_ids(work / "n.out.jsonl")
         same = ours_keep == {i for i, k in enumerate(ref_keep) if k}
         print(f"  reference (rouge-score, pre-tokenised, in-process): {ref_s:8.2f} s, kept {sum(ref_keep):,}")
-        print(f"  ours (whole process, start-up included):            {ours_s:8.3f} s, kept {len(ours_keep):,}")
+        print(
+            f"  ours (whole process, start-up included):            {ours_s:8.3f} s, kept {len(ours_keep):,}"
+        )
         print(f"  speed-up: {ref_s / ours_s:.0f}x (target >= 100x); identical decisions: {same}")
 
         print(f"\n[2] stream of {args.stream:,} candidates against the growing pool")

@@ -38,7 +38,9 @@ def test_help_starts_fast_and_lists_every_stage() -> None:
 
 def test_bad_seed_file_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text('{"id": "a", "name": "a", "instruction": "x", "instances": [], "is_classification": false}\n')
+    seeds.write_text(
+        '{"id": "a", "name": "a", "instruction": "x", "instances": [], "is_classification": false}\n'
+    )
     out = tmp_path / "run"
     result = cli("run", "--out", str(out), "--seed-tasks", str(seeds), "--no-progress")
     assert_one_line_error(result, f"{seeds}:1", "instances")
@@ -56,8 +58,18 @@ def test_bad_config_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
 
 def test_unreachable_server_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = cli("run", "--out", str(out), "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
-                 "--model", "m", "--no-progress")
+    result = cli(
+        "run",
+        "--out",
+        str(out),
+        "--backend",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "m",
+        "--no-progress",
+    )
     assert_one_line_error(result, "127.0.0.1:9")
     assert not out.exists()
 
@@ -79,9 +91,11 @@ def test_config_prints_a_resolved_preset() -> None:
 
 
 def test_dedup_keeps_lines_byte_for_byte(tmp_path: Path) -> None:
-    rows = [{"instruction": "Name three birds that can swim.", "x": 1},
-            {"instruction": "Name three birds that can swim!", "x": 2},
-            {"instruction": "Explain how a bicycle gear works.", "x": 3}]
+    rows = [
+        {"instruction": "Name three birds that can swim.", "x": 1},
+        {"instruction": "Name three birds that can swim!", "x": 2},
+        {"instruction": "Explain how a bicycle gear works.", "x": 3},
+    ]
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"".join(json.dumps(r).encode() + b"\r\n" for r in rows))
     out = tmp_path / "out.jsonl"

@@ -29,7 +29,10 @@ instances:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SELFINSTRUCT_CACHE_DIR": os.environ.get("SELFINSTRUCT_CACHE_DIR", str(REPO / ".cache"))}
+    env = {
+        **os.environ,
+        "SELFINSTRUCT_CACHE_DIR": os.environ.get("SELFINSTRUCT_CACHE_DIR", str(REPO / ".cache")),
+    }
     return subprocess.run(
         [sys.executable, "-m", "selfinstruct", *args], capture_output=True, text=True, env=env, timeout=900
     )

@@ -12,7 +12,7 @@ import pytest
 from servers.llama_server import cache_dir_for_tests, model_path_for_tests
 
 from selfinstruct.config import BackendConfig, GenerationParams
-from selfinstruct.errors import BackendError
+from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm import make_backend
 from selfinstruct.llm.base import CompletionRequest
 from selfinstruct.llm.embedded import MIN_ANSWER_TOKENS, EmbeddedBackend
@@ -70,14 +70,16 @@ def test_stop_sequence_ends_the_answer_and_is_not_included(backend: EmbeddedBack
 
 
 def test_max_tokens_limit_gives_finish_reason_length(backend: EmbeddedBackend) -> None:
-    completion = backend.complete(CompletionRequest("Count: 1, 2, 3,", GREEDY.with_(max_tokens=3)), timeout=60)
+    completion = backend.complete(
+        CompletionRequest("Count: 1, 2, 3,", GREEDY.with_(max_tokens=3)), timeout=60
+    )
     assert completion.finish_reason == "length"
     assert completion.completion_tokens == 3
     assert completion.prompt_tokens > 0
 
 
 def test_long_prompt_gets_max_tokens_lowered_to_fit_the_window(backend: EmbeddedBackend) -> None:
-    words = "one two three four five six seven eight nine ten ".split()
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
     prompt = " ".join(words[i % 10] for i in range(400))
     # Trim the prompt until it leaves just a little more room than the minimum.
     while N_CTX - backend.count_tokens(prompt) < MIN_ANSWER_TOKENS + 4:
@@ -90,14 +92,18 @@ def test_long_prompt_gets_max_tokens_lowered_to_fit_the_window(backend: Embedded
 
 def test_prompt_that_leaves_no_room_for_an_answer_is_a_clear_error(backend: EmbeddedBackend) -> None:
     prompt = "word " * N_CTX
-    with pytest.raises(BackendError, match=r"prompt too long: \d+ tokens leave 0 of the 256-token context window"):
+    with pytest.raises(
+        BackendError, match=r"prompt too long: \d+ tokens leave 0 of the 256-token context window"
+    ):
         backend.complete(CompletionRequest(prompt, GREEDY), timeout=60)
 
 
 def test_concurrent_calls_are_serialised_and_all_answered(backend: EmbeddedBackend) -> None:
     expected = complete(backend, PROMPT, GREEDY)
     results: list[str] = []
-    threads = [threading.Thread(target=lambda: results.append(complete(backend, PROMPT, GREEDY))) for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(complete(backend, PROMPT, GREEDY))) for _ in range(2)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -132,10 +138,16 @@ def test_a_file_that_is_not_a_model_fails_to_load_with_one_line(tmp_path: Path) 
     assert "\n" not in str(info.value)
 
 
-def test_make_backend_builds_the_embedded_backend_from_config() -> None:
+def test_make_backend_loads_the_configured_model_quietly(capfd: pytest.CaptureFixture[str]) -> None:
     config = BackendConfig(kind="embedded", model_path=str(model_path_for_tests()), n_ctx=256, n_threads=1)
     built = make_backend(config, cache_dir_for_tests())
     try:
         assert isinstance(built, EmbeddedBackend)
+        assert capfd.readouterr().err == ""  # llama.cpp's load-time chatter is swallowed
     finally:
         built.close()
+
+
+def test_generation_past_the_timeout_is_retryable(backend: EmbeddedBackend) -> None:
+    with pytest.raises(RetryableBackendError, match="longer than"):
+        backend.complete(CompletionRequest(PROMPT, GREEDY), timeout=1e-6)

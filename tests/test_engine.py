@@ -40,7 +40,13 @@ def fake_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_engine(
-    stub: OpenAIStub, store: ResponseStore, tmp_path: Path, *, concurrency: int = 4, max_retries: int = 3, **kw: object
+    stub: OpenAIStub,
+    store: ResponseStore,
+    tmp_path: Path,
+    *,
+    concurrency: int = 4,
+    max_retries: int = 3,
+    **kw: object,
 ) -> RequestEngine:
     backend = OpenAIBackend(BackendConfig(kind="openai", model="stub-model", base_url=stub.base_url))
     return RequestEngine(
@@ -109,7 +115,9 @@ def test_stored_request_metadata_holds_prompt_and_identity_but_no_key(
     assert FAKE_KEY not in blob
 
 
-def test_identical_requests_in_one_batch_are_sent_once(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+def test_identical_requests_in_one_batch_are_sent_once(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
     engine = make_engine(stub, store, tmp_path)
     results = engine.run(requests_for("same", "same", "other", "same"), "s")
     assert stub.hits("same") == 1
@@ -125,7 +133,9 @@ def test_samples_with_different_index_are_distinct_requests(
     assert stub.hits("p") == 3
 
 
-def test_transient_failures_are_retried_until_success(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+def test_transient_failures_are_retried_until_success(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
     stub.plan("flaky", rate_limited(), server_error(500), garbled(), server_error(503))
     engine = make_engine(stub, store, tmp_path, max_retries=4)
     (result,) = engine.run(requests_for("flaky"), "s")
@@ -141,7 +151,9 @@ def test_a_timeout_is_retried(stub: OpenAIStub, store: ResponseStore, tmp_path: 
     assert result is not None and stub.hits("slow") == 2
 
 
-def test_retry_after_from_the_server_is_honoured(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+def test_retry_after_from_the_server_is_honoured(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
     stub.plan("wait", rate_limited("0.4"))
     started = time.monotonic()
     (result,) = make_engine(stub, store, tmp_path).run(requests_for("wait"), "s")

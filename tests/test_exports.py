@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from selfinstruct.exports import write_exports
-from selfinstruct.stages.finetune_data import Triple
+from selfinstruct.records import Triple
 
 TRIPLES = [Triple("Add the numbers.", "2 and 3", "5"), Triple("Name a colour.", "", "Teal")]
 
@@ -14,12 +14,18 @@ TRIPLES = [Triple("Add the numbers.", "2 and 3", "5"), Triple("Name a colour.", 
 def test_writes_three_formats_with_the_same_content(tmp_path: Path) -> None:
     paths = write_exports(tmp_path, TRIPLES)
     alpaca = json.loads(paths["alpaca"].read_text("utf-8"))
-    assert alpaca == [{"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
-                      {"instruction": "Name a colour.", "input": "", "output": "Teal"}]
+    assert alpaca == [
+        {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+        {"instruction": "Name a colour.", "input": "", "output": "Teal"},
+    ]
     share = [json.loads(line) for line in paths["sharegpt"].read_text("utf-8").splitlines()]
-    assert share[0]["conversations"] == [{"from": "human", "value": "Add the numbers.\n\n2 and 3"},
-                                         {"from": "gpt", "value": "5"}]
+    assert share[0]["conversations"] == [
+        {"from": "human", "value": "Add the numbers.\n\n2 and 3"},
+        {"from": "gpt", "value": "5"},
+    ]
     openai = [json.loads(line) for line in paths["openai"].read_text("utf-8").splitlines()]
-    assert openai[1]["messages"] == [{"role": "user", "content": "Name a colour."},
-                                     {"role": "assistant", "content": "Teal"}]
+    assert openai[1]["messages"] == [
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Teal"},
+    ]
     assert all(m["content"] for row in openai for m in row["messages"])

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from selfinstruct.config import build_config
 from selfinstruct.prompts import FinetuneTemplates, load_prompt
-from selfinstruct.records import Instance, SeedTask
-from selfinstruct.stages.finetune_data import Triple, add_input_noise, build_finetune_data, encode_triple
+from selfinstruct.records import Instance, SeedTask, Triple
+from selfinstruct.stages.finetune_data import add_input_noise, build_finetune_data, encode_triple
 
 TEMPLATES = load_prompt("finetune_templates", "finetune_templates.yaml", FinetuneTemplates)
 
 
 def record(instruction: str, raw: str, clf: str = " No", finish: str = "stop") -> dict:
-    return {"instruction": instruction, "is_classification": clf, "raw_instances": raw,
-            "instance_metadata": {"finish_reason": finish}}
+    return {
+        "instruction": instruction,
+        "is_classification": clf,
+        "raw_instances": raw,
+        "instance_metadata": {"finish_reason": finish},
+    }
 
 
 def test_completion_gets_a_leading_space_after_output_colon() -> None:
@@ -41,14 +45,18 @@ def test_caps_each_task_at_five_instances() -> None:
 def test_classification_records_are_parsed_output_first() -> None:
     raw = "Class label: Yes\nQuestion: Is ice cold?\nClass label: No\nQuestion: Is fire cold?"
     data = build_finetune_data([record("Answer yes or no.", raw, clf=" Yes")], [], build_config(), TEMPLATES)
-    assert [(t.input, t.output) for t in data.generated] == [("Question: Is ice cold?", "Yes"),
-                                                              ("Question: Is fire cold?", "No")]
+    assert [(t.input, t.output) for t in data.generated] == [
+        ("Question: Is ice cold?", "Yes"),
+        ("Question: Is fire cold?", "No"),
+    ]
 
 
 def test_seed_tasks_are_added_only_when_asked() -> None:
     seeds = [SeedTask("s", "s", "Say hello.", (Instance("", "Hello!"),), False)]
     off = build_finetune_data([], seeds, build_config(), TEMPLATES)
-    on = build_finetune_data([], seeds, build_config(overrides={"finetune_data": {"include_seed_tasks": True}}), TEMPLATES)
+    on = build_finetune_data(
+        [], seeds, build_config(overrides={"finetune_data": {"include_seed_tasks": True}}), TEMPLATES
+    )
     assert off.rows == [] and len(on.rows) == 1 and on.training == [Triple("Say hello.", "", "Hello!")]
 
 

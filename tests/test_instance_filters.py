@@ -9,7 +9,13 @@ from selfinstruct.records import Funnel, Instance
 def test_drops_invalid_instances_and_counts_why() -> None:
     funnel = Funnel()
     kept = filter_instances(
-        [Instance("a", "a"), Instance("a", ""), Instance("Sentence:", "x"), Instance("q", "ends:"), Instance("q", "ok")],
+        [
+            Instance("a", "a"),
+            Instance("a", ""),
+            Instance("Sentence:", "x"),
+            Instance("q", "ends:"),
+            Instance("q", "ok"),
+        ],
         funnel=funnel,
     )
     assert kept == [Instance("q", "ok")]

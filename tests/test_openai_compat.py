@@ -56,7 +56,9 @@ def request(prompt: str = "Name a fruit.", **param_changes: object) -> Completio
 
 def test_completions_request_carries_every_generation_parameter(stub: OpenAIStub) -> None:
     backend = backend_for(stub)
-    params = dict(presence_penalty=0.5, frequency_penalty=-0.25, repeat_penalty=1.15, stop=("\n\n", "3."), seed=11)
+    params = dict(
+        presence_penalty=0.5, frequency_penalty=-0.25, repeat_penalty=1.15, stop=("\n\n", "3."), seed=11
+    )
     backend.complete(request(**params), timeout=5)
     sent = stub.received[-1]
     assert sent.path == "/v1/completions"
@@ -107,7 +109,9 @@ def test_finish_reason_length_is_passed_through(stub: OpenAIStub) -> None:
 # -- API key -------------------------------------------------------------------------------
 
 
-def test_key_from_environment_is_sent_as_bearer_token(stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_from_environment_is_sent_as_bearer_token(
+    stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
     backend_for(stub).complete(request(), timeout=5)
     assert stub.received[-1].headers["Authorization"] == f"Bearer {FAKE_KEY}"
@@ -137,13 +141,13 @@ def test_no_key_is_fine_for_a_loopback_server(stub: OpenAIStub) -> None:
 
 def test_no_key_for_a_remote_server_is_a_backend_error() -> None:
     config = BackendConfig(kind="openai", base_url="https://api.example.com/v1")
-    with pytest.raises(BackendError, match="no API key: set OPENAI_API_KEY or backend.api_key_file"):
+    with pytest.raises(BackendError, match=r"no API key: set OPENAI_API_KEY or backend\.api_key_file"):
         OpenAIBackend(config)
 
 
 def test_missing_key_file_is_a_backend_error_naming_the_file(tmp_path: Path) -> None:
     config = BackendConfig(kind="openai", api_key_file=str(tmp_path / "nope.txt"))
-    with pytest.raises(BackendError, match="nope.txt"):
+    with pytest.raises(BackendError, match=r"nope\.txt"):
         OpenAIBackend(config)
 
 
@@ -177,13 +181,21 @@ def test_identity_names_api_model_and_url_only(stub: OpenAIStub) -> None:
 @pytest.mark.parametrize("status", [401, 403])
 def test_authentication_failure_is_fatal(stub: OpenAIStub, status: int) -> None:
     stub.plan("*", unauthorized() if status == 401 else server_error(403))
-    with pytest.raises(BackendError, match=rf"authentication failed \(HTTP {status}\) at http://127\.0\.0\.1"):
+    with pytest.raises(
+        BackendError, match=rf"authentication failed \(HTTP {status}\) at http://127\.0\.0\.1"
+    ):
         backend_for(stub).complete(request(), timeout=5)
 
 
 def test_unknown_model_is_fatal_and_says_so(stub: OpenAIStub) -> None:
     stub.plan("*", unknown_model())
     with pytest.raises(BackendError, match="unknown model 'stub-model'"):
+        backend_for(stub).complete(request(), timeout=5)
+
+
+def test_a_bad_request_saying_the_model_does_not_exist_is_an_unknown_model(stub: OpenAIStub) -> None:
+    stub.plan("*", bad_request("model 'stub-model' not found, try pulling it first"))
+    with pytest.raises(BackendError, match=r"unknown model 'stub-model'.*HTTP 400"):
         backend_for(stub).complete(request(), timeout=5)
 
 
@@ -196,7 +208,9 @@ def test_bad_request_is_fatal_with_the_servers_message_on_one_line(stub: OpenAIS
     assert "\n" not in message and len(message) < 300
 
 
-@pytest.mark.parametrize("fault", [server_error(500), server_error(503), server_error(408), garbled(), no_choices()])
+@pytest.mark.parametrize(
+    "fault", [server_error(500), server_error(503), server_error(408), garbled(), no_choices()]
+)
 def test_transient_failures_are_retryable(stub: OpenAIStub, fault: object) -> None:
     stub.plan("*", fault)  # type: ignore[arg-type]
     with pytest.raises(RetryableBackendError):
@@ -213,7 +227,7 @@ def test_rate_limit_is_retryable_with_the_servers_retry_after(stub: OpenAIStub) 
 def test_a_hanging_server_times_out_as_retryable(stub: OpenAIStub) -> None:
     stub.plan("*", hang(5))
     started = time.monotonic()
-    with pytest.raises(RetryableBackendError, match="within 0.3 s"):
+    with pytest.raises(RetryableBackendError, match=r"within 0\.3 s"):
         backend_for(stub).complete(request(), timeout=0.3)
     assert time.monotonic() - started < 2
 

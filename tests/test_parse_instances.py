@@ -19,7 +19,9 @@ def test_input_first_examples_are_split_into_pairs() -> None:
 
 
 def test_a_bare_output_is_one_instance_without_input() -> None:
-    assert parse_generation_instances("Output: - tent\n- stove\n", "stop") == [Instance("", "- tent\n- stove")]
+    assert parse_generation_instances("Output: - tent\n- stove\n", "stop") == [
+        Instance("", "- tent\n- stove")
+    ]
 
 
 def test_text_without_any_marker_gives_no_instances() -> None:
@@ -41,7 +43,10 @@ def test_truncated_generation_loses_its_last_instance() -> None:
 
 
 def test_output_first_labels_become_outputs_and_inputs_follow() -> None:
-    raw = " Positive\nSentence: What a day.\nClass label: Negative\nSentence: Awful.\nmore\nClass label: Neutral"
+    raw = (
+        " Positive\nSentence: What a day.\nClass label: Negative\nSentence: Awful.\nmore"
+        "\nClass label: Neutral"
+    )
     assert parse_classification_instances("Class label:" + raw, "stop") == [
         Instance("Sentence: What a day.", "Positive"),
         Instance("Sentence: Awful.\nmore", "Negative"),

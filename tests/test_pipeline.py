@@ -20,7 +20,23 @@ from selfinstruct.pipeline import INSTANCES_FILE, INSTRUCTIONS_FILE, Run
 
 PAPER_SEEDS = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "seed_tasks.jsonl")
 
-WORDS = "apple river quiet build explain seven orbit lantern paper sort summarize letter tone clever harbor".split()
+WORDS = [
+    "apple",
+    "river",
+    "quiet",
+    "build",
+    "explain",
+    "seven",
+    "orbit",
+    "lantern",
+    "paper",
+    "sort",
+    "summarize",
+    "letter",
+    "tone",
+    "clever",
+    "harbor",
+]
 
 
 class ScriptedModel:
@@ -51,7 +67,9 @@ class ScriptedModel:
         if prompt.rstrip().endswith("Is it a classification task?"):
             return Completion(" Yes" if "label" in prompt.splitlines()[-2] else " No", "stop")
         if prompt.endswith("\n") and "Task: " in prompt:  # stage 3
-            return Completion("Example 1\nText: a b\nOutput: b a\nExample 2\nText: c d\nOutput: d c\n", "stop")
+            return Completion(
+                "Example 1\nText: a b\nOutput: b a\nExample 2\nText: c d\nOutput: d c\n", "stop"
+            )
         items = []
         for n in range(rng.randint(1, 4)):
             words = rng.sample(WORDS, rng.randint(3, 9))
@@ -74,17 +92,35 @@ def make_run(out: Path, model: ScriptedModel, n: int = 12, **over: Any) -> Run:
 
 
 def snapshot(out: Path) -> dict[str, bytes]:
-    skip = {"responses.sqlite", "responses.sqlite-wal", "responses.sqlite-shm", "summary.json", "failed.jsonl", "config.yaml"}
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name not in skip}
+    skip = {
+        "responses.sqlite",
+        "responses.sqlite-wal",
+        "responses.sqlite-shm",
+        "summary.json",
+        "failed.jsonl",
+        "config.yaml",
+    }
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
 
 
 def test_run_writes_every_stage_file_and_the_funnel_adds_up(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", ScriptedModel())
     summary = run.run_all()
     out = tmp_path / "run"
-    for name in (INSTRUCTIONS_FILE, "is_clf_or_not_gemma-3-270m_template_1.jsonl", INSTANCES_FILE,
-                 "finetuning_data/all_generated_instances.jsonl", "finetuning_data/alpaca_data.json",
-                 "finetuning_data/sharegpt.jsonl", "finetuning_data/openai_messages.jsonl", "config.yaml"):
+    for name in (
+        INSTRUCTIONS_FILE,
+        "is_clf_or_not_gemma-3-270m_template_1.jsonl",
+        INSTANCES_FILE,
+        "finetuning_data/all_generated_instances.jsonl",
+        "finetuning_data/alpaca_data.json",
+        "finetuning_data/sharegpt.jsonl",
+        "finetuning_data/openai_messages.jsonl",
+        "config.yaml",
+    ):
         assert (out / name).is_file(), name
     boot = summary["funnel"]["bootstrap"]
     assert boot["accepted"] == 12
@@ -136,8 +172,10 @@ def test_alpaca_preset_runs_one_stage(tmp_path: Path) -> None:
             rng = random.Random(request.params.seed)
             words = " ".join(rng.sample(WORDS, 6))
             other = " ".join(rng.sample(WORDS, 6))
-            text = (f" Describe {words}.\n4. Input:\n<noinput>\n4. Output:\nIt is fine.\n###\n"
-                    f"5. Instruction: Sort {other} now.\n5. Input:\n{words}\n5. Output:\nsorted")
+            text = (
+                f" Describe {words}.\n4. Input:\n<noinput>\n4. Output:\nIt is fine.\n###\n"
+                f"5. Instruction: Sort {other} now.\n5. Input:\n{words}\n5. Output:\nsorted"
+            )
             return Completion(text, "stop")
 
     run = make_run(tmp_path / "alp", AlpacaModel(), n=6, preset="alpaca-2023")

@@ -10,8 +10,13 @@ import pytest
 from selfinstruct.errors import SeedFileError
 from selfinstruct.seeds import load_seed_tasks
 
-GOOD = {"id": "t1", "name": "n", "instruction": "Do a thing well.", "instances": [{"input": "", "output": "x"}],
-        "is_classification": False}
+GOOD = {
+    "id": "t1",
+    "name": "n",
+    "instruction": "Do a thing well.",
+    "instances": [{"input": "", "output": "x"}],
+    "is_classification": False,
+}
 
 
 def write(tmp_path: Path, *lines: str) -> Path:

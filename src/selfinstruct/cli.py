@@ -19,22 +19,46 @@ PROG = "selfinstruct"
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, type=Path, metavar="RUN", help="run directory (created if missing)")
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="RUN", help="run directory (created if missing)"
+    )
     g = p.add_argument_group("configuration (preset < --config file < flags)")
     g.add_argument("--preset", choices=["selfinstruct-2022", "alpaca-2023"], help="parameter preset")
     g.add_argument("--config", type=Path, metavar="YAML", help="YAML file overriding the preset")
     g.add_argument("--seed-tasks", metavar="PATH", help="seed file in the paper's JSONL schema")
     g.add_argument("--num-instructions", "-n", type=int, metavar="N", help="instructions to generate")
     g.add_argument("--seed", type=int, help="random seed of the run")
-    g.add_argument("--include-seed-tasks", action="store_true", default=None, help="add seed tasks to the fine-tuning data")
-    g.add_argument("--max-instructions", type=int, metavar="N", help="keep at most N instructions in the fine-tuning data")
+    g.add_argument(
+        "--include-seed-tasks",
+        action="store_true",
+        default=None,
+        help="add seed tasks to the fine-tuning data",
+    )
+    g.add_argument(
+        "--max-instructions",
+        type=int,
+        metavar="N",
+        help="keep at most N instructions in the fine-tuning data",
+    )
     b = p.add_argument_group("model backend")
-    b.add_argument("--backend", choices=["embedded", "openai"], help="embedded llama.cpp model or an OpenAI-compatible server")
+    b.add_argument(
+        "--backend",
+        choices=["embedded", "openai"],
+        help="embedded llama.cpp model or an OpenAI-compatible server",
+    )
     b.add_argument("--model", help="model name (sent to the server; a label for the embedded model)")
-    b.add_argument("--model-path", metavar="GGUF", help="embedded backend: a GGUF file instead of the packaged Gemma 3 270M")
-    b.add_argument("--base-url", metavar="URL", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1")
+    b.add_argument(
+        "--model-path",
+        metavar="GGUF",
+        help="embedded backend: a GGUF file instead of the packaged Gemma 3 270M",
+    )
+    b.add_argument(
+        "--base-url", metavar="URL", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1"
+    )
     b.add_argument("--api", choices=["completions", "chat"], help="OpenAI endpoint to use")
-    b.add_argument("--api-key-file", metavar="PATH", help="file holding the API key (default: $OPENAI_API_KEY)")
+    b.add_argument(
+        "--api-key-file", metavar="PATH", help="file holding the API key (default: $OPENAI_API_KEY)"
+    )
     b.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at once")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -74,7 +98,12 @@ def _resolve_config(args: argparse.Namespace, reuse_run_config: bool) -> Any:
 
     config_file = args.config
     # A stage run on its own inside an existing run directory continues with that run's config.
-    if reuse_run_config and config_file is None and args.preset is None and (args.out / CONFIG_FILE).is_file():
+    if (
+        reuse_run_config
+        and config_file is None
+        and args.preset is None
+        and (args.out / CONFIG_FILE).is_file()
+    ):
         config_file = args.out / CONFIG_FILE
     return build_config(preset=None, config_file=config_file, overrides=_overrides(args))
 
@@ -137,7 +166,10 @@ def cmd_check_seeds(args: argparse.Namespace) -> int:
     tasks = load_seed_tasks(args.path)
     n_clf = sum(t.is_classification for t in tasks)
     n_empty = sum(all(not i.input for i in t.instances) for t in tasks)
-    print(f"{args.path or 'packaged seeds'}: {len(tasks)} tasks, {n_clf} classification, {n_empty} with empty input")
+    print(
+        f"{args.path or 'packaged seeds'}: {len(tasks)} tasks, {n_clf} classification, "
+        f"{n_empty} with empty input"
+    )
     return 0
 
 
@@ -158,7 +190,9 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
     if "bootstrap" in funnel:
         f = funnel["bootstrap"]
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(f.get("rejected", {}).items())) or "none"
-        lines.append(f"  bootstrap: generated {f['generated']}, accepted {f['accepted']} (rejected: {rejected})")
+        lines.append(
+            f"  bootstrap: generated {f['generated']}, accepted {f['accepted']} (rejected: {rejected})"
+        )
     if "classify" in funnel:
         f = funnel["classify"]
         lines.append(f"  classify:  {f['classification']} of {f['instructions']} are classification tasks")
@@ -169,7 +203,8 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
         inst = f["instances"]
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(inst.get("rejected", {}).items())) or "none"
         lines.append(
-            f"  prepare:   parsed {inst['generated']} instances, kept {inst['accepted']} (rejected: {rejected}); "
+            f"  prepare:   parsed {inst['generated']} instances, kept {inst['accepted']} "
+            f"(rejected: {rejected}); "
             f"{f['finetuning_rows']} fine-tuning rows"
         )
     for stage, s in (summary.get("requests") or {}).items():
@@ -185,7 +220,8 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Self-Instruct: turn a pool of seed tasks and a language model into an instruction-tuning dataset.",
+        description="Self-Instruct: turn a pool of seed tasks and a language model into an "
+        "instruction-tuning dataset.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -207,7 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output file (kept lines, byte for byte)")
     p.add_argument("--pool", type=Path, help="records to compare against but not to output")
     p.add_argument("--threshold", type=float, default=0.7, help="drop if ROUGE-L F > this (default 0.7)")
-    p.add_argument("--tokenizer", choices=["rouge", "unicode"], default="rouge", help="rouge = rouge-score's (a-z0-9 only)")
+    p.add_argument(
+        "--tokenizer",
+        choices=["rouge", "unicode"],
+        default="rouge",
+        help="rouge = rouge-score's (a-z0-9 only)",
+    )
     p.add_argument("--field", default="instruction", help="JSONL field to compare (default: instruction)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_dedup)
@@ -233,7 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
+        print(
+            f"{PROG}: interrupted; run the same command again to continue where it stopped", file=sys.stderr
+        )
         return 130
 
 

@@ -79,7 +79,7 @@ def _json_object(line: str) -> dict[str, Any] | None:
 
 def _open_input(path: Path, what: str) -> IO[bytes]:
     try:
-        return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
+        return open(path, "rb")
     except FileNotFoundError:
         raise InputFileError(f"{path}: {what} file not found") from None
     except IsADirectoryError:

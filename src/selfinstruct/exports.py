@@ -5,27 +5,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from selfinstruct.records import dumps, write_atomic
-
-
-class TripleLike(Protocol):
-    instruction: str
-    input: str
-    output: str
+from selfinstruct.records import Triple, dumps, write_atomic
 
 
-def user_turn(triple: TripleLike) -> str:
+def user_turn(triple: Triple) -> str:
     """The instruction, then the input (if any) after a blank line: one user message."""
     return f"{triple.instruction}\n\n{triple.input}" if triple.input else triple.instruction
 
 
-def alpaca_record(triple: TripleLike) -> dict[str, str]:
+def alpaca_record(triple: Triple) -> dict[str, str]:
     return {"instruction": triple.instruction, "input": triple.input, "output": triple.output}
 
 
-def sharegpt_record(triple: TripleLike) -> dict[str, Any]:
+def sharegpt_record(triple: Triple) -> dict[str, Any]:
     return {
         "conversations": [
             {"from": "human", "value": user_turn(triple)},
@@ -34,7 +28,7 @@ def sharegpt_record(triple: TripleLike) -> dict[str, Any]:
     }
 
 
-def openai_record(triple: TripleLike, system: str | None = None) -> dict[str, Any]:
+def openai_record(triple: Triple, system: str | None = None) -> dict[str, Any]:
     messages = [{"role": "system", "content": system}] if system else []
     messages += [
         {"role": "user", "content": user_turn(triple)},
@@ -43,7 +37,7 @@ def openai_record(triple: TripleLike, system: str | None = None) -> dict[str, An
     return {"messages": messages}
 
 
-def write_exports(folder: Path, triples: Iterable[TripleLike], system: str | None = None) -> dict[str, Path]:
+def write_exports(folder: Path, triples: Iterable[Triple], system: str | None = None) -> dict[str, Path]:
     """Write the three export files; returns their paths by format name."""
     items = list(triples)
     paths = {
@@ -51,7 +45,9 @@ def write_exports(folder: Path, triples: Iterable[TripleLike], system: str | Non
         "sharegpt": folder / "sharegpt.jsonl",
         "openai": folder / "openai_messages.jsonl",
     }
-    write_atomic(paths["alpaca"], json.dumps([alpaca_record(t) for t in items], ensure_ascii=False, indent=4) + "\n")
+    write_atomic(
+        paths["alpaca"], json.dumps([alpaca_record(t) for t in items], ensure_ascii=False, indent=4) + "\n"
+    )
     write_atomic(paths["sharegpt"], (dumps(sharegpt_record(t)) + "\n" for t in items))
     write_atomic(paths["openai"], (dumps(openai_record(t, system)) + "\n" for t in items))
     return paths

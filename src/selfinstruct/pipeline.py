@@ -149,7 +149,10 @@ class Run:
 
         started = time.monotonic()
         tasks = self._read(INSTRUCTIONS_FILE, "bootstrap")
-        labels = {r["instruction"]: r["is_classification"] for r in self._read(self.classification_path().name, "classify")}
+        labels = {
+            r["instruction"]: r["is_classification"]
+            for r in self._read(self.classification_path().name, "classify")
+        }
         missing = [t["instruction"] for t in tasks if t["instruction"] not in labels]
         if missing:
             raise InputFileError(

@@ -42,6 +42,18 @@ class SeedTask:
         }
 
 
+@dataclass(frozen=True)
+class Triple:
+    """One training example: instruction, input (may be empty), output."""
+
+    instruction: str
+    input: str
+    output: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"instruction": self.instruction, "input": self.input, "output": self.output}
+
+
 @dataclass
 class Funnel:
     """Counts of what a stage produced and why candidates were rejected."""

@@ -43,7 +43,9 @@ def unauthorized() -> Fault:
 
 
 def unknown_model(model: str = "no-such-model") -> Fault:
-    body = json.dumps({"error": {"message": f"The model `{model}` does not exist", "code": "model_not_found"}})
+    body = json.dumps(
+        {"error": {"message": f"The model `{model}` does not exist", "code": "model_not_found"}}
+    )
     return Fault(404, body)
 
 
@@ -202,7 +204,13 @@ class _Handler(BaseHTTPRequestHandler):
             "completion_tokens": len(text.split()),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        answer = {"id": "stub-1", "object": kind, "model": body.get("model"), "choices": [choice], "usage": usage}
+        answer = {
+            "id": "stub-1",
+            "object": kind,
+            "model": body.get("model"),
+            "choices": [choice],
+            "usage": usage,
+        }
         self._send(200, json.dumps(answer))
 
     def _send(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import tempfile
 import threading
@@ -98,7 +99,10 @@ class EmbeddedBackend:
                 return timed_out
 
             # Without a reset, the prompt-prefix cache changes what a seeded sample gives.
-            self._llm.reset()
+            # Greedy decoding doesn't depend on it, and its prompts (classification and instance
+            # few-shot prompts) share a long prefix: keeping the cache saves re-reading it.
+            if params.temperature > 0:
+                self._llm.reset()
             result = self._llm.create_completion(
                 request.prompt,
                 max_tokens=max_tokens,
@@ -153,13 +157,22 @@ def _sampling_seed(request: CompletionRequest) -> int:
 
 @contextlib.contextmanager
 def _captured_stderr() -> Iterator[Any]:
-    """Send fd 2 to a temp file for the duration (llama.cpp prints a line at load even
-    with verbose=False); yields a function returning what was captured."""
-    with tempfile.TemporaryFile(mode="w+b") as sink:
+    """Swallow what llama.cpp prints while loading (one line even with verbose=False).
+
+    It writes both from C to fd 2 and through a Python log callback to `sys.stderr`, so
+    both are redirected; yields a function returning what was captured, for error messages.
+    """
+    python_side = io.StringIO()
+    with tempfile.TemporaryFile(mode="w+b") as sink, contextlib.redirect_stderr(python_side):
         saved = os.dup(2)
         os.dup2(sink.fileno(), 2)
+
+        def captured() -> str:
+            sink.seek(0)
+            return sink.read().decode("utf-8", "replace") + python_side.getvalue()
+
         try:
-            yield lambda: (sink.seek(0), sink.read().decode("utf-8", "replace"))[1]
+            yield captured
         finally:
             os.dup2(saved, 2)
             os.close(saved)

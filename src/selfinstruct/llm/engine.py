@@ -97,6 +97,7 @@ class RequestEngine:
         progress: bool = True,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
+        # `retry_policy`, when given, replaces the default policy built from `max_retries`.
         self.backend = backend
         self.store = store
         self.failed_log = Path(failed_log)
@@ -114,10 +115,16 @@ class RequestEngine:
     def key(self, request: CompletionRequest) -> str:
         return request.key(self._identity)
 
-    def run(self, requests: Sequence[CompletionRequest], stage: str) -> list[Completion | None]:
-        """Completions in request order; None where a request failed after every retry."""
+    def run(
+        self, requests: Sequence[CompletionRequest], stage: str, progress: bool | None = None
+    ) -> list[Completion | None]:
+        """Completions in request order; None where a request failed after every retry.
+
+        `progress=False` hides this batch's bar (a stage that shows its own progress).
+        """
         started = time.monotonic()
-        stats = self._stats.setdefault(stage, StageStats())
+        with self._stats_lock:
+            stats = self._stats.setdefault(stage, StageStats())
         keys = [self.key(r) for r in requests]
         results: list[Completion | None] = [None] * len(requests)
         stored = self.store.get_many(keys)
@@ -133,7 +140,8 @@ class RequestEngine:
             stats.duplicates += sum(len(ix) - 1 for ix in pending.values())
         try:
             if pending:
-                for key, completion in self._send_all(requests, pending, stage, stats).items():
+                show = self.progress if progress is None else progress and self.progress
+                for key, completion in self._send_all(requests, pending, stage, stats, show).items():
                     for i in pending[key]:
                         results[i] = completion
         finally:
@@ -148,10 +156,9 @@ class RequestEngine:
             for stage, stats in self._stats.items():
                 entry = asdict(stats)
                 if self.price_per_1k_input is not None or self.price_per_1k_output is not None:
-                    entry["cost"] = (
-                        stats.prompt_tokens / 1000 * (self.price_per_1k_input or 0.0)
-                        + stats.completion_tokens / 1000 * (self.price_per_1k_output or 0.0)
-                    )
+                    entry["cost"] = stats.prompt_tokens / 1000 * (
+                        self.price_per_1k_input or 0.0
+                    ) + stats.completion_tokens / 1000 * (self.price_per_1k_output or 0.0)
                 out[stage] = entry
         return out
 
@@ -163,10 +170,11 @@ class RequestEngine:
         pending: dict[str, list[int]],
         stage: str,
         stats: StageStats,
+        show_progress: bool,
     ) -> dict[str, Completion]:
         abort = threading.Event()
         done: dict[str, Completion] = {}
-        bar = _progress_bar(len(pending), stage, enabled=self.progress)
+        bar = _progress_bar(len(pending), stage, enabled=show_progress)
 
         def work(key: str, request: CompletionRequest) -> None:
             if abort.is_set():
@@ -191,7 +199,7 @@ class RequestEngine:
             raise
         pool.shutdown(wait=True)
         bar.close()
-        errors = [f.exception() for f in futures if f.exception() is not None]
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
         with self._stats_lock:
             stats.cancelled += sum(1 for e in errors if isinstance(e, _Abort))
         fatal = [e for e in errors if not isinstance(e, _Abort)]

@@ -124,14 +124,14 @@ class OpenAIBackend:
         message = self._redact(_server_message(response))
         if status in (401, 403):
             return BackendError(f"authentication failed (HTTP {status}) at {self._base_url}")
-        if status == 404 or (400 <= status < 500 and _MODEL_MISSING.search(message)):
-            return BackendError(
-                f"unknown model {self._model!r} at {self._base_url} (HTTP {status}: {message or 'not found'})"
-            )
         if status in RETRYABLE_STATUS or status >= 500:
             return RetryableBackendError(
                 f"HTTP {status} from {self._base_url}: {message}".rstrip(": "),
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        if status == 404 or _MODEL_MISSING.search(message):
+            return BackendError(
+                f"unknown model {self._model!r} at {self._base_url} (HTTP {status}: {message or 'not found'})"
             )
         if status in (400, 422):
             return BackendError(f"request rejected (HTTP {status}) at {self._base_url}: {message}")

@@ -88,5 +88,12 @@ def _require(obj: dict[str, Any], key: str, kind: type, where: str, sep: str = "
 
 
 def _json_type(kind: type) -> str:
-    return {str: "a string", bool: "true/false", list: "a list", dict: "an object", int: "a number",
-            float: "a number", type(None): "null"}.get(kind, kind.__name__)
+    return {
+        str: "a string",
+        bool: "true/false",
+        list: "a list",
+        dict: "an object",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(kind, kind.__name__)

@@ -24,15 +24,14 @@ def render_alpaca_prompt(preamble: str, tasks: Sequence[SeedTask], no_input: str
         first = task.instances[0]
         instruction = re.sub(r"\s+", " ", task.instruction).strip().rstrip(":")
         parts.append(
-            f"###\n{n}. Instruction: {instruction}\n{n}. Input:\n{first.input or no_input}\n{n}. Output:\n{first.output}\n"
+            f"###\n{n}. Instruction: {instruction}\n{n}. Input:\n{first.input or no_input}\n"
+            f"{n}. Output:\n{first.output}\n"
         )
     parts.append(f"###\n{len(tasks) + 1}. Instruction:")
     return "".join(parts)
 
 
-def parse_alpaca_response(
-    text: str, finish_reason: str, first_number: int, no_input: str
-) -> list[Candidate]:
+def parse_alpaca_response(text: str, finish_reason: str, first_number: int, no_input: str) -> list[Candidate]:
     """Split the continuation into numbered tasks; a block that doesn't parse is dropped.
 
     Only the last block is dropped when the response hit max_tokens, as Alpaca does.

@@ -120,7 +120,7 @@ def run_bootstrap_loop(
             prompt = build_prompt(step_rng(ctx.config.seed, stage, "context", round_no, i), machine)
             params = cfg.generation.with_(seed=derive_seed(ctx.config.seed, stage, "sample", round_no, i))
             requests.append(CompletionRequest(prompt=prompt, params=params))
-        completions = ctx.complete_all(requests, stage)
+        completions = ctx.complete_all(requests, stage, progress=False)
         accepted_before = len(machine)
         for i, completion in enumerate(completions):
             for candidate in parse(completion):
@@ -128,7 +128,11 @@ def run_bootstrap_loop(
                     break
                 funnel.generated += 1
                 reason = check_instruction(candidate.instruction, filters)
-                if reason is None and filters.is_enabled("rouge") and not index.is_novel(candidate.instruction):
+                if (
+                    reason is None
+                    and filters.is_enabled("rouge")
+                    and not index.is_novel(candidate.instruction)
+                ):
                     reason = "rouge_similarity"
                 if reason is not None:
                     funnel.reject(reason)
@@ -138,7 +142,11 @@ def run_bootstrap_loop(
                     top, mean = index.similarity_stats(candidate.instruction, k=cfg.most_similar_k)
                     record["most_similar"] = dict(top)
                     record["avg_similarity_score"] = mean
-                record["metadata"] = {"round": round_no, "prompt_index": i, "finish_reason": completion.finish_reason}
+                record["metadata"] = {
+                    "round": round_no,
+                    "prompt_index": i,
+                    "finish_reason": completion.finish_reason,
+                }
                 record["request_idx"] = round_no
                 index.add(candidate.instruction)
                 machine.append(candidate.instruction)

@@ -53,7 +53,9 @@ class StageContext:
     engine: RequestEngine | None  # None for stages that call no model
     progress: bool = True
 
-    def complete_all(self, requests: Sequence[CompletionRequest], stage: str) -> list[Completion]:
+    def complete_all(
+        self, requests: Sequence[CompletionRequest], stage: str, progress: bool = True
+    ) -> list[Completion]:
         """Complete every request or raise, after all of them were tried and the good ones stored.
 
         A stage never continues on a partial answer: that would make its output depend on
@@ -61,7 +63,7 @@ class StageContext:
         not reproduce it.
         """
         assert self.engine is not None, f"stage {stage} needs a model"
-        results = self.engine.run(requests, stage=stage)
+        results = self.engine.run(requests, stage=stage, progress=progress and self.progress)
         failed = sum(r is None for r in results)
         if failed:
             raise RequestsFailedError(

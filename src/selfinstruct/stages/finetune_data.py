@@ -16,19 +16,9 @@ from selfinstruct.config import RunConfig
 from selfinstruct.filters.instances import filter_instances
 from selfinstruct.prompts import FinetuneTemplates
 from selfinstruct.randomness import step_rng
-from selfinstruct.records import Funnel, Instance, SeedTask
+from selfinstruct.records import Funnel, Instance, SeedTask, Triple
 from selfinstruct.stages.classify import is_classification_answer
 from selfinstruct.stages.parse_instances import parse_classification_instances, parse_generation_instances
-
-
-@dataclass(frozen=True)
-class Triple:
-    instruction: str
-    input: str
-    output: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"instruction": self.instruction, "input": self.input, "output": self.output}
 
 
 @dataclass
@@ -81,7 +71,9 @@ def add_input_noise(text: str) -> str:
     return text
 
 
-def encode_triple(triple: Triple, templates: FinetuneTemplates, rng_seed: int, noise_prob: float) -> dict[str, str]:
+def encode_triple(
+    triple: Triple, templates: FinetuneTemplates, rng_seed: int, noise_prob: float
+) -> dict[str, str]:
     from random import Random
 
     rng = Random(rng_seed)
@@ -100,7 +92,9 @@ def encode_triple(triple: Triple, templates: FinetuneTemplates, rng_seed: int, n
 
 
 def seed_triples(seeds: list[SeedTask]) -> list[Triple]:
-    return [Triple(t.instruction.strip(), i.input.strip(), i.output.strip()) for t in seeds for i in t.instances]
+    return [
+        Triple(t.instruction.strip(), i.input.strip(), i.output.strip()) for t in seeds for i in t.instances
+    ]
 
 
 def build_finetune_data(
@@ -114,7 +108,10 @@ def build_finetune_data(
     rows, seen = [], set()
     for n, triple in enumerate(training):
         row = encode_triple(
-            triple, templates, derive_seed(config.seed, "finetune", "encode", n), config.finetune_data.input_noise_prob
+            triple,
+            templates,
+            derive_seed(config.seed, "finetune", "encode", n),
+            config.finetune_data.input_noise_prob,
         )
         key = (row["prompt"], row["completion"])
         if key not in seen:
