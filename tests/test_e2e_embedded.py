@@ -65,3 +65,22 @@ def test_all_stages_run_on_the_embedded_model_and_resume_from_the_store(tmp_path
     summary = json.loads((out / "summary.json").read_text())
     assert all(s["sent"] == 0 for s in summary["requests"].values())
     assert {p: p.read_bytes() for p in files} == files
+
+
+def test_all_stages_run_against_a_real_llama_cpp_server_on_loopback(tmp_path: Path) -> None:
+    from servers.llama_server import llama_server, model_path_for_tests
+
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL.replace("num_instructions: 3", "num_instructions: 2"), encoding="utf-8")
+    out = tmp_path / "run"
+    with llama_server(model_path_for_tests(), tmp_path / "server.log", n_ctx=4096) as base_url:
+        result = run_cli(
+            "run", "--out", str(out), "--config", str(config), "--no-progress",
+            "--backend", "openai", "--base-url", base_url, "--model", "gemma-local", "--api", "completions",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len((out / "machine_generated_instructions.jsonl").read_text().splitlines()) == 2
+    assert (out / "is_clf_or_not_gemma-local_template_1.jsonl").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"]["instances"]["succeeded"] == 2
+    assert "OPENAI_API_KEY" not in (out / "config.yaml").read_text()

@@ -214,7 +214,7 @@ class RougeNoveltyIndex:
         # An item's count here is at most the overlap on the probed occurrences (a token
         # probed k times has its list chained k times); unprobed ones add at most t_min - 1.
         shared = Counter(chain.from_iterable(postings[t] for t in probed if t))
-        unprobed = t_min - 2
+        unprobed = t_min - 1
         query = self._encode(ids)
         sequences, threshold = self._sequences, self.threshold
         for item, count in shared.items():  # items of the rarest lists come first

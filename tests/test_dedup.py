@@ -1,0 +1,204 @@
+"""`dedup_file` keeps exactly the lines rouge-score would keep, copies them byte for byte, and
+never leaves a half-written output."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from rouge_score import rouge_scorer
+
+from selfinstruct.dedup import DedupReport, dedup_file
+from selfinstruct.errors import ConfigError, InputFileError
+
+TOKENIZE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)._tokenizer.tokenize
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def jsonl(*instructions: str) -> bytes:
+    return b"".join(json.dumps({"instruction": i}).encode() + b"\n" for i in instructions)
+
+
+def reference_keep(texts: list[str], threshold: float, pool: tuple[str, ...] = ()) -> list[bool]:
+    """rouge-score's filter as Stanford Alpaca runs it: every kept item scored, no pruning."""
+    kept = [TOKENIZE(t) for t in pool]
+    decisions = []
+    for text in texts:
+        tokens = TOKENIZE(text)
+        novel = all(rouge_scorer._score_lcs(tokens, p).fmeasure <= threshold for p in kept)
+        decisions.append(novel)
+        if novel:
+            kept.append(tokens)
+    return decisions
+
+
+def test_kept_lines_are_copied_byte_for_byte(tmp_path: Path) -> None:
+    lines = [
+        b'{"instruction": "Write a poem about the sea.", "id": 1, "tags": ["x"]}\r\n',
+        b'{  "id":2,"instruction" :  "write a poem about the sea"  }\r\n',  # a duplicate: dropped
+        '{"instruction": "Décris la tour Eiffel en trois phrases.", "note": "日本語"}\n'.encode(),
+        b'{"instruction": "Explain photosynthesis to a child.", "extra": {"nested": [1, 2.50, null]}}',
+    ]
+    source = write(tmp_path / "in.jsonl", b"".join(lines))
+    report = dedup_file(source, tmp_path / "out.jsonl", progress=False)
+    assert (tmp_path / "out.jsonl").read_bytes() == lines[0] + lines[2] + lines[
+        3
+    ]  # no newline added at the end
+    assert (report.read, report.kept, report.dropped, report.pool) == (4, 3, 1, 0)
+    assert isinstance(report, DedupReport) and report.elapsed >= 0
+
+
+def test_plain_text_lines_are_deduplicated_when_the_first_line_is_not_json(tmp_path: Path) -> None:
+    source = write(
+        tmp_path / "in.txt",
+        b"Write a poem about the sea.\nwrite a poem about the sea!\n[1, 2]\nSummarise this.",
+    )
+    report = dedup_file(source, tmp_path / "out.txt", progress=False)
+    assert (tmp_path / "out.txt").read_bytes() == b"Write a poem about the sea.\n[1, 2]\nSummarise this."
+    assert report.kept == 3
+
+
+def test_blank_lines_are_skipped_and_not_written(tmp_path: Path) -> None:
+    source = write(
+        tmp_path / "in.jsonl", b"\n  \r\n" + jsonl("Name three rivers.") + b"\n" + jsonl("Name a mountain.")
+    )
+    report = dedup_file(source, tmp_path / "out.jsonl", progress=False)
+    assert (tmp_path / "out.jsonl").read_bytes() == jsonl("Name three rivers.", "Name a mountain.")
+    assert report.read == 2
+
+
+def test_pool_records_drop_similar_lines_but_are_not_written(tmp_path: Path) -> None:
+    pool = write(tmp_path / "pool.txt", b"Write a poem about the sea.\n\nList five fruits.\n")
+    source = write(
+        tmp_path / "in.jsonl",
+        jsonl("write a poem about the sea", "Translate this into French.", "List 5 fruits."),
+    )
+    report = dedup_file(source, tmp_path / "out.jsonl", pool_path=pool, progress=False)
+    assert (tmp_path / "out.jsonl").read_bytes() == jsonl("Translate this into French.")
+    assert (report.pool, report.kept, report.dropped) == (2, 1, 2)
+
+
+def test_a_score_equal_to_the_threshold_is_kept_and_one_above_it_dropped(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.txt", b"apple banana\napple cherry\n")  # ROUGE-L F = 0.5 exactly
+    dedup_file(source, tmp_path / "kept.txt", threshold=0.5, progress=False)
+    dedup_file(source, tmp_path / "dropped.txt", threshold=0.49, progress=False)
+    assert (tmp_path / "kept.txt").read_bytes() == b"apple banana\napple cherry\n"
+    assert (tmp_path / "dropped.txt").read_bytes() == b"apple banana\n"
+
+
+def test_a_score_rounded_just_above_the_threshold_is_dropped_as_rouge_score_does(tmp_path: Path) -> None:
+    # LCS 7 of 13 + 7 tokens: rouge-score's F is 0.7000000000000001, although 2*7/20 is 0.7.
+    item = " ".join(f"w{i}" for i in range(13))
+    candidate = " ".join(f"w{i}" for i in range(7))
+    source = write(tmp_path / "in.txt", f"{item}\n{candidate}\n".encode())
+    dedup_file(source, tmp_path / "out.txt", progress=False)
+    assert reference_keep([item, candidate], 0.7) == [True, False]
+    assert (tmp_path / "out.txt").read_bytes() == f"{item}\n".encode()
+
+
+def test_another_json_field_can_be_compared(tmp_path: Path) -> None:
+    records = [{"prompt": "Tell a joke.", "instruction": "x"}, {"prompt": "tell a joke", "instruction": "y"}]
+    source = write(tmp_path / "in.jsonl", b"".join(json.dumps(r).encode() + b"\n" for r in records))
+    assert dedup_file(source, tmp_path / "out.jsonl", field="prompt", progress=False).kept == 1
+
+
+def test_the_unicode_tokenizer_deduplicates_chinese(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.txt", "请写一首关于秋天的诗\n请写一首关于春天的诗\n".encode())
+    assert dedup_file(source, tmp_path / "a.txt", tokenizer="unicode", progress=False).kept == 1
+    assert dedup_file(source, tmp_path / "b.txt", tokenizer="rouge", progress=False).kept == 2
+
+
+def test_a_utf8_byte_order_mark_does_not_hide_jsonl(tmp_path: Path) -> None:
+    data = b"\xef\xbb\xbf" + jsonl("Write a limerick.", "write a limerick")
+    dedup_file(write(tmp_path / "in.jsonl", data), tmp_path / "out.jsonl", progress=False)
+    assert (tmp_path / "out.jsonl").read_bytes() == data.splitlines(keepends=True)[0]
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        (b'{"instruction": "unterminated\n', "invalid JSON"),
+        (b"[1, 2, 3]\n", "expected a JSON object"),
+        (b'{"input": "no instruction"}\n', "'instruction' is missing"),
+        (b'{"instruction": 42}\n', "'instruction' is a int, not a string"),
+        (b'{"instruction": "caf\xe9"}\n', "not valid UTF-8"),
+    ],
+)
+def test_a_malformed_jsonl_line_raises_with_path_and_line_and_writes_nothing(
+    tmp_path: Path, bad_line: bytes, message: str
+) -> None:
+    source = write(
+        tmp_path / "in.jsonl", jsonl("First.") + b"\n" + jsonl("Second.") + bad_line + jsonl("Fourth.")
+    )
+    output = write(tmp_path / "out.jsonl", b"previous content\n")
+    with pytest.raises(InputFileError, match=rf"^{source}:4: .*{message}"):
+        dedup_file(source, output, progress=False)
+    assert output.read_bytes() == b"previous content\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]  # no temp file left
+
+
+def test_a_malformed_pool_line_raises_with_the_pool_path(tmp_path: Path) -> None:
+    pool = write(tmp_path / "pool.jsonl", jsonl("ok") + b"{oops}\n")
+    source = write(tmp_path / "in.jsonl", jsonl("Anything."))
+    with pytest.raises(InputFileError, match=rf"^{pool}:2: invalid JSON"):
+        dedup_file(source, tmp_path / "out.jsonl", pool_path=pool, progress=False)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_missing_files_and_bad_arguments_are_user_errors(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.jsonl", jsonl("Something."))
+    with pytest.raises(InputFileError, match="not found"):
+        dedup_file(tmp_path / "missing.jsonl", tmp_path / "out.jsonl")
+    with pytest.raises(InputFileError, match="pool file not found"):
+        dedup_file(source, tmp_path / "out.jsonl", pool_path=tmp_path / "missing.txt")
+    with pytest.raises(InputFileError, match="must not be the input"):
+        dedup_file(source, tmp_path / "." / "in.jsonl")
+    with pytest.raises(InputFileError, match="directory does not exist"):
+        dedup_file(source, tmp_path / "nowhere" / "out.jsonl")
+    with pytest.raises(ConfigError, match="threshold"):
+        dedup_file(source, tmp_path / "out.jsonl", threshold=1.5)
+    assert source.read_bytes() == jsonl("Something.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_no_progress_bar_is_drawn_when_stderr_is_not_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dedup_file(write(tmp_path / "in.txt", b"One line.\n"), tmp_path / "out.txt", progress=True)
+    assert capsys.readouterr().err == ""
+
+
+def test_decisions_equal_rouge_score_on_real_sentences(tmp_path: Path, shared_data: Path) -> None:
+    rng = random.Random(4)
+    tasks = [
+        json.loads(line) for line in (shared_data / "user_oriented_instructions.jsonl").open(encoding="utf-8")
+    ]
+    texts = [t["instruction"] for t in tasks if len(t["instruction"].split()) <= 25][:120]
+    for text in list(texts):  # near-duplicates: a word dropped or changed
+        words = text.split()
+        i = rng.randrange(len(words))
+        texts.append(
+            " ".join(
+                words[:i] + words[i + 1 :] if rng.random() < 0.5 else [*words[:i], "new", *words[i + 1 :]]
+            )
+        )
+    rng.shuffle(texts)
+    seeds = [
+        json.loads(line)["instruction"] for line in (shared_data / "seed_tasks.jsonl").open(encoding="utf-8")
+    ]
+    pool = write(tmp_path / "pool.txt", "\n".join(seeds[:40]).encode())
+    source = write(
+        tmp_path / "in.jsonl",
+        b"".join(json.dumps({"n": n, "instruction": t}).encode() + b"\n" for n, t in enumerate(texts)),
+    )
+    dedup_file(source, tmp_path / "out.jsonl", pool_path=pool, progress=False)
+    kept = [json.loads(line)["n"] for line in (tmp_path / "out.jsonl").open(encoding="utf-8")]
+    expected = reference_keep(texts, 0.7, pool=tuple(seeds[:40]))
+    assert kept == [n for n, keep in enumerate(expected) if keep]
+    assert 60 < len(kept) < 200
