@@ -9,6 +9,11 @@
    < 1 GB peak RSS for the child process. The reference would take hours here, so a random
    sample of the decisions is re-checked by brute force (every earlier kept item, rapidfuzz
    LCS + rouge-score's F-measure, no pruning).
+3. The same size of stream made of random words (Zipf-distributed over 30,000 made-up
+   words): almost everything is novel, so the pool grows to M items; a stress test.
+
+Until `src/selfinstruct/__main__.py` exists, "ours" is a `python -c` process calling
+`dedup_file` (the benchmark says so when it happens).
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_dedup.py [--n 2000] [--stream 50000] [--quick]
 """
@@ -79,11 +84,13 @@ def _fresh(rng: random.Random) -> str:
     elif shape == 1:
         s = f"{rng.choice(VERBS)} {rng.choice(FORMS)} that explains the {noun} to {rng.choice(AUDIENCES)}"
     elif shape == 2:
-        s = f"Given a description of a {noun}, {rng.choice(VERBS).lower()} whether it is {rng.choice(ADJECTIVES)}"
+        verb, adjective = rng.choice(VERBS).lower(), rng.choice(ADJECTIVES)
+        s = f"Given a description of a {noun}, {verb} whether it is {adjective}"
     elif shape == 3:
         s = f"How would you {rng.choice(VERBS).lower()} the difference between a {noun} and a {noun2}?"
     elif shape == 4:
-        s = f"{rng.choice(VERBS)} {rng.choice(FORMS)} for {rng.choice(AUDIENCES)} about the {noun} and the {noun2}"
+        audience = rng.choice(AUDIENCES)
+        s = f"{rng.choice(VERBS)} {rng.choice(FORMS)} for {audience} about the {noun} and the {noun2}"
     else:
         s = f"Imagine you own a {rng.choice(ADJECTIVES)} {noun}. {rng.choice(VERBS)} {rng.choice(FORMS)}"
     if rng.random() < 0.6:
@@ -152,90 +159,113 @@ def dedup_command(src: Path, out: Path, threshold: float) -> list[str]:
         return [sys.executable, "-m", "selfinstruct", "dedup", str(src), "--out", str(out),
                 "--threshold", str(threshold), "--no-progress"]  # fmt: skip
     print("  (no selfinstruct/__main__.py yet: calling dedup_file through python -c)")
-    code = f"from selfinstruct.dedup import dedup_file; dedup_file({str(src)!r}, {str(out)!r}, threshold={threshold})"
+    call = f"dedup_file({str(src)!r}, {str(out)!r}, threshold={threshold}, progress=False)"
+    code = f"from selfinstruct.dedup import dedup_file; {call}"
     return [sys.executable, "-c", code]
 
 
-def run_ours(src: Path, out: Path, threshold: float) -> tuple[float, float]:
-    """Run our dedup as a child process; return (wall seconds, the child's peak RSS in MiB)."""
+# Peak RSS must be measured one process further away: a child's ru_maxrss starts at the RSS
+# of the process it was forked from (Linux keeps the high-water mark across exec), which
+# would add this benchmark's own memory. A small launcher process runs dedup and reports it.
+_LAUNCHER = (
+    "import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+    "sys.exit(rc)"
+)
+
+
+def run_ours(src: Path, out: Path, threshold: float, measure_rss: bool = False) -> tuple[float, float]:
+    """Run our dedup as a child process; return (wall seconds, its peak RSS in MiB or 0)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    command = dedup_command(src, out, threshold)
+    rss_file = out.with_suffix(".rss")
+    if measure_rss:
+        command = [sys.executable, "-c", _LAUNCHER, str(rss_file), *command]
     started = time.perf_counter()
-    child = subprocess.Popen(dedup_command(src, out, threshold), env=env, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
+    done = subprocess.run(command, env=env, stderr=subprocess.PIPE, check=False)
     wall = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    stderr = child.stderr.read().decode() if child.stderr else ""
-    if child.returncode != 0:
-        sys.exit(f"dedup failed ({child.returncode}):\n{stderr}")
-    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    if done.returncode != 0:
+        sys.exit(f"dedup failed ({done.returncode}):\n{done.stderr.decode()}")
+    return wall, int(rss_file.read_text()) / 1024 if measure_rss else 0.0  # ru_maxrss is in KiB
 
 
-def spot_check(texts: list[str], keep: set[int], threshold: float, samples: int, seed: int = 7) -> int:
+def spot_check(texts: list[str], keep: set[int], threshold: float, samples: int = 200) -> int:
     """Re-decide a random sample of records by brute force against the kept items before them."""
-    tok = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)._tokenizer.tokenize
-    kept_before = sorted(keep)
-    rng = random.Random(seed)
+    tokenize = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)._tokenizer.tokenize
+    tokens = [tokenize(t) for t in texts]
+    kept_in_order = sorted(keep)
     mismatches = 0
-    for i in sorted(rng.sample(range(len(texts)), min(samples, len(texts)))):
-        pool = [tok(texts[j]) for j in kept_before[: np.searchsorted(kept_before, i)]]
-        mine = tok(texts[i])
-        lcs = process.cdist([mine], pool, scorer=LCSseq.similarity)[0] if pool else []
-        best = max(
-            (
-                scoring.fmeasure(c / len(p), c / len(mine)) if mine and p else 0.0
-                for c, p in zip(lcs, pool, strict=True)
-            ),
-            default=0.0,
-        )
+    for i in random.Random(7).sample(range(len(texts)), min(samples, len(texts))):
+        pool = [tokens[j] for j in kept_in_order[: np.searchsorted(kept_in_order, i)] if tokens[j]]
+        mine = tokens[i]
+        best = 0.0
+        if mine and pool:
+            for lcs, item in zip(process.cdist([mine], pool, scorer=LCSseq.similarity)[0], pool, strict=True):
+                best = max(best, scoring.fmeasure(int(lcs) / len(item), int(lcs) / len(mine)))
         mismatches += (best <= threshold) != (i in keep)
     return mismatches
+
+
+def random_word_instructions(n: int, seed: int = 99) -> list[str]:
+    """n lines of 6-25 random made-up words, Zipf-distributed: nearly all of them novel."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = ["".join(rng.choices(letters, k=rng.randint(3, 9))) for _ in range(30_000)]
+    weights = [1 / (rank + 1) ** 0.9 for rank in range(len(vocab))]
+    return [" ".join(rng.choices(vocab, weights, k=rng.randint(6, 25))) for _ in range(n)]
+
+
+def compare_with_reference(work: Path, texts: list[str], threshold: float) -> bool:
+    print(f"\n[1] {len(texts):,} candidates, growing pool, threshold {threshold}")
+    write_jsonl(work / "n.jsonl", texts)
+    started = time.perf_counter()
+    ref_keep = reference_dedup(texts, threshold)
+    ref_s = time.perf_counter() - started
+    ours_s, _ = run_ours(work / "n.jsonl", work / "n.out.jsonl", threshold)
+    ours_keep = kept_ids(work / "n.out.jsonl")
+    same = ours_keep == {i for i, k in enumerate(ref_keep) if k}
+    print(f"  reference (rouge-score, pre-tokenised, in-process): {ref_s:8.2f} s, kept {sum(ref_keep):,}")
+    print(f"  ours (whole process, start-up included):            {ours_s:8.3f} s, kept {len(ours_keep):,}")
+    print(f"  speed-up: {ref_s / ours_s:.0f}x (target >= 100x); identical decisions: {same}")
+    return same
+
+
+def stream(work: Path, label: str, texts: list[str], threshold: float) -> int:
+    print(f"\n{label}: {len(texts):,} candidates against the growing pool")
+    write_jsonl(work / "s.jsonl", texts)
+    seconds, rss = run_ours(work / "s.jsonl", work / "s.out.jsonl", threshold, measure_rss=True)
+    keep = kept_ids(work / "s.out.jsonl")
+    bad = spot_check(texts, keep, threshold)
+    print(f"  ours: {seconds:.2f} s (target < 60 s), peak RSS {rss:.0f} MiB (target < 1024), "
+          f"kept {len(keep):,}, dropped {len(texts) - len(keep):,}")  # fmt: skip
+    print(f"  brute-force re-check of 200 random decisions: {200 - bad}/200 agree")
+    return bad
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000, help="candidates for the comparison with the reference")
-    ap.add_argument("--stream", type=int, default=50_000, help="candidates in the stream run")
+    ap.add_argument("--stream", type=int, default=50_000, help="candidates in the stream runs")
     ap.add_argument("--threshold", type=float, default=0.7)
     ap.add_argument("--quick", action="store_true", help="smoke run: --n 300 --stream 3000")
     args = ap.parse_args()
     if args.quick:
         args.n, args.stream = 300, 3000
+    texts = generate_instructions(max(args.n, args.stream))
+    lengths = [len(t.split()) for t in texts]
+    print(f"data: {len(texts):,} synthetic instructions (seed 1234), {min(lengths)}-{max(lengths)} words, "
+          f"mean {np.mean(lengths):.1f}; ~35% perturbed copies of earlier ones. Examples:")  # fmt: skip
+    for t in texts[:4]:
+        print(f"  {t}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        texts = generate_instructions(max(args.n, args.stream))
-        lengths = [len(t.split()) for t in texts]
-        print(f"data: {len(texts):,} synthetic instructions (seed 1234), {min(lengths)}-{max(lengths)} words, "
-              f"mean {np.mean(lengths):.1f}; ~35% perturbed copies of earlier ones. Examples:")  # fmt: skip
-        for t in texts[:4]:
-            print(f"  {t}")
-
-        print(f"\n[1] {args.n:,} candidates, growing pool, threshold {args.threshold}")
-        head = texts[: args.n]
-        write_jsonl(work / "n.jsonl", head)
-        started = time.perf_counter()
-        ref_keep = reference_dedup(head, args.threshold)
-        ref_s = time.perf_counter() - started
-        ours_s, _ = run_ours(work / "n.jsonl", work / "n.out.jsonl", args.threshold)
-        ours_keep = kept_ids(work / "n.out.jsonl")
-        same = ours_keep == {i for i, k in enumerate(ref_keep) if k}
-        print(f"  reference (rouge-score, pre-tokenised, in-process): {ref_s:8.2f} s, kept {sum(ref_keep):,}")
-        print(
-            f"  ours (whole process, start-up included):            {ours_s:8.3f} s, kept {len(ours_keep):,}"
+        same = compare_with_reference(work, texts[: args.n], args.threshold)
+        bad = stream(work, "[2] stream of instructions", texts[: args.stream], args.threshold)
+        bad += stream(
+            work, "[3] stream of random words", random_word_instructions(args.stream), args.threshold
         )
-        print(f"  speed-up: {ref_s / ours_s:.0f}x (target >= 100x); identical decisions: {same}")
-
-        print(f"\n[2] stream of {args.stream:,} candidates against the growing pool")
-        stream = texts[: args.stream]
-        write_jsonl(work / "s.jsonl", stream)
-        stream_s, rss = run_ours(work / "s.jsonl", work / "s.out.jsonl", args.threshold)
-        keep = kept_ids(work / "s.out.jsonl")
-        bad = spot_check(stream, keep, args.threshold, samples=200)
-        print(f"  ours: {stream_s:.2f} s (target < 60 s), peak RSS {rss:.0f} MiB (target < 1024), "
-              f"kept {len(keep):,}, dropped {args.stream - len(keep):,}")  # fmt: skip
-        print(f"  brute-force re-check of 200 random decisions: {200 - bad}/200 agree")
-
     assert same, "keep/drop decisions differ from rouge-score's"
-    assert bad == 0, "the stream's decisions differ from brute force"
+    assert bad == 0, "stream decisions differ from brute force"
 
 
 if __name__ == "__main__":

@@ -47,9 +47,8 @@ def test_kept_lines_are_copied_byte_for_byte(tmp_path: Path) -> None:
     ]
     source = write(tmp_path / "in.jsonl", b"".join(lines))
     report = dedup_file(source, tmp_path / "out.jsonl", progress=False)
-    assert (tmp_path / "out.jsonl").read_bytes() == lines[0] + lines[2] + lines[
-        3
-    ]  # no newline added at the end
+    # The last line stays without its newline.
+    assert (tmp_path / "out.jsonl").read_bytes() == lines[0] + lines[2] + lines[3]
     assert (report.read, report.kept, report.dropped, report.pool) == (4, 3, 1, 0)
     assert isinstance(report, DedupReport) and report.elapsed >= 0
 
@@ -77,7 +76,7 @@ def test_pool_records_drop_similar_lines_but_are_not_written(tmp_path: Path) -> 
     pool = write(tmp_path / "pool.txt", b"Write a poem about the sea.\n\nList five fruits.\n")
     source = write(
         tmp_path / "in.jsonl",
-        jsonl("write a poem about the sea", "Translate this into French.", "List 5 fruits."),
+        jsonl("write a poem about the sea", "Translate this into French.", "List five fruits, please."),
     )
     report = dedup_file(source, tmp_path / "out.jsonl", pool_path=pool, progress=False)
     assert (tmp_path / "out.jsonl").read_bytes() == jsonl("Translate this into French.")
@@ -86,6 +85,7 @@ def test_pool_records_drop_similar_lines_but_are_not_written(tmp_path: Path) -> 
 
 def test_a_score_equal_to_the_threshold_is_kept_and_one_above_it_dropped(tmp_path: Path) -> None:
     source = write(tmp_path / "in.txt", b"apple banana\napple cherry\n")  # ROUGE-L F = 0.5 exactly
+    write(tmp_path / "kept.txt", b"an older output, replaced\n")
     dedup_file(source, tmp_path / "kept.txt", threshold=0.5, progress=False)
     dedup_file(source, tmp_path / "dropped.txt", threshold=0.49, progress=False)
     assert (tmp_path / "kept.txt").read_bytes() == b"apple banana\napple cherry\n"
@@ -161,6 +161,8 @@ def test_missing_files_and_bad_arguments_are_user_errors(tmp_path: Path) -> None
         dedup_file(source, tmp_path / "." / "in.jsonl")
     with pytest.raises(InputFileError, match="directory does not exist"):
         dedup_file(source, tmp_path / "nowhere" / "out.jsonl")
+    with pytest.raises(InputFileError, match="the output is a directory"):
+        dedup_file(source, tmp_path)
     with pytest.raises(ConfigError, match="threshold"):
         dedup_file(source, tmp_path / "out.jsonl", threshold=1.5)
     assert source.read_bytes() == jsonl("Something.")
@@ -180,14 +182,11 @@ def test_decisions_equal_rouge_score_on_real_sentences(tmp_path: Path, shared_da
         json.loads(line) for line in (shared_data / "user_oriented_instructions.jsonl").open(encoding="utf-8")
     ]
     texts = [t["instruction"] for t in tasks if len(t["instruction"].split()) <= 25][:120]
-    for text in list(texts):  # near-duplicates: a word dropped or changed
+    for text in list(texts):  # near-duplicates: one word dropped or replaced
         words = text.split()
         i = rng.randrange(len(words))
-        texts.append(
-            " ".join(
-                words[:i] + words[i + 1 :] if rng.random() < 0.5 else [*words[:i], "new", *words[i + 1 :]]
-            )
-        )
+        replacement = [] if rng.random() < 0.5 else ["new"]
+        texts.append(" ".join(words[:i] + replacement + words[i + 1 :]))
     rng.shuffle(texts)
     seeds = [
         json.loads(line)["instruction"] for line in (shared_data / "seed_tasks.jsonl").open(encoding="utf-8")

@@ -96,11 +96,34 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _progress_bar(path: Path, enabled: bool) -> Any:
+    """A bar over the input's bytes (so it has a total and an ETA), or None when not shown."""
     if not (enabled and sys.stderr.isatty()):
         return None
     from tqdm import tqdm  # only when shown: importing tqdm costs a noticeable part of a small run
 
-    return tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc="dedup", file=sys.stderr)
+    return tqdm(total=path.stat().st_size, desc="dedup", unit="B", unit_scale=True, file=sys.stderr)
+
+
+def _copy_novel(
+    records: Iterator[tuple[bytes, str]], index: RougeNoveltyIndex, out: IO[bytes], bar: Any, position: Any
+) -> tuple[int, int]:
+    """Write each novel record's line to `out`, adding it to the index; return (read, kept)."""
+    read = kept = 0
+    try:
+        for raw, text in records:
+            read += 1
+            if index.add_if_novel(text):
+                kept += 1
+                out.write(raw)
+            if bar is not None and read % _PROGRESS_EVERY == 0:
+                bar.set_postfix_str(f"kept {kept:,}/{read:,}", refresh=False)
+                bar.update(position() - bar.n)
+    finally:
+        if bar is not None:
+            bar.set_postfix_str(f"kept {kept:,}/{read:,}", refresh=False)
+            bar.update(position() - bar.n)
+            bar.close()
+    return read, kept
 
 
 def _new_file_mode(output: Path) -> int:
@@ -134,6 +157,8 @@ def dedup_file(
         raise InputFileError(f"{source}: input file not found")
     if _same_file(source, target):
         raise InputFileError(f"{target}: the output must not be the input file")
+    if target.is_dir():
+        raise InputFileError(f"{target}: the output is a directory")
     if not target.parent.is_dir():
         raise InputFileError(f"{target}: the output's directory does not exist")
     index = RougeNoveltyIndex(threshold, tokenizer, keep_texts=False)
@@ -144,27 +169,19 @@ def dedup_file(
                 index.add(text)
     pool_size = len(index)
 
-    read = kept = 0
     with _open_input(source, "input") as handle:
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        except OSError as e:
+            raise InputFileError(f"{target}: cannot write the output ({e.strerror})") from None
         try:
             with os.fdopen(fd, "wb") as out:
+                records = _records(source, field, handle)
                 bar = _progress_bar(source, progress)
-                done = 0
-                for raw, text in _records(source, field, handle):
-                    read += 1
-                    if index.add_if_novel(text):
-                        kept += 1
-                        out.write(raw)
-                    if bar is not None and read % _PROGRESS_EVERY == 0:
-                        bar.update(handle.tell() - done)
-                        done = handle.tell()
-                if bar is not None:
-                    bar.update(bar.total - done)
-                    bar.close()
+                read, kept = _copy_novel(records, index, out, bar, handle.tell)
             os.chmod(tmp_name, _new_file_mode(target))
             os.replace(tmp_name, target)
         except BaseException:
-            os.unlink(tmp_name)
+            os.unlink(tmp_name)  # never leave a half-written output behind
             raise
     return DedupReport(read, kept, read - kept, pool_size, time.perf_counter() - started)

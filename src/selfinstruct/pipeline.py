@@ -84,6 +84,9 @@ class Run:
             raise InputFileError(f"{self.out}: exists and is not a directory")
         self.out.mkdir(parents=True, exist_ok=True)
         write_atomic(self.out / CONFIG_FILE, dump_config(self.config))
+        if needs_model:
+            # failed.jsonl lists the failures of the latest invocation; this one retries them.
+            (self.out / FAILED_FILE).unlink(missing_ok=True)
         if needs_model and self._engine is None:
             from selfinstruct.llm.engine import RequestEngine
             from selfinstruct.llm.store import ResponseStore

@@ -14,8 +14,8 @@ Any upper bound U >= L with 2U / (lc + lp) <= threshold proves F <= threshold. T
 Bounds are compared with `threshold - 1e-9`, a margin far wider than the rounding error of
 these float expressions, so rounding can never skip an item whose exact score is over the
 threshold. The decision itself always uses rouge-score's float expression on the real LCS,
-so boundary cases such as LCS 7 of 10 + 10 tokens (2*0.7*0.7/1.4 is not exactly 0.7) come
-out as rouge-score has them.
+so boundary cases come out as rouge-score has them: for an LCS of 7 between 7 and 13 tokens
+its 2*P*R/(P+R) is 0.7000000000000001, so the pair counts as over 0.7, while 2*7/20 is 0.7.
 
 Which items to look at (prefix filter over an inverted index). Since 2o / (lc + o) grows
 with o, an item can only reject the candidate if they share at least `t_min` token
