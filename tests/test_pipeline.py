@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers.scripted_answers import WORDS, scripted_answer
 
 from selfinstruct.config import build_config
 from selfinstruct.errors import RequestsFailedError, RetryableBackendError
@@ -19,24 +20,6 @@ from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.pipeline import INSTANCES_FILE, INSTRUCTIONS_FILE, Run
 
 PAPER_SEEDS = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "seed_tasks.jsonl")
-
-WORDS = [
-    "apple",
-    "river",
-    "quiet",
-    "build",
-    "explain",
-    "seven",
-    "orbit",
-    "lantern",
-    "paper",
-    "sort",
-    "summarize",
-    "letter",
-    "tone",
-    "clever",
-    "harbor",
-]
 
 
 class ScriptedModel:
@@ -62,21 +45,8 @@ class ScriptedModel:
             raise RetryableBackendError("scripted outage")
         if self.transient_every and calls % self.transient_every == 0:
             raise RetryableBackendError("scripted blip")
-        prompt = request.prompt
-        rng = random.Random(request.params.seed or len(prompt))
-        if prompt.rstrip().endswith("Is it a classification task?"):
-            return Completion(" Yes" if "label" in prompt.splitlines()[-2] else " No", "stop")
-        if prompt.endswith("\n") and "Task: " in prompt:  # stage 3
-            return Completion(
-                "Example 1\nText: a b\nOutput: b a\nExample 2\nText: c d\nOutput: d c\n", "stop"
-            )
-        items = []
-        for n in range(rng.randint(1, 4)):
-            words = rng.sample(WORDS, rng.randint(3, 9))
-            items.append(("" if n == 0 else f"\n{10 + n}. ") + " ".join(words).capitalize() + ".")
-        if rng.random() < 0.2:
-            items.append(" label each sentence as happy or sad")
-        return Completion(" " + "".join(items), "length" if rng.random() < 0.2 else "stop", 10, 5)
+        answer = scripted_answer(request.prompt, request.params.seed)
+        return Completion(answer.text, answer.finish_reason, answer.prompt_tokens, answer.completion_tokens)
 
 
 def make_run(out: Path, model: ScriptedModel, n: int = 12, **over: Any) -> Run:

@@ -39,9 +39,13 @@ class RetryableBackendError(Exception):
     the user wrapped in a `RequestsFailedError`.
     """
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, kind: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # What went wrong, for admission control: "rate_limit" (429), "overloaded" (503),
+        # "timeout" (the first three mean the endpoint is saturated), "server", "connection",
+        # "garbled"; None when the backend does not say.
+        self.kind = kind
 
 
 class RequestsFailedError(SelfInstructError):

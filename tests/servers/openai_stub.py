@@ -4,14 +4,26 @@ It answers `/v1/completions`, `/v1/chat/completions` and `/v1/models` like a rea
 records every request it received, and plays a per-prompt queue of faults (rate limits,
 server errors, bad keys, garbled bodies, hangs, truncated answers) before answering
 normally. Tests drive the real `OpenAIBackend` and `RequestEngine` against it.
+
+Optional modes, for whole runs of the `selfinstruct` command against it:
+  scripted=True    answer each stage's prompt like a small model (servers/scripted_answers.py)
+  faults=FaultPlan a share of requests drawn as faults, deterministically per request body
+  delay_s=(lo, hi) every completion waits a random time in [lo, hi] seconds first
+  api_key=KEY      anything without "Bearer KEY" gets 401; strict_model=True: other models 404
+It also runs as a process: `python tests/servers/openai_stub.py --port 0 --port-file PATH
+[--scripted] [--faults JSON] [--delay LO[:HI]]` writes its port to PATH once it listens;
+GET /stub/stats returns what it received and which faults it served.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import random
 import threading
-from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -27,6 +39,8 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     hang_s: float = 0.0  # wait this long before answering (to outlast a client timeout)
     finish_reason: str | None = None  # answer normally, but with this finish_reason
+    drop: bool = False  # close the connection without sending any response
+    kind: str = ""  # a name under which the stub counts it as served (FaultPlan's faults)
 
 
 def rate_limited(retry_after: str | None = None) -> Fault:
@@ -69,6 +83,91 @@ def truncated() -> Fault:
     return Fault(finish_reason="length")
 
 
+def dropped() -> Fault:
+    return Fault(drop=True)
+
+
+FAULT_KINDS = ("429", "500", "503", "hang", "drop", "garbled", "length")
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """A share of requests answered with faults, drawn from (seed, request body, attempt number).
+
+    The draw ignores timing and arrival order, so a run sees the same faults whatever its
+    concurrency. Transient faults end: after `max_in_a_row` faults the same body is answered
+    normally. A `permanent_share` of the bodies of `permanent_stage` ("bootstrap", "classify",
+    "instances" or None for any) always get `permanent_kind`, to exhaust the client's retries.
+    """
+
+    share: float = 0.3
+    kinds: tuple[str, ...] = FAULT_KINDS
+    seed: int = 0
+    max_in_a_row: int = 3
+    retry_after: str = "0.05"
+    hang_s: float = 2.0  # longer than the client's timeout, or it is only a slow answer
+    permanent_share: float = 0.0
+    permanent_stage: str | None = None
+    permanent_kind: str = "503"
+
+    @classmethod
+    def from_json(cls, text: str) -> FaultPlan:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown fault plan keys {unknown}; known: {sorted(known)}")
+        if "kinds" in data:
+            data["kinds"] = tuple(data["kinds"])
+        return cls(**data)
+
+    def is_permanent(self, body_key: str, prompt: str) -> bool:
+        if self.permanent_share <= 0:
+            return False
+        if self.permanent_stage is not None and _stage_of(prompt) != self.permanent_stage:
+            return False
+        return random.Random(f"{self.seed}/permanent/{body_key}").random() < self.permanent_share
+
+    def pick(self, body_key: str, prompt: str, attempt: int) -> Fault | None:
+        """The fault for attempt number `attempt` (0 = first) of this body, or None."""
+        if self.is_permanent(body_key, prompt):
+            return self.fault(self.permanent_kind)
+        if attempt >= self.max_in_a_row:
+            return None
+        rng = random.Random(f"{self.seed}/{body_key}/{attempt}")
+        if rng.random() >= self.share:
+            return None
+        return self.fault(rng.choice(self.kinds))
+
+    def fault(self, kind: str) -> Fault:
+        made = {
+            "429": lambda: rate_limited(self.retry_after),
+            "500": lambda: server_error(500),
+            "503": lambda: server_error(503),
+            "hang": lambda: hang(self.hang_s),
+            "drop": dropped,
+            "garbled": garbled,
+            "length": truncated,
+        }
+        if kind not in made:
+            raise ValueError(f"unknown fault kind {kind!r}; known: {FAULT_KINDS}")
+        return replace(made[kind](), kind=kind)
+
+
+def _stage_of(prompt: str) -> str:
+    return str(_scripted().prompt_kind(prompt))
+
+
+def _scripted() -> Any:
+    # Imported on use: as `servers.scripted_answers` under pytest, as a sibling module when
+    # this file runs as a script (then tests/servers itself is on sys.path).
+    try:
+        from servers import scripted_answers
+    except ModuleNotFoundError:
+        import scripted_answers  # type: ignore[no-redef]
+    return scripted_answers
+
+
 def _error_body(message: str) -> str:
     return json.dumps({"error": {"message": message, "type": "stub_error"}})
 
@@ -84,10 +183,31 @@ class Received:
 class OpenAIStub:
     """Start with `with OpenAIStub() as stub:`; `stub.base_url` ends in /v1."""
 
-    def __init__(self, model: str = "stub-model") -> None:
+    def __init__(
+        self,
+        model: str = "stub-model",
+        *,
+        scripted: bool = False,
+        faults: FaultPlan | None = None,
+        delay_s: tuple[float, float] = (0.0, 0.0),
+        api_key: str | None = None,
+        strict_model: bool = False,
+        port: int = 0,
+    ) -> None:
         self.model = model
+        self.scripted = scripted
+        self.fault_plan = faults  # may be replaced (or set to None) between runs
+        self.delay_s = delay_s
+        self.api_key = api_key
+        self.strict_model = strict_model
+        self.port = port
+        self.served: Counter[str] = Counter()  # fault kind -> times served
+        self.permanent: set[str] = set()  # bodies that got a permanent fault
+        self._attempts: Counter[str] = Counter()  # request body -> times received
         self.replies: dict[str, str] = {}
         self.received: list[Received] = []
+        self.in_flight = 0  # POST requests being answered right now
+        self.max_in_flight = 0  # the most answered at once since the stub started
         self._faults: dict[str, deque[Fault]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -106,6 +226,22 @@ class OpenAIStub:
 
     def answer_for(self, prompt: str) -> str:
         return self.replies.get(prompt, f"answer to: {prompt}")
+
+    def answer(self, prompt: str, seed: int | None) -> tuple[str, str]:
+        """(text, finish_reason) of a normal answer: a scripted reply wins, then scripted mode."""
+        if prompt in self.replies or not self.scripted:
+            return self.answer_for(prompt), "stop"
+        scripted = _scripted().scripted_answer(prompt, seed)
+        return scripted.text, scripted.finish_reason
+
+    def stats(self) -> dict[str, Any]:
+        """What GET /stub/stats returns: completions received, faults served, permanent bodies."""
+        with self._lock:
+            return {
+                "completions": sum(1 for r in self.received if r.method == "POST"),
+                "served": dict(self.served),
+                "permanent": len(self.permanent),
+            }
 
     def hits(self, prompt: str | None = None) -> int:
         """Completion requests received (for one prompt, or all)."""
@@ -126,7 +262,7 @@ class OpenAIStub:
         class Handler(_Handler):
             owner = stub
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
@@ -149,13 +285,37 @@ class OpenAIStub:
     def _record(self, received: Received) -> Fault | None:
         with self._lock:
             self.received.append(received)
-            if received.body is None:
-                return None
+            refusal = self._refusal(received)
+            if refusal is not None or received.body is None:
+                return refusal
             prompt = _prompt_of(received.body)
             for name in (prompt, ANY_PROMPT):
                 if self._faults.get(name):
                     return self._faults[name].popleft()
+            return self._planned_fault(received.body, prompt)
+
+    def _refusal(self, received: Received) -> Fault | None:
+        """What a real server says to a wrong key (401) or a model it does not serve (404)."""
+        if self.api_key is not None and received.headers.get("Authorization") != f"Bearer {self.api_key}":
+            sent = received.headers.get("Authorization", "").removeprefix("Bearer ")
+            # Real servers echo (part of) the wrong key: the client must not repeat it.
+            return Fault(401, _error_body(f"Incorrect API key provided: {sent}"))
+        if self.strict_model and received.body is not None and received.body.get("model") != self.model:
+            return unknown_model(str(received.body.get("model")))
         return None
+
+    def _planned_fault(self, body: dict[str, Any], prompt: str) -> Fault | None:
+        body_key = json.dumps(body, sort_keys=True)
+        attempt = self._attempts[body_key]
+        self._attempts[body_key] += 1
+        if self.fault_plan is None:
+            return None
+        fault = self.fault_plan.pick(body_key, prompt, attempt)
+        if fault is not None:
+            self.served[fault.kind] += 1
+            if self.fault_plan.is_permanent(body_key, prompt):
+                self.permanent.add(body_key)
+        return fault
 
 
 def _prompt_of(body: dict[str, Any]) -> str:
@@ -167,37 +327,72 @@ def _prompt_of(body: dict[str, Any]) -> str:
 class _Handler(BaseHTTPRequestHandler):
     owner: OpenAIStub
     protocol_version = "HTTP/1.1"
+    _counted = False  # this request is in owner.in_flight
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         pass
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionResetError:  # a client killed mid-request (kill tests): not news
+            pass
+
     def do_GET(self) -> None:
-        self.owner._record(Received("GET", self.path, dict(self.headers), None))
-        if self.path.rstrip("/") == "/v1/models":
+        if self.path == "/stub/stats":
+            self._send(200, json.dumps(self.owner.stats()))
+            return
+        refusal = self.owner._record(Received("GET", self.path, dict(self.headers), None))
+        if refusal is not None:
+            self._send(refusal.status, refusal.body or "", refusal.headers)
+        elif self.path.rstrip("/") == "/v1/models":
             self._send(200, json.dumps({"object": "list", "data": [{"id": self.owner.model}]}))
         else:
             self._send(404, _error_body("no such route"))
 
     def do_POST(self) -> None:
+        # In flight from the request's arrival until its answer starts to leave (for tests
+        # of concurrency limits: once the client has the answer it may send the next one).
+        with self.owner._lock:
+            self.owner.in_flight += 1
+            self.owner.max_in_flight = max(self.owner.max_in_flight, self.owner.in_flight)
+        self._counted = True
+        try:
+            self._answer_post()
+        finally:
+            self._count_out()
+
+    def _count_out(self) -> None:
+        if self._counted:
+            self._counted = False
+            with self.owner._lock:
+                self.owner.in_flight -= 1
+
+    def _answer_post(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         fault = self.owner._record(Received("POST", self.path, dict(self.headers), body)) or Fault()
+        if fault.drop:  # no status line, nothing: the client sees the connection close
+            self.close_connection = True
+            return
+        if fault.status == 200 and max(self.owner.delay_s) > 0:
+            self.owner._stopping.wait(random.uniform(*self.owner.delay_s))
         if fault.hang_s:
             self.owner._stopping.wait(fault.hang_s)
         if fault.status != 200 or fault.body is not None:
             self._send(fault.status, fault.body or "", fault.headers)
             return
+        text, finish_reason = self.owner.answer(_prompt_of(body), body.get("seed"))
         if self.path == "/v1/completions":
-            choice: dict[str, Any] = {"index": 0, "text": self.owner.answer_for(body["prompt"])}
+            choice: dict[str, Any] = {"index": 0, "text": text}
             kind = "text_completion"
         elif self.path == "/v1/chat/completions":
-            content = self.owner.answer_for(_prompt_of(body))
-            choice = {"index": 0, "message": {"role": "assistant", "content": content}}
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}}
             kind = "chat.completion"
         else:
             self._send(404, _error_body("no such route"))
             return
-        choice["finish_reason"] = fault.finish_reason or "stop"
+        choice["finish_reason"] = fault.finish_reason or finish_reason
         text = choice.get("text") or choice.get("message", {}).get("content", "")
         usage = {
             "prompt_tokens": len(_prompt_of(body).split()),
@@ -214,6 +409,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(answer))
 
     def _send(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
+        self._count_out()
         data = body.encode("utf-8")
         try:
             self.send_response(status)
@@ -225,3 +421,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
             pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until killed; the port goes to --port-file (written whole) once the stub listens."""
+    parser = argparse.ArgumentParser(description="OpenAI-compatible stub server for tests")
+    parser.add_argument("--port", type=int, default=0, help="0 = any free port")
+    parser.add_argument("--port-file", required=True, help="where to write the port once listening")
+    parser.add_argument("--model", default="stub-model")
+    parser.add_argument("--scripted", action="store_true", help="answer like a small model")
+    parser.add_argument("--faults", type=FaultPlan.from_json, help="a FaultPlan as JSON")
+    parser.add_argument("--delay", default="0", metavar="LO[:HI]", help="seconds before each answer")
+    args = parser.parse_args(argv)
+    low, _, high = args.delay.partition(":")
+    stub = OpenAIStub(
+        args.model,
+        scripted=args.scripted,
+        faults=args.faults,
+        delay_s=(float(low), float(high or low)),
+        port=args.port,
+    ).start()
+    assert stub._server is not None
+    tmp = f"{args.port_file}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(str(stub._server.server_address[1]))
+    os.replace(tmp, args.port_file)
+    threading.Event().wait()  # until a signal ends the process
+
+
+if __name__ == "__main__":
+    main()

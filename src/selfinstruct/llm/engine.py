@@ -1,10 +1,13 @@
 """The request engine: turns a batch of requests into completions, durably and concurrently.
 
 For each batch it (1) answers what the store already holds, (2) sends the rest to the
-backend from a thread pool, retrying transient failures under a `RetryPolicy`, (3) commits
-every answer to the store before handing it back, and (4) records requests that still
-fail in `failed.jsonl` without storing them, so the next run simply sends them again.
-A fatal `BackendError` stops new work, lets in-flight calls settle, then propagates.
+backend from a thread pool, each call admitted by the endpoint's `AdmissionController`
+(adaptive concurrency and the Retry-After gate) and retried on transient failures under a
+`RetryPolicy` (when to try again), (3) commits every answer to the store before handing it
+back, and (4) records requests that still fail in `failed.jsonl` without storing them, so
+the next run simply sends them again. A fatal `BackendError` stops new work, lets
+in-flight calls settle, then propagates. Every call is bounded by the timeout, so a stuck
+request costs one slot for that long and never blocks the rest.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, Outcome
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
 from selfinstruct.llm.store import ResponseStore
 
@@ -32,8 +36,8 @@ _PROMPT_HEAD_CHARS = 200
 class RetryPolicy:
     """When to try again and how long to wait: exponential backoff with full jitter.
 
-    Kept apart from the engine so that a later version can swap in adaptive concurrency
-    or a shared Retry-After admission gate without touching the request loop.
+    Per request only; how many requests may be in flight (and the Retry-After gate that
+    holds back every new request) is the `AdmissionController`'s job.
     """
 
     max_retries: int
@@ -61,6 +65,8 @@ class StageStats:
     """What one stage cost.
 
     Without a fatal error, requests == cached + duplicates + sent and sent == succeeded + failed.
+    Token counts are for answers received in this process; `cached_*_tokens` are those of
+    answers replayed from the store (paid for by an earlier run).
     """
 
     requests: int = 0
@@ -71,8 +77,13 @@ class StageStats:
     failed: int = 0  # gave up after every retry (listed in failed.jsonl)
     cancelled: int = 0  # not finished because a fatal error stopped the batch
     retries: int = 0
+    throttled: int = 0  # answers saying the endpoint is saturated (429, 503, timeout)
+    throttle_events: int = 0  # of those, the ones that cut the concurrency limit
+    concurrency_limit: int = 0  # the admission limit when the stage's latest batch ended
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cached_completion_tokens: int = 0
     elapsed_s: float = 0.0
     last_failure: str | None = None
 
@@ -96,14 +107,20 @@ class RequestEngine:
         price_per_1k_output: float | None = None,
         progress: bool = True,
         retry_policy: RetryPolicy | None = None,
+        admission: AdmissionController | None = None,
     ) -> None:
         # `retry_policy`, when given, replaces the default policy built from `max_retries`.
+        # `admission`, when given, is shared with other engines that use the same endpoint;
+        # by default the engine owns one with `concurrency` as its ceiling.
         self.backend = backend
         self.store = store
         self.failed_log = Path(failed_log)
         self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self.admission = admission or AdmissionController(
+            self.concurrency, retry_after_cap_s=self.retry_policy.retry_after_cap_s
+        )
         self.price_per_1k_input = price_per_1k_input
         self.price_per_1k_output = price_per_1k_output
         self.progress = progress
@@ -137,6 +154,10 @@ class RequestEngine:
         with self._stats_lock:
             stats.requests += len(requests)
             stats.cached += sum(1 for k in keys if k in stored)
+            for key in keys:
+                if key in stored:
+                    stats.cached_prompt_tokens += stored[key].prompt_tokens
+                    stats.cached_completion_tokens += stored[key].completion_tokens
             stats.duplicates += sum(len(ix) - 1 for ix in pending.values())
         try:
             if pending:
@@ -147,6 +168,7 @@ class RequestEngine:
         finally:
             with self._stats_lock:
                 stats.elapsed_s += time.monotonic() - started
+                stats.concurrency_limit = self.admission.limit
         return results
 
     def stats(self) -> dict[str, dict[str, Any]]:
@@ -155,12 +177,61 @@ class RequestEngine:
         with self._stats_lock:
             for stage, stats in self._stats.items():
                 entry = asdict(stats)
-                if self.price_per_1k_input is not None or self.price_per_1k_output is not None:
-                    entry["cost"] = stats.prompt_tokens / 1000 * (
-                        self.price_per_1k_input or 0.0
-                    ) + stats.completion_tokens / 1000 * (self.price_per_1k_output or 0.0)
+                if self._priced:
+                    entry["cost"] = self._cost(stats.prompt_tokens, stats.completion_tokens)
                 out[stage] = entry
         return out
+
+    def project(self, stage: str, done_units: int, total_units: int) -> dict[str, Any]:
+        """Cost so far and projected for the whole stage, from its cost per unit so far.
+
+        A unit is whatever the caller counts towards the stage's goal (instructions
+        accepted, tasks classified); the engine cannot know the total, the pipeline can.
+        The per-unit figure includes answers replayed from the store, so a resumed run
+        projects the full run's cost, not only what is left. Cost keys are None without
+        prices; per-unit and projected figures are None before the first unit is done.
+        """
+        if done_units < 0 or total_units < 0:
+            raise ValueError(f"unit counts must not be negative ({done_units}, {total_units})")
+        with self._stats_lock:
+            stats = self._stats.get(stage, StageStats())
+            spent_tokens = (stats.prompt_tokens, stats.completion_tokens)
+            all_tokens = (
+                stats.prompt_tokens + stats.cached_prompt_tokens,
+                stats.completion_tokens + stats.cached_completion_tokens,
+            )
+        scale = total_units / done_units if done_units else None
+        projected_tokens = None if scale is None else [round(t * scale) for t in all_tokens]
+        result: dict[str, Any] = {
+            "stage": stage,
+            "done_units": done_units,
+            "total_units": total_units,
+            "tokens_so_far": sum(all_tokens),
+            "projected_tokens": None if projected_tokens is None else sum(projected_tokens),
+            "cost_this_run": None,
+            "cost_so_far": None,
+            "cost_per_unit": None,
+            "projected_cost": None,
+            "projected_remaining_cost": None,
+        }
+        if self._priced:
+            so_far = self._cost(*all_tokens)
+            result["cost_this_run"] = self._cost(*spent_tokens)
+            result["cost_so_far"] = so_far
+            if scale is not None:
+                result["cost_per_unit"] = so_far / done_units
+                result["projected_cost"] = so_far * scale
+                result["projected_remaining_cost"] = max(0.0, so_far * scale - so_far)
+        return result
+
+    @property
+    def _priced(self) -> bool:
+        return self.price_per_1k_input is not None or self.price_per_1k_output is not None
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return prompt_tokens / 1000 * (self.price_per_1k_input or 0.0) + completion_tokens / 1000 * (
+            self.price_per_1k_output or 0.0
+        )
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -220,8 +291,17 @@ class RequestEngine:
         retries = 0
         while True:
             try:
-                completion = self.backend.complete(request, self.timeout_s)
+                # Waits for a slot under the adaptive limit and for the Retry-After gate; the
+                # call's outcome (success, overload, other failure) adjusts both.
+                with self.admission.admit(cancel=abort) as ticket:
+                    completion = self.backend.complete(request, self.timeout_s)
+            except AdmissionCancelled:
+                raise _Abort from None
             except RetryableBackendError as exc:
+                if ticket.outcome is Outcome.OVERLOAD:
+                    with self._stats_lock:
+                        stats.throttled += 1
+                        stats.throttle_events += ticket.cut_limit
                 if not self.retry_policy.allows_retry(retries):
                     self._record_failure(key, request, stage, str(exc), retries + 1, stats)
                     return None

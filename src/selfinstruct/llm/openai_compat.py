@@ -1,8 +1,10 @@
 """A backend for any OpenAI-compatible HTTP server (OpenAI itself, llama.cpp, vLLM, ...).
 
 One synchronous `httpx.Client`, shared by the engine's worker threads (httpx clients are
-thread-safe). Every failure is classified once, here: what another try might fix becomes
-`RetryableBackendError`, everything else `BackendError`. The API key goes into the
+thread-safe), with a keep-alive pool as large as the configured concurrency: a smaller pool
+would close and reopen connections on every request. Every failure is classified once, here: what another try might fix becomes
+`RetryableBackendError` (with a `kind` the admission controller reads: a 429, a 503 and a
+timeout mean the server is saturated), everything else `BackendError`. The API key goes into the
 Authorization header and nowhere else: not into messages, identity() or the store.
 """
 
@@ -25,6 +27,8 @@ from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.base import Completion, CompletionRequest
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+# What a retryable status says about the server (RetryableBackendError.kind); any other is "server".
+_STATUS_KINDS = {429: "rate_limit", 503: "overloaded", 504: "timeout"}
 _MODEL_MISSING = re.compile(r"model_not_found|model\b.{0,80}\b(does not exist|not found)", re.I | re.S)
 _MESSAGE_LIMIT = 200
 
@@ -40,7 +44,10 @@ class OpenAIBackend:
         if self._key is None and not _is_loopback(self._base_url):
             raise BackendError("no API key: set OPENAI_API_KEY or backend.api_key_file")
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
-        self._client = httpx.Client(headers=headers, timeout=config.timeout_s)
+        # No cap on connections here (the engine's admission controller bounds concurrency);
+        # keep-alive for as many as the engine may run at once.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=config.concurrency)
+        self._client = httpx.Client(headers=headers, timeout=config.timeout_s, limits=limits)
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "openai", "api": self._api, "model": self._model, "base_url": self._base_url}
@@ -61,9 +68,13 @@ class OpenAIBackend:
         try:
             response = self._client.post(f"{self._base_url}{path}", json=body, timeout=timeout)
         except httpx.TimeoutException:
-            raise RetryableBackendError(f"no answer from {self._base_url} within {timeout:g} s") from None
+            raise RetryableBackendError(
+                f"no answer from {self._base_url} within {timeout:g} s", kind="timeout"
+            ) from None
         except httpx.TransportError as exc:
-            raise RetryableBackendError(f"cannot reach {self._base_url}: {self._describe(exc)}") from None
+            raise RetryableBackendError(
+                f"cannot reach {self._base_url}: {self._describe(exc)}", kind="connection"
+            ) from None
         if response.status_code != 200:
             raise self._status_error(response)
         return self._parse(response)
@@ -107,7 +118,8 @@ class OpenAIBackend:
                 raise TypeError("text is not a string")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise RetryableBackendError(
-                f"malformed response from {self._base_url} ({type(exc).__name__}: {_one_line(str(exc))})"
+                f"malformed response from {self._base_url} ({type(exc).__name__}: {_one_line(str(exc))})",
+                kind="garbled",
             ) from None
         usage = data.get("usage") or {}
         return Completion(
@@ -128,6 +140,7 @@ class OpenAIBackend:
             return RetryableBackendError(
                 f"HTTP {status} from {self._base_url}: {message}".rstrip(": "),
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
+                kind=_STATUS_KINDS.get(status, "server"),
             )
         if status == 404 or _MODEL_MISSING.search(message):
             return BackendError(

@@ -4,6 +4,12 @@ The store is the truth a run resumes from: a request whose key is here is never 
 again, and stages re-parse stored answers without calling the model. SQLite in WAL mode
 with synchronous=FULL, so a `put` that returned survives a crash or a power cut.
 One connection, guarded by a lock, serves all the engine's worker threads.
+
+Group commit: a synced commit costs a disk flush (about 2 ms here), so one commit per
+answer would cap a run near 500 answers a second and make 64 workers queue behind each
+other. Instead, `put`s that arrive while a commit is being flushed wait together and go
+into the next transaction, one flush for all of them. Every caller still returns only
+after its own row is committed: durability per answer is unchanged.
 """
 
 from __future__ import annotations
@@ -40,7 +46,15 @@ class ResponseStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection
+        # Group commit: rows waiting for the next transaction, and which batch is being
+        # written or was written last (a put waits until its batch is committed).
+        self._queue = threading.Condition(threading.Lock())
+        self._pending: list[tuple[str, str, str, str, float]] = []
+        self._batch = 0  # the batch that pending rows will be committed in
+        self._committed = -1  # the last batch committed (or failed)
+        self._writing = False
+        self._failures: dict[int, BaseException] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -89,13 +103,58 @@ class ResponseStore:
             json.dumps(completion.to_json(), ensure_ascii=False),
             time.time(),
         )
+        with self._queue:
+            self._pending.append(row)
+            mine = self._batch
+            # Wait until our batch is committed, or until no one is writing: then we write
+            # everything pending (ours and whatever arrived meanwhile) as the next batch.
+            while self._committed < mine and self._writing:
+                self._queue.wait()
+            if self._committed >= mine:
+                self._raise_if_failed(mine)
+                return
+            rows, self._pending = self._pending, []
+            self._batch += 1
+            self._writing = True
+        failure: BaseException | None = None
+        try:
+            self._write(rows)
+        except BaseException as exc:
+            failure = exc
+        with self._queue:
+            if failure is not None:
+                self._failures[mine] = failure
+            self._committed = mine
+            self._writing = False
+            self._queue.notify_all()
+        if failure is not None:
+            raise failure
+
+    def _write(self, rows: list[tuple[str, str, str, str, float]]) -> None:
+        """One transaction for `rows`, synced to disk before it returns."""
         with self._lock:
-            # Autocommit mode: the single INSERT is its own transaction, durable on return.
-            self._db.execute(
-                "INSERT INTO responses (key, stage, request_json, completion_json, created) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-                row,
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO responses (key, stage, request_json, completion_json, created) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _raise_if_failed(self, batch: int) -> None:
+        failure = self._failures.get(batch)
+        if failure is None:
+            return
+        # Each waiting caller gets its own exception (one object raised in several threads
+        # would share and grow one traceback).
+        if isinstance(failure, sqlite3.Error):
+            raise type(failure)(*failure.args) from failure
+        raise sqlite3.OperationalError(f"the commit of this response failed: {failure!r}") from failure
 
     def count(self, stage: str | None = None) -> int:
         with self._lock:

@@ -185,4 +185,5 @@ def _progress(ctx: StageContext, stage: str, total: int) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=stage, unit="instr", dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (CI logs, pipes).
+    return tqdm(total=total, desc=stage, unit="instr", dynamic_ncols=True, disable=None)

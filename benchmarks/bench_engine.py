@@ -1,0 +1,208 @@
+"""Benchmark: the request engine against a fixed-latency local server, vs sequential sending.
+
+The real `RequestEngine` + `OpenAIBackend` + `ResponseStore` (SQLite, WAL, synchronous=FULL,
+in a temporary directory) send N distinct requests (default 640) at concurrency 64 to
+`benchmarks/servers/fixed_delay_server.py`, a separate process that answers each request
+after 200 ms with room for 64 at once (so the ideal is 64 / 0.2 s = 320 requests/s).
+
+Measured, all in one run:
+1. throughput vs that ideal; target >= 90 %;
+2. engine CPU per request: this process's CPU time (every thread) over the run / N; the
+   server's CPU is in its own process and reported apart; target < 1 ms;
+3. the reference's way, one request after another (concurrency 1), on a smaller N
+   (default 25) and extrapolated per request to N: the speed-up ratio;
+4. overload: concurrency 128 against the same 64-slot server, which answers the excess with
+   429 + Retry-After; admission control must bring the in-flight count down and still finish
+   every request (the server's most-at-once and its 429 count are printed).
+
+The concurrent runs follow a 64-request warm-up on the same engine (connections open),
+which is not counted: a real run's steady state is what matters over thousands of requests.
+
+Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_engine.py [--n 640] [--seq-n 25] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from selfinstruct.config import BackendConfig, GenerationParams
+from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.llm.engine import RequestEngine
+from selfinstruct.llm.openai_compat import OpenAIBackend
+from selfinstruct.llm.store import ResponseStore
+
+HERE = Path(__file__).resolve().parent
+SERVER = HERE / "servers" / "fixed_delay_server.py"
+PARAMS = GenerationParams(max_tokens=256, temperature=0.7, top_p=0.9, stop=("\n\n",))
+# A prompt of a realistic size for Self-Instruct (~1.5 KB): our own filler, one unique line per request.
+FILLER = "".join(f"{i}. Describe a way to {w} a small garden in winter.\n" for i, w in enumerate(["plan"] * 30))
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[str]
+
+    def stats(self) -> dict[str, int]:
+        data: dict[str, int] = httpx.get(self.base_url.replace("/v1", "/stats"), timeout=5).json()
+        return data
+
+    def cpu_s(self) -> float | None:
+        """The server process's CPU seconds so far (Linux /proc), None elsewhere."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def fixed_delay_server(delay_s: float, capacity: int) -> Iterator[Server]:
+    command = [sys.executable, str(SERVER), "--delay", str(delay_s), "--capacity", str(capacity)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        yield Server(f"http://127.0.0.1:{port}/v1", process)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def requests(tag: str, n: int) -> list[CompletionRequest]:
+    return [CompletionRequest(f"{FILLER}{tag} request {i}:", PARAMS) for i in range(n)]
+
+
+def make_engine(server: Server, store: ResponseStore, workdir: Path, concurrency: int) -> RequestEngine:
+    config = BackendConfig(kind="openai", model="bench-model", base_url=server.base_url, concurrency=concurrency)
+    return RequestEngine(
+        OpenAIBackend(config),
+        store,
+        failed_log=workdir / "failed.jsonl",
+        concurrency=concurrency,
+        max_retries=10,
+        timeout_s=30.0,
+        progress=False,
+    )
+
+
+@dataclass
+class Measured:
+    n: int
+    wall_s: float
+    cpu_s: float
+    server_cpu_s: float | None
+    stats: dict[str, object]
+
+
+def measure(
+    engine: RequestEngine, server: Server, tag: str, n: int, profile: cProfile.Profile | None = None
+) -> Measured:
+    batch = requests(tag, n)
+    server_cpu = server.cpu_s()
+    cpu, wall = time.process_time(), time.perf_counter()
+    if profile is not None:
+        profile.enable()
+    results = engine.run(batch, tag)
+    if profile is not None:
+        profile.disable()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    server_after = server.cpu_s()
+    missing = sum(r is None for r in results)
+    if missing:
+        raise SystemExit(f"{tag}: {missing} of {n} requests failed")
+    server_used = None if server_cpu is None or server_after is None else server_after - server_cpu
+    return Measured(n, wall, cpu, server_used, engine.stats()[tag])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=640, help="requests in the concurrent run")
+    parser.add_argument("--seq-n", type=int, default=25, help="requests in the sequential run")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--delay", type=float, default=0.2, help="the server's seconds per answer")
+    parser.add_argument("--no-overload", action="store_true", help="skip part 4")
+    parser.add_argument("--profile", action="store_true", help="cProfile the concurrent run (top 25)")
+    args = parser.parse_args()
+    c, delay = args.concurrency, args.delay
+    ideal = c / delay
+
+    print(f"engine benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(f"server: {delay * 1000:g} ms per answer, {c} at once -> ideal {ideal:.0f} req/s\n")
+    with tempfile.TemporaryDirectory() as tmp, fixed_delay_server(delay, c) as server:
+        workdir = Path(tmp)
+        with ResponseStore(workdir / "responses.sqlite") as store:
+            engine = make_engine(server, store, workdir, c)
+            measure(engine, server, "warmup", c)
+            profile = cProfile.Profile() if args.profile else None
+            run = measure(engine, server, "concurrent", args.n, profile)
+            engine.backend.close()
+
+            seq_engine = make_engine(server, store, workdir, 1)
+            seq = measure(seq_engine, server, "sequential", args.seq_n)
+            seq_engine.backend.close()
+            stored = store.count()
+        max_in_flight = server.stats()["max_in_flight"]
+
+        throughput = run.n / run.wall_s
+        cpu_ms = run.cpu_s / run.n * 1000
+        seq_per_req = seq.wall_s / seq.n
+        seq_extrapolated = seq_per_req * run.n
+        print(f"1. concurrent: {run.n} requests at concurrency {c} in {run.wall_s:.2f} s")
+        print(f"   throughput {throughput:.1f} req/s = {throughput / ideal:.1%} of ideal (target >= 90%)")
+        print(f"   server held at most {max_in_flight} at once; {stored} responses stored")
+        print(f"2. engine CPU: {run.cpu_s:.3f} s = {cpu_ms:.3f} ms per request (target < 1 ms)")
+        if run.server_cpu_s is not None:
+            print(f"   (server process, apart: {run.server_cpu_s / run.n * 1000:.3f} ms per request)")
+        print(f"3. sequential (concurrency 1, the reference's way): {seq.n} requests in {seq.wall_s:.2f} s")
+        print(f"   = {seq_per_req * 1000:.1f} ms per request, extrapolated to {run.n}: {seq_extrapolated:.1f} s")
+        print(f"   engine at concurrency {c} vs sequential: {seq_extrapolated / run.wall_s:.1f}x faster")
+        print(f"   admission: limit {run.stats.get('concurrency_limit')}, throttle events {run.stats.get('throttle_events')}")
+
+    if not args.no_overload:
+        overload(args.n, c, delay)
+
+    if profile is not None:
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(25)
+        print("\nprofile of the concurrent run (main thread + workers as cProfile sees them):")
+        print(out.getvalue())
+
+
+def overload(n: int, capacity: int, delay: float) -> None:
+    """Part 4: twice the server's capacity; admission control has to find the limit."""
+    with tempfile.TemporaryDirectory() as tmp, fixed_delay_server(delay, capacity) as server:
+        workdir = Path(tmp)
+        with ResponseStore(workdir / "responses.sqlite") as store:
+            engine = make_engine(server, store, workdir, 2 * capacity)
+            run = measure(engine, server, "overload", n)
+            engine.backend.close()
+        server_stats = server.stats()
+    s = run.stats
+    print(f"4. overload: {n} requests at concurrency {2 * capacity} against {capacity} slots: {run.wall_s:.2f} s")
+    print(
+        f"   {n / run.wall_s:.1f} req/s = {n / run.wall_s / (capacity / delay):.1%} of ideal; "
+        f"server refused {server_stats['refused']} (429), held at most {server_stats['max_in_flight']}"
+    )
+    print(
+        f"   throttle events {s['throttle_events']}, 429s seen {s['throttled']}, retries {s['retries']}, "
+        f"limit at the end {s['concurrency_limit']}, all {s['succeeded']} succeeded"
+    )
+
+
+if __name__ == "__main__":
+    main()

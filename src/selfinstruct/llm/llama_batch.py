@@ -1,0 +1,387 @@
+"""Continuous batching for llama.cpp: many prompts decoded together, one `llama_decode` per step.
+
+A `BatchDecoder` owns one llama.cpp context with `slots` sequences and a background thread.
+Callers `submit` tokenised prompts from any thread and get a `Future`. Each step, the thread
+puts in one batch the next token of every sequence that is generating, then, with the room
+left (`n_batch`), chunks of prompts still being read; requests that arrive mid-generation
+join at the next step. A finished sequence frees its slot and its KV cells at once.
+
+Why this is faster: decoding one token is bound by reading the weights from memory, and one
+read serves every sequence in the batch (about 2x the tokens/s at 8 sequences on 2 cores).
+
+Each slot has its own KV stream of `n_ctx` cells (`kv_unified=False`), so a sequence sees
+the same window as when it runs alone, and attention reads only its own cells.
+
+Sampling happens here, in numpy, on each sequence's own logits, with OpenAI's meaning of
+the parameters (see `penalize` and `choose_token`). Each request has its own random
+generator seeded from the request, so a seeded request draws the same numbers whatever else
+is in the batch. Batched matrix products may round the last bits of the logits differently
+from a lone sequence, so a near-tie can (rarely) resolve differently; that is accepted.
+
+Timeouts are charged by share: each step's wall time is split between the sequences in it
+by their token counts. A request times out when its share passes its budget, so sharing the
+model with others (or waiting for a slot) never makes a request time out on its own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from llama_cpp._internals import LlamaModel
+
+from selfinstruct.config import GenerationParams
+from selfinstruct.errors import BackendError, RetryableBackendError
+
+# More slots than this stop paying off on a CPU (measured: 131 tok/s at 16 vs 114 at 8).
+MAX_SLOTS = 16
+# Tokens per llama_decode call: every generating sequence's next token, then prompt chunks.
+N_BATCH = 512
+# llama.cpp's repeat penalty looks back over this many tokens (its default), prompt included.
+REPEAT_LAST_N = 64
+# Nucleus sampling first looks only at tokens within this many nats of the best one; it
+# widens (up to the whole vocabulary) until the shortlist holds the top_p mass.
+_SHORTLIST_GAPS = (8.0, 16.0, float("inf"))
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What one request produced. `finish_reason` is "stop" (EOS or a stop string) or "length"."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+# -- sampling (pure) -------------------------------------------------------------------------
+
+
+def penalize(
+    logits: np.ndarray, generated: Sequence[int], recent: Sequence[int], params: GenerationParams
+) -> np.ndarray:
+    """Logits after the repetition penalties, in llama.cpp's order (repeat, then the others).
+
+    - `repeat_penalty` (llama.cpp): each distinct token of `recent` (the last REPEAT_LAST_N
+      tokens of prompt + answer) has its logit divided by the penalty if positive, else
+      multiplied by it.
+    - presence/frequency (OpenAI): `logit -= presence * (count > 0) + frequency * count`,
+      counting every token generated so far (the prompt is not counted).
+    Returns `logits` itself when no penalty applies, else a penalised copy.
+    """
+    repeat = 1.0 if params.repeat_penalty is None else params.repeat_penalty
+    use_repeat = repeat != 1.0 and len(recent) > 0
+    use_counts = (params.presence_penalty != 0.0 or params.frequency_penalty != 0.0) and len(generated) > 0
+    if not (use_repeat or use_counts):
+        return logits
+    out = np.array(logits, dtype=np.float32, copy=True)
+    if use_repeat:
+        ids = np.unique(np.asarray(recent, dtype=np.int64))
+        values = out[ids]
+        out[ids] = np.where(values > 0, values / repeat, values * repeat)
+    if use_counts:
+        ids, counts = np.unique(np.asarray(generated, dtype=np.int64), return_counts=True)
+        out[ids] -= params.presence_penalty + params.frequency_penalty * counts
+    return out
+
+
+def choose_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    """The next token: argmax at temperature 0, else temperature then nucleus (top_p) sampling.
+
+    The nucleus is the smallest set of most probable tokens whose mass reaches `top_p`
+    (ties broken by token id). Sorting a 262k vocabulary every step would cost more than the
+    model, so only a shortlist is sorted: all tokens within a gap of the best one. That set
+    is a prefix of the full ordering, so when it holds `top_p` of the mass, the nucleus lies
+    inside it and the result is exactly that of a full sort. One `rng.random()` per call.
+    """
+    if temperature <= 0.0:
+        return int(np.argmax(logits))
+    scaled = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
+    best = float(scaled.max())
+    if top_p >= 1.0:  # the whole vocabulary: no need to order it
+        weights = np.exp(scaled.astype(np.float64) - best)
+        cumulative = np.cumsum(weights)
+        return int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    total = float(np.exp(scaled - best).sum(dtype=np.float64))
+    for gap in _SHORTLIST_GAPS:
+        ids = np.flatnonzero(scaled >= best - gap)
+        weights = np.exp(scaled[ids].astype(np.float64) - best)
+        if weights.sum() >= top_p * total or gap == float("inf"):
+            break
+    order = np.argsort(-weights, kind="stable")  # ids ascend, so ties keep the lower id first
+    cumulative = np.cumsum(weights[order])
+    size = min(int(np.searchsorted(cumulative, top_p * total)) + 1, len(order))
+    pick = int(np.searchsorted(cumulative[:size], rng.random() * cumulative[size - 1], side="right"))
+    return int(ids[order[min(pick, size - 1)]])
+
+
+def find_stop(text: bytes, stops: Sequence[bytes], start: int) -> int:
+    """Where the earliest stop string begins in `text[start:]`, or -1."""
+    found = [i for i in (text.find(stop, start) for stop in stops) if i >= 0]
+    return min(found) if found else -1
+
+
+# -- one request in flight -------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Sequence:
+    prompt: list[int]
+    params: GenerationParams
+    rng: np.random.Generator
+    timeout_s: float
+    future: Future[Generation]
+    stops: tuple[bytes, ...]
+    slot: int = -1
+    fed: int = 0  # prompt tokens already in the KV cache
+    pending: int | None = None  # sampled, not yet fed to the model
+    generated: list[int] = field(default_factory=list)
+    text: bytearray = field(default_factory=bytearray)
+    charged_s: float = 0.0
+    result: Generation | None = None
+
+    def next_position(self) -> int:
+        return self.fed + len(self.generated) - 1 if self.pending is not None else self.fed
+
+    def recent_tokens(self, n: int) -> list[int]:
+        """The last `n` tokens of prompt + answer."""
+        tail = self.generated[-n:]
+        if len(tail) == n:
+            return tail
+        return self.prompt[max(0, len(self.prompt) - (n - len(tail))) :] + tail
+
+    def accept(self, token: int, piece: bytes, is_end: bool) -> None:
+        """Take the sampled token; set `result` when the answer is complete."""
+        if is_end:  # EOS is neither shown nor counted, as in llama-cpp-python
+            self._finish(len(self.text), "stop")
+            return
+        self.generated.append(token)
+        before = len(self.text)
+        self.text += piece
+        longest = max((len(s) for s in self.stops), default=0)
+        cut = find_stop(bytes(self.text), self.stops, max(0, before - longest + 1)) if self.stops else -1
+        if cut >= 0:
+            self._finish(cut, "stop")
+        elif len(self.generated) >= self.params.max_tokens:
+            self._finish(len(self.text), "length")
+        else:
+            self.pending = token
+
+    def _finish(self, end: int, reason: str) -> None:
+        text = bytes(self.text[:end]).decode("utf-8", errors="ignore")
+        self.result = Generation(text, reason, len(self.prompt), len(self.generated))
+        self.pending = None
+
+
+# -- the decoder -----------------------------------------------------------------------------
+
+_LIVE: weakref.WeakSet[BatchDecoder] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_decoders() -> None:
+    # The decode thread is a daemon; stop it before the interpreter frees what it uses.
+    for decoder in list(_LIVE):
+        decoder.close()
+
+
+class BatchDecoder:
+    """One llama.cpp context serving up to `slots` sequences at once (see the module doc)."""
+
+    def __init__(self, model_path: Path, n_ctx: int, slots: int, n_threads: int) -> None:
+        # llama.cpp logs every graph it builds; keep errors only (as Llama(verbose=False) does).
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        llama_cpp.llama_backend_init()
+        self.slots = max(1, min(slots, MAX_SLOTS))
+        self.n_ctx = n_ctx
+        self._model = LlamaModel(
+            path_model=str(model_path), params=llama_cpp.llama_model_default_params(), verbose=False
+        )
+        self._vocab = self._model.vocab
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx * self.slots  # split evenly: one stream of n_ctx cells per slot
+        params.n_batch = params.n_ubatch = N_BATCH
+        params.n_seq_max = self.slots
+        params.n_outputs_max = self.slots  # one row of logits per sequence and step (saves ~0.5 GB)
+        params.n_threads = params.n_threads_batch = n_threads
+        params.kv_unified = False
+        # A full-size sliding-window cache only helps to reuse cached prefixes, which we never do.
+        params.swa_full = False
+        self._ctx = llama_cpp.llama_init_from_model(self._model.model, params)
+        if self._ctx is None:
+            self._model.close()
+            raise ValueError("llama.cpp could not create a context")
+        if llama_cpp.llama_n_ctx_seq(self._ctx) < n_ctx:
+            self._free_native()
+            raise ValueError(f"llama.cpp gave each sequence fewer than {n_ctx} cells")
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
+        self._piece = ctypes.create_string_buffer(64)
+        self._cond = threading.Condition()
+        self._queue: deque[_Sequence] = deque()
+        self._active: list[_Sequence] = []
+        self._free_slots = list(range(self.slots - 1, -1, -1))
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
+        self._thread.start()
+        _LIVE.add(self)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of a prompt as llama-cpp-python's create_completion makes them (BOS first)."""
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+
+    def submit(
+        self, prompt_tokens: Sequence[int], params: GenerationParams, seed: int, timeout_s: float
+    ) -> Future[Generation]:
+        """Queue one request; the future gets a `Generation`, a `RetryableBackendError` when
+        its share of decode time passes `timeout_s`, or a `BackendError` if the decoder closes.
+        """
+        if not prompt_tokens or len(prompt_tokens) + params.max_tokens > self.n_ctx:
+            raise ValueError(f"{len(prompt_tokens)} prompt tokens + max_tokens do not fit {self.n_ctx}")
+        future: Future[Generation] = Future()
+        stops = tuple(s.encode("utf-8") for s in params.stop if s)
+        rng = np.random.default_rng(seed % 2**64)
+        sequence = _Sequence(list(prompt_tokens), params, rng, timeout_s, future, stops)
+        with self._cond:
+            if self._closing:
+                raise BackendError("the embedded model is closed")
+            self._queue.append(sequence)
+            self._cond.notify()
+        return future
+
+    def close(self) -> None:
+        """Stop the decode thread (unfinished requests fail) and free the model."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        self._free_native()
+        _LIVE.discard(self)
+
+    def _free_native(self) -> None:
+        if getattr(self, "_batch", None) is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx is not None:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        self._model.close()
+
+    # -- the decode thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        failure: BaseException = BackendError("the embedded model is closed")
+        try:
+            while True:
+                with self._cond:
+                    while not (self._closing or self._queue or self._active):
+                        self._cond.wait()
+                    if self._closing:
+                        break
+                    self._admit()
+                if self._active:
+                    self._step()
+        except Exception as exc:  # a bug or a native failure: fail every caller, don't hang them
+            failure = BackendError(f"embedded decoder failed: {type(exc).__name__}: {exc}")
+        with self._cond:
+            self._closing = True
+            waiting = [*self._active, *self._queue]
+            self._active.clear()
+            self._queue.clear()
+        for sequence in waiting:
+            if not sequence.future.done():
+                sequence.future.set_exception(failure)
+
+    def _admit(self) -> None:
+        while self._queue and self._free_slots:
+            sequence = self._queue.popleft()
+            if sequence.future.set_running_or_notify_cancel():  # False: the caller gave up
+                sequence.slot = self._free_slots.pop()
+                self._active.append(sequence)
+
+    def _step(self) -> None:
+        batch = self._batch
+        share: dict[_Sequence, int] = {}  # tokens each sequence put in this batch
+        rows: list[tuple[_Sequence, int]] = []  # sequences expecting logits, and their row
+
+        def put(token: int, position: int, sequence: _Sequence, wants_logits: bool) -> None:
+            n = batch.n_tokens
+            batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, position, 1
+            batch.seq_id[n][0] = sequence.slot
+            batch.logits[n] = wants_logits
+            batch.n_tokens = n + 1
+            share[sequence] = share.get(sequence, 0) + 1
+            if wants_logits:
+                rows.append((sequence, n))
+
+        batch.n_tokens = 0
+        for sequence in self._active:  # generating sequences first: they never wait for prompts
+            if sequence.pending is not None:
+                put(sequence.pending, sequence.next_position(), sequence, True)
+        for sequence in self._active:
+            room = N_BATCH - batch.n_tokens
+            if sequence.pending is None and room > 0:
+                end = min(len(sequence.prompt), sequence.fed + room)
+                for position in range(sequence.fed, end):
+                    put(sequence.prompt[position], position, sequence, position == len(sequence.prompt) - 1)
+                sequence.fed = end
+        started = time.monotonic()
+        status = llama_cpp.llama_decode(self._ctx, batch)
+        elapsed = time.monotonic() - started
+        if status != 0:
+            # 1 = no room in the KV cache (cannot happen with per-slot streams sized by the
+            # caller's guard); anything else is a native error. Either way, retrying may work.
+            self._release(list(share), RetryableBackendError(f"llama_decode returned {status}"))
+            return
+        for sequence, tokens in share.items():
+            sequence.charged_s += elapsed * tokens / batch.n_tokens
+        for sequence, row in rows:
+            self._sample(sequence, row)
+        done = [s for s in self._active if s.result is not None or s.charged_s > s.timeout_s]
+        self._release(done, None)
+
+    def _sample(self, sequence: _Sequence, row: int) -> None:
+        pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
+        logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+        params = sequence.params
+        recent = sequence.recent_tokens(REPEAT_LAST_N)
+        adjusted = penalize(logits, sequence.generated, recent, params)
+        token = choose_token(adjusted, params.temperature, params.top_p, sequence.rng)
+        is_end = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        sequence.accept(token, b"" if is_end else self._token_bytes(token), is_end)
+
+    def _token_bytes(self, token: int) -> bytes:
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+        if n < 0:  # the buffer is too small for this piece
+            self._piece = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+        return self._piece.raw[:n]
+
+    def _release(self, sequences: list[_Sequence], error: BaseException | None) -> None:
+        """Resolve these sequences' futures and give back their slots and KV cells."""
+        for sequence in sequences:
+            llama_cpp.llama_memory_seq_rm(self._memory, sequence.slot, -1, -1)
+            with self._cond:
+                self._active.remove(sequence)
+                self._free_slots.append(sequence.slot)
+            if sequence.result is not None:
+                sequence.future.set_result(sequence.result)
+            else:
+                budget = f"{sequence.timeout_s:g}"
+                sequence.future.set_exception(
+                    error or RetryableBackendError(f"generation took longer than {budget} s")
+                )

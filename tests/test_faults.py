@@ -1,0 +1,179 @@
+"""Whole runs of the `selfinstruct` command against a server that misbehaves.
+
+The stub answers like a small model (scripted mode) but serves a share of requests as
+faults: 429 with Retry-After, 500, 503, a hang past the client timeout, a dropped
+connection, a garbled body, a truncated answer. Transient faults must cost retries and
+nothing else; faults that outlast the retries must stop the run cleanly and leave it
+resumable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers.openai_stub import FAULT_KINDS, FaultPlan, OpenAIStub
+from servers.scripted_answers import scripted_answer
+
+from selfinstruct.config import BackendConfig
+from selfinstruct.pipeline import FINETUNE_DIR, INSTANCES_FILE, INSTRUCTIONS_FILE, classification_file
+from selfinstruct.randomness import derive_seed
+
+MODEL = "m"
+SEED = 42
+RETRY_BASE_S = 0.01
+# The engine's backoff base (0.5 s) is not a config key yet; until it is, the command runs
+# through this launcher, which only shortens it. Everything else is the real `selfinstruct`.
+_FAST_RETRY_LAUNCHER = f"""
+import sys
+from selfinstruct.llm import engine
+_init = engine.RequestEngine.__init__
+def _fast(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    self.retry_policy.base_s = {RETRY_BASE_S}
+engine.RequestEngine.__init__ = _fast
+from selfinstruct.cli import main
+sys.exit(main())
+"""
+_RETRY_BASE_IS_CONFIG = "retry_base_s" in BackendConfig.model_fields
+
+
+@pytest.fixture
+def stub() -> Iterator[OpenAIStub]:
+    with OpenAIStub(MODEL, scripted=True) as server:
+        yield server
+
+
+def selfinstruct_run(
+    stub: OpenAIStub, out: Path, tmp_path: Path, n: int, **backend: Any
+) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "config.yaml"
+    if _RETRY_BASE_IS_CONFIG:
+        backend["retry_base_s"] = RETRY_BASE_S
+    config.write_text(json.dumps({"seed": SEED, "backend": backend}))  # JSON is YAML
+    command = [sys.executable, "-m", "selfinstruct"] if _RETRY_BASE_IS_CONFIG else [
+        sys.executable, "-c", _FAST_RETRY_LAUNCHER
+    ]  # fmt: skip
+    args = ["run", "--out", str(out), "--config", str(config), "-n", str(n), "--no-progress"]
+    args += ["--backend", "openai", "--base-url", stub.base_url, "--model", MODEL, "--api", "completions"]
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}  # loopback needs none
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def stored_rows(out: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(out / "responses.sqlite") as db:
+        rows = db.execute("SELECT key, stage, request_json, completion_json FROM responses").fetchall()
+    return [
+        {"key": k, "stage": s, "request": json.loads(r), "completion": json.loads(c)} for k, s, r, c in rows
+    ]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+
+
+def test_transient_faults_cost_retries_only_and_every_kept_answer_is_a_good_one(
+    stub: OpenAIStub, tmp_path: Path
+) -> None:
+    # Seed 3 serves every kind of fault in this run (the draw depends only on request bodies).
+    stub.fault_plan = FaultPlan(share=0.3, seed=3, max_in_a_row=3, retry_after="0.05", hang_s=2.0)
+    out = tmp_path / "run"
+    result = selfinstruct_run(stub, out, tmp_path, n=12, timeout_s=1.0, max_retries=8, concurrency=4)
+    assert result.returncode == 0, result.stderr
+
+    # The faults were really served, every kind of them.
+    assert set(stub.served) == set(FAULT_KINDS), stub.served
+    assert sum(stub.served.values()) >= 10
+
+    # Every stored answer is exactly the good answer to its request (a "length" fault only
+    # changes the finish reason); nothing garbled or failed was stored.
+    rows = stored_rows(out)
+    for row in rows:
+        request, completion = row["request"], row["completion"]
+        good = scripted_answer(request["prompt"], request["params"]["seed"])
+        assert completion["text"] == good.text
+        assert completion["finish_reason"] in {"stop", "length"}
+
+    # Every accepted instruction comes from the stored answer to the very request it names.
+    by_seed = {r["request"]["params"]["seed"]: r["completion"] for r in rows if r["stage"] == "bootstrap"}
+    instructions = read_jsonl(out / INSTRUCTIONS_FILE)
+    assert len(instructions) == 12
+    for record in instructions:
+        meta = record["metadata"]
+        completion = by_seed[derive_seed(SEED, "bootstrap", "sample", meta["round"], meta["prompt_index"])]
+        text = " ".join(completion["text"].split())
+        instruction = record["instruction"]
+        assert instruction in text or instruction[0].lower() + instruction[1:] in text
+        assert meta["finish_reason"] == completion["finish_reason"]
+    assert sum(r["stage"] == "classify" for r in rows) == 12
+    assert sum(r["stage"] == "instances" for r in rows) == 12
+
+    # The accounting adds up, and the retries show.
+    summary = json.loads((out / "summary.json").read_text())
+    requests = summary["requests"]
+    for stats in requests.values():
+        assert stats["requests"] == stats["cached"] + stats["duplicates"] + stats["sent"]
+        assert stats["sent"] == stats["succeeded"] + stats["failed"]
+        assert stats["failed"] == 0 and stats["cancelled"] == 0
+    # Every request the stub received was a first try or a retry; every fault but a
+    # truncation cost one retry (a slow answer timing out under load may cost more).
+    retries = sum(s["retries"] for s in requests.values())
+    assert stub.stats()["completions"] == sum(s["sent"] for s in requests.values()) + retries
+    assert retries >= sum(stub.served.values()) - stub.served["length"] > 0
+    assert sum(s["succeeded"] for s in requests.values()) == len(rows)
+    assert not (out / "failed.jsonl").exists()
+
+
+def test_faults_that_outlast_the_retries_stop_the_stage_and_a_rerun_sends_only_those(
+    stub: OpenAIStub, tmp_path: Path
+) -> None:
+    stage = "classify"
+    stub.fault_plan = FaultPlan(
+        share=0.2,
+        kinds=("429", "500", "garbled", "drop"),
+        seed=1,
+        max_in_a_row=2,
+        permanent_share=0.3,
+        permanent_stage=stage,
+        permanent_kind="503",
+    )
+    out = tmp_path / "run"
+    result = selfinstruct_run(stub, out, tmp_path, n=10, max_retries=3, concurrency=4)
+
+    assert result.returncode == 4
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("selfinstruct: error: classify: "), result.stderr
+    failed = read_jsonl(out / "failed.jsonl")
+    assert len(stub.permanent) >= 1
+    assert len(failed) == len(stub.permanent)
+    for entry in failed:
+        assert entry["stage"] == stage
+        assert "HTTP 503" in entry["reason"] and entry["attempts"] == 4
+    stored = {r["key"]: r["stage"] for r in stored_rows(out)}
+    assert not {e["key"] for e in failed} & set(stored)
+    assert list(stored.values()).count(stage) == 10 - len(failed)
+    # Bootstrap finished; the failing stage and everything after it wrote nothing.
+    assert (out / INSTRUCTIONS_FILE).is_file()
+    for name in (classification_file(MODEL), INSTANCES_FILE, FINETUNE_DIR):
+        assert not (out / name).exists(), name
+
+    stub.fault_plan = None
+    sent_before = stub.hits()
+    again = selfinstruct_run(stub, out, tmp_path, n=10, max_retries=3, concurrency=4)
+    assert again.returncode == 0, again.stderr
+    # Only the failed classifications and then stage 3 were sent; bootstrap came from the store.
+    assert stub.hits() - sent_before == len(failed) + 10
+    requests = json.loads((out / "summary.json").read_text())["requests"]
+    assert requests["bootstrap"]["sent"] == 0
+    assert requests[stage]["sent"] == len(failed)
+    assert requests[stage]["cached"] == 10 - len(failed)
+    assert not (out / "failed.jsonl").exists()
+    assert (out / classification_file(MODEL)).is_file()
+    assert list((out / FINETUNE_DIR).glob("gpt3_finetuning_data_*.jsonl"))
