@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers.openai_stub import OpenAIStub, garbled, hang, rate_limited, server_error, unauthorized
+from servers.openai_stub import (
+    ANY_PROMPT,
+    OpenAIStub,
+    garbled,
+    hang,
+    rate_limited,
+    server_error,
+    unauthorized,
+)
 
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError
@@ -237,6 +246,139 @@ def test_stats_without_prices_have_no_cost(stub: OpenAIStub, store: ResponseStor
 
 def test_empty_batch_returns_empty_list(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
     assert make_engine(stub, store, tmp_path).run([], "s") == []
+
+
+# -- admission control ---------------------------------------------------------------------
+
+
+def test_concurrency_never_exceeds_the_configured_limit(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    prompts = [f"c{i}" for i in range(30)]
+    for p in prompts:
+        stub.plan(p, hang(0.03))
+    engine = make_engine(stub, store, tmp_path, concurrency=5)
+    assert all(engine.run(requests_for(*prompts), "s"))
+    assert stub.max_in_flight == 5
+    assert engine.stats()["s"]["concurrency_limit"] == 5
+
+
+def test_a_burst_of_429s_with_retry_after_holds_back_every_new_request_then_completes(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    prompts = [f"burst {i}" for i in range(12)]
+    stub.plan(ANY_PROMPT, *[rate_limited("0.5")] * 4)  # the first four requests sent get 429
+    engine = make_engine(stub, store, tmp_path, concurrency=4)
+    hits_during_gate: list[int] = []
+    sampler = threading.Timer(0.25, lambda: hits_during_gate.append(stub.hits()))
+    sampler.start()
+    started = time.monotonic()
+    results = engine.run(requests_for(*prompts), "s")
+    sampler.join()
+    assert [r.text if r else None for r in results] == [stub.answer_for(p) for p in prompts]
+    # Eight requests were never refused, yet none of them was sent while the gate was closed.
+    assert hits_during_gate == [4]
+    assert time.monotonic() - started >= 0.5
+    s = engine.stats()["s"]
+    assert (s["throttled"], s["throttle_events"], s["retries"]) == (4, 1, 4)
+    assert s["succeeded"] == 12 and failed_lines(tmp_path) == []
+
+
+def test_after_a_429_fewer_requests_are_in_flight(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    engine = make_engine(stub, store, tmp_path, concurrency=8)
+    stub.plan("first", rate_limited())
+    engine.run(requests_for("first"), "probe")
+    assert engine.stats()["probe"]["throttle_events"] == 1
+    assert engine.admission.limit == 4
+    prompts = [f"after {i}" for i in range(12)]
+    for p in prompts:
+        stub.plan(p, hang(0.05))
+    stub.max_in_flight = 0
+    engine.run(requests_for(*prompts), "s")
+    limit = engine.stats()["s"]["concurrency_limit"]
+    # Additive increase: 4 -> 5 -> 6 over these successes, never back to 8 in one batch.
+    assert 4 <= stub.max_in_flight <= limit < 8
+
+
+def test_a_timeout_counts_as_throttling(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    stub.plan("slow", hang(3))
+    engine = make_engine(stub, store, tmp_path, timeout_s=0.2)
+    engine.run(requests_for("slow"), "s")
+    s = engine.stats()["s"]
+    assert (s["throttled"], s["throttle_events"], s["concurrency_limit"]) == (1, 1, 2)
+
+
+def test_a_server_error_does_not_cut_the_limit(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    stub.plan("oops", server_error(500), garbled())
+    engine = make_engine(stub, store, tmp_path, concurrency=4)
+    engine.run(requests_for("oops"), "s")
+    s = engine.stats()["s"]
+    assert (s["retries"], s["throttled"], s["throttle_events"], s["concurrency_limit"]) == (2, 0, 0, 4)
+
+
+def test_engines_can_share_one_admission_controller(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    first = make_engine(stub, store, tmp_path, concurrency=8)
+    second = make_engine(stub, store, tmp_path, concurrency=8, admission=first.admission)
+    stub.plan("x", rate_limited())
+    first.run(requests_for("x"), "s")
+    assert second.admission.limit == 4
+
+
+# -- cost projection -----------------------------------------------------------------------
+
+
+def priced_engine(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> RequestEngine:
+    return make_engine(stub, store, tmp_path, price_per_1k_input=2.0, price_per_1k_output=4.0)
+
+
+def test_projection_scales_the_cost_per_unit_to_the_whole_run(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    engine = priced_engine(stub, store, tmp_path)
+    engine.run(requests_for("one two", "three"), "bootstrap")  # 3 prompt + 7 completion tokens
+    cost = 3 / 1000 * 2.0 + 7 / 1000 * 4.0
+    p = engine.project("bootstrap", done_units=2, total_units=10)
+    assert p["cost_so_far"] == pytest.approx(cost) == pytest.approx(p["cost_this_run"])
+    assert p["cost_per_unit"] == pytest.approx(cost / 2)
+    assert p["projected_cost"] == pytest.approx(cost * 5)
+    assert p["projected_remaining_cost"] == pytest.approx(cost * 4)
+    assert (p["tokens_so_far"], p["projected_tokens"]) == (10, 50)
+
+
+def test_projection_of_a_resumed_run_counts_answers_replayed_from_the_store(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    priced_engine(stub, store, tmp_path).run(requests_for("one two", "three"), "bootstrap")
+    resumed = priced_engine(stub, store, tmp_path)
+    resumed.run(requests_for("one two", "three", "four five six"), "bootstrap")
+    p = resumed.project("bootstrap", done_units=3, total_units=6)
+    paid_before = 3 / 1000 * 2.0 + 7 / 1000 * 4.0
+    paid_now = 3 / 1000 * 2.0 + 5 / 1000 * 4.0
+    assert p["cost_this_run"] == pytest.approx(paid_now)
+    assert p["cost_so_far"] == pytest.approx(paid_before + paid_now)
+    assert p["projected_cost"] == pytest.approx(2 * (paid_before + paid_now))
+
+
+def test_projection_without_prices_projects_tokens_only(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    engine = make_engine(stub, store, tmp_path)
+    engine.run(requests_for("a b"), "s")
+    p = engine.project("s", done_units=1, total_units=4)
+    assert p["cost_so_far"] is None and p["projected_cost"] is None
+    assert p["projected_tokens"] == 4 * p["tokens_so_far"] == 4 * (2 + 4)
+
+
+def test_projection_before_the_first_unit_has_no_estimate(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    engine = priced_engine(stub, store, tmp_path)
+    p = engine.project("not started", done_units=0, total_units=100)
+    assert p["cost_so_far"] == 0 and p["projected_cost"] is None and p["projected_tokens"] is None
+    with pytest.raises(ValueError):
+        engine.project("s", done_units=-1, total_units=5)
 
 
 # -- RetryPolicy ---------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def make_run(out: Path, model: ScriptedModel, n: int = 12, **over: Any) -> Run:
     overrides = {
         "seed_tasks": PAPER_SEEDS,
         "bootstrap": {"num_instructions": n, "prompts_per_round": 3},
-        "backend": {"max_retries": 2},
+        "backend": {"max_retries": 2, "retry_base_s": 0.01},
     }
     cfg = build_config(overrides={**overrides, **over})
     run = Run(out, cfg, progress=False, log=lambda _: None, backend=model)

@@ -60,6 +60,8 @@ class BackendConfig(Strict):
     concurrency: int = Field(default=8, ge=1, le=1024)
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
+    # First backoff delay; later ones double (with jitter) up to 30 s.
+    retry_base_s: float = Field(default=0.5, gt=0)
     # Optional price per 1K tokens (input, output) for cost accounting.
     price_per_1k_input: float | None = Field(default=None, ge=0)
     price_per_1k_output: float | None = Field(default=None, ge=0)

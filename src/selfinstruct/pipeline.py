@@ -88,7 +88,7 @@ class Run:
             # failed.jsonl lists the failures of the latest invocation; this one retries them.
             (self.out / FAILED_FILE).unlink(missing_ok=True)
         if needs_model and self._engine is None:
-            from selfinstruct.llm.engine import RequestEngine
+            from selfinstruct.llm.engine import RequestEngine, RetryPolicy
             from selfinstruct.llm.store import ResponseStore
 
             b = self.config.backend
@@ -102,6 +102,7 @@ class Run:
                 price_per_1k_input=b.price_per_1k_input,
                 price_per_1k_output=b.price_per_1k_output,
                 progress=self.progress,
+                retry_policy=RetryPolicy(max_retries=b.max_retries, base_s=b.retry_base_s),
             )
 
     def close(self) -> None:
