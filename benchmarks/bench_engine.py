@@ -49,7 +49,9 @@ HERE = Path(__file__).resolve().parent
 SERVER = HERE / "servers" / "fixed_delay_server.py"
 PARAMS = GenerationParams(max_tokens=256, temperature=0.7, top_p=0.9, stop=("\n\n",))
 # A prompt of a realistic size for Self-Instruct (~1.5 KB): our own filler, one unique line per request.
-FILLER = "".join(f"{i}. Describe a way to {w} a small garden in winter.\n" for i, w in enumerate(["plan"] * 30))
+FILLER = "".join(
+    f"{i}. Describe a way to {w} a small garden in winter.\n" for i, w in enumerate(["plan"] * 30)
+)
 
 
 @dataclass
@@ -88,7 +90,9 @@ def requests(tag: str, n: int) -> list[CompletionRequest]:
 
 
 def make_engine(server: Server, store: ResponseStore, workdir: Path, concurrency: int) -> RequestEngine:
-    config = BackendConfig(kind="openai", model="bench-model", base_url=server.base_url, concurrency=concurrency)
+    config = BackendConfig(
+        kind="openai", model="bench-model", base_url=server.base_url, concurrency=concurrency
+    )
     return RequestEngine(
         OpenAIBackend(config),
         store,
@@ -169,9 +173,12 @@ def main() -> None:
         if run.server_cpu_s is not None:
             print(f"   (server process, apart: {run.server_cpu_s / run.n * 1000:.3f} ms per request)")
         print(f"3. sequential (concurrency 1, the reference's way): {seq.n} requests in {seq.wall_s:.2f} s")
-        print(f"   = {seq_per_req * 1000:.1f} ms per request, extrapolated to {run.n}: {seq_extrapolated:.1f} s")
+        print(
+            f"   = {seq_per_req * 1000:.1f} ms per request, extrapolated to {run.n}: {seq_extrapolated:.1f} s"
+        )
         print(f"   engine at concurrency {c} vs sequential: {seq_extrapolated / run.wall_s:.1f}x faster")
-        print(f"   admission: limit {run.stats.get('concurrency_limit')}, throttle events {run.stats.get('throttle_events')}")
+        limit, events = run.stats["concurrency_limit"], run.stats["throttle_events"]
+        print(f"   admission: limit {limit} at the end, {events} throttle events")
 
     if not args.no_overload:
         overload(args.n, c, delay)
@@ -193,7 +200,7 @@ def overload(n: int, capacity: int, delay: float) -> None:
             engine.backend.close()
         server_stats = server.stats()
     s = run.stats
-    print(f"4. overload: {n} requests at concurrency {2 * capacity} against {capacity} slots: {run.wall_s:.2f} s")
+    print(f"4. overload: {n} requests at concurrency {2 * capacity}, {capacity} slots: {run.wall_s:.2f} s")
     print(
         f"   {n / run.wall_s:.1f} req/s = {n / run.wall_s / (capacity / delay):.1%} of ideal; "
         f"server refused {server_stats['refused']} (429), held at most {server_stats['max_in_flight']}"

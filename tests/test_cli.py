@@ -109,3 +109,9 @@ def test_dedup_keeps_lines_byte_for_byte(tmp_path: Path) -> None:
 def test_dedup_rejects_a_bad_threshold(tmp_path: Path, threshold: str) -> None:
     result = cli("dedup", str(tmp_path / "x"), "--out", str(tmp_path / "y"), "--threshold", threshold)
     assert result.returncode != 0 and "Traceback" not in result.stderr
+
+
+def test_evaluate_superni_with_a_missing_task_directory_is_one_line(tmp_path: Path) -> None:
+    result = cli("evaluate", "superni", "--tasks", str(tmp_path / "none"), "--out", str(tmp_path / "ev"))
+    assert_one_line_error(result, "task directory not found")
+    assert not (tmp_path / "ev").exists()

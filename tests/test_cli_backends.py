@@ -8,6 +8,7 @@ and must never repeat the API key (stdout, stderr, or any file of the run direct
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -142,6 +143,22 @@ def test_a_good_key_is_sent_but_never_written_to_the_run(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert (out / "responses.sqlite").is_file()
     assert_key_nowhere(result, out)
+
+
+def test_an_unreachable_server_is_one_line_without_the_key_and_leaves_nothing(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "run"
+    result = selfinstruct(
+        "run", "--out", str(out), "--backend", "openai", "--base-url", f"http://127.0.0.1:{port}/v1",
+        "--model", MODEL, "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot reach http://127.0.0.1:{port}/v1" in lines[0], result.stderr
+    assert_key_nowhere(result, out)
+    assert not out.exists()
 
 
 def test_a_config_value_of_the_wrong_type_is_one_line_naming_file_and_key(tmp_path: Path) -> None:

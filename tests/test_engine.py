@@ -263,28 +263,44 @@ def test_concurrency_never_exceeds_the_configured_limit(
     assert engine.stats()["s"]["concurrency_limit"] == 5
 
 
-def test_a_burst_of_429s_with_retry_after_holds_back_every_new_request_then_completes(
+def test_a_429_with_retry_after_holds_back_every_new_request_then_all_complete(
     stub: OpenAIStub, store: ResponseStore, tmp_path: Path
 ) -> None:
     prompts = [f"burst {i}" for i in range(12)]
-    stub.plan(ANY_PROMPT, *[rate_limited("0.5")] * 4)  # the first four requests sent get 429
+    # Of the first four requests, one is refused for 0.5 s; the other three answer after 0.1 s,
+    # when their workers are free to send more: the gate must hold those back too.
+    stub.plan(ANY_PROMPT, rate_limited("0.5"), hang(0.1), hang(0.1), hang(0.1))
     engine = make_engine(stub, store, tmp_path, concurrency=4)
     hits_during_gate: list[int] = []
-    sampler = threading.Timer(0.25, lambda: hits_during_gate.append(stub.hits()))
+    sampler = threading.Timer(0.3, lambda: hits_during_gate.append(stub.hits()))
     sampler.start()
     started = time.monotonic()
     results = engine.run(requests_for(*prompts), "s")
     sampler.join()
     assert [r.text if r else None for r in results] == [stub.answer_for(p) for p in prompts]
-    # Eight requests were never refused, yet none of them was sent while the gate was closed.
     assert hits_during_gate == [4]
     assert time.monotonic() - started >= 0.5
     s = engine.stats()["s"]
-    assert (s["throttled"], s["throttle_events"], s["retries"]) == (4, 1, 4)
+    assert (s["throttled"], s["throttle_events"], s["retries"]) == (1, 1, 1)
     assert s["succeeded"] == 12 and failed_lines(tmp_path) == []
 
 
-def test_after_a_429_fewer_requests_are_in_flight(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+def test_a_burst_of_429s_cuts_the_limit_once_and_everything_completes(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    prompts = [f"wave {i}" for i in range(16)]
+    stub.plan(ANY_PROMPT, *[rate_limited("0.2")] * 8)  # the whole first wave is refused
+    engine = make_engine(stub, store, tmp_path, concurrency=8)
+    results = engine.run(requests_for(*prompts), "s")
+    assert all(results)
+    s = engine.stats()["s"]
+    assert (s["throttled"], s["throttle_events"], s["retries"]) == (8, 1, 8)
+    assert s["concurrency_limit"] < 8
+
+
+def test_after_a_429_fewer_requests_are_in_flight(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
     engine = make_engine(stub, store, tmp_path, concurrency=8)
     stub.plan("first", rate_limited())
     engine.run(requests_for("first"), "probe")
@@ -308,7 +324,9 @@ def test_a_timeout_counts_as_throttling(stub: OpenAIStub, store: ResponseStore, 
     assert (s["throttled"], s["throttle_events"], s["concurrency_limit"]) == (1, 1, 2)
 
 
-def test_a_server_error_does_not_cut_the_limit(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+def test_a_server_error_does_not_cut_the_limit(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
     stub.plan("oops", server_error(500), garbled())
     engine = make_engine(stub, store, tmp_path, concurrency=4)
     engine.run(requests_for("oops"), "s")

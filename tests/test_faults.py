@@ -22,27 +22,12 @@ import pytest
 from servers.openai_stub import FAULT_KINDS, FaultPlan, OpenAIStub
 from servers.scripted_answers import scripted_answer
 
-from selfinstruct.config import BackendConfig
 from selfinstruct.pipeline import FINETUNE_DIR, INSTANCES_FILE, INSTRUCTIONS_FILE, classification_file
 from selfinstruct.randomness import derive_seed
 
 MODEL = "m"
 SEED = 42
-RETRY_BASE_S = 0.01
-# The engine's backoff base (0.5 s) is not a config key yet; until it is, the command runs
-# through this launcher, which only shortens it. Everything else is the real `selfinstruct`.
-_FAST_RETRY_LAUNCHER = f"""
-import sys
-from selfinstruct.llm import engine
-_init = engine.RequestEngine.__init__
-def _fast(self, *args, **kwargs):
-    _init(self, *args, **kwargs)
-    self.retry_policy.base_s = {RETRY_BASE_S}
-engine.RequestEngine.__init__ = _fast
-from selfinstruct.cli import main
-sys.exit(main())
-"""
-_RETRY_BASE_IS_CONFIG = "retry_base_s" in BackendConfig.model_fields
+RETRY_BASE_S = 0.01  # first backoff delay: keeps the retries of these tests fast
 
 
 @pytest.fixture
@@ -54,22 +39,22 @@ def stub() -> Iterator[OpenAIStub]:
 def selfinstruct_run(
     stub: OpenAIStub, out: Path, tmp_path: Path, n: int, **backend: Any
 ) -> subprocess.CompletedProcess[str]:
-    config = tmp_path / "config.yaml"
-    if _RETRY_BASE_IS_CONFIG:
-        backend["retry_base_s"] = RETRY_BASE_S
-    config.write_text(json.dumps({"seed": SEED, "backend": backend}))  # JSON is YAML
-    command = [sys.executable, "-m", "selfinstruct"] if _RETRY_BASE_IS_CONFIG else [
-        sys.executable, "-c", _FAST_RETRY_LAUNCHER
-    ]  # fmt: skip
+    config = tmp_path / "config.yaml"  # JSON is YAML
+    config.write_text(json.dumps({"seed": SEED, "backend": {**backend, "retry_base_s": RETRY_BASE_S}}))
     args = ["run", "--out", str(out), "--config", str(config), "-n", str(n), "--no-progress"]
     args += ["--backend", "openai", "--base-url", stub.base_url, "--model", MODEL, "--api", "completions"]
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}  # loopback needs none
-    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "selfinstruct", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def stored_rows(out: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(out / "responses.sqlite") as db:
+    db = sqlite3.connect(out / "responses.sqlite")
+    try:
         rows = db.execute("SELECT key, stage, request_json, completion_json FROM responses").fetchall()
+    finally:
+        db.close()
     return [
         {"key": k, "stage": s, "request": json.loads(r), "completion": json.loads(c)} for k, s, r, c in rows
     ]

@@ -118,7 +118,7 @@ def stored_responses(out: Path) -> int:
     db = sqlite3.connect(f"file:{out / 'responses.sqlite'}?mode=ro", uri=True, timeout=1)
     try:
         (count,) = db.execute("SELECT COUNT(*) FROM responses").fetchone()
-    except sqlite3.OperationalError:  # created, but no table yet
+    except sqlite3.DatabaseError:  # created, but no table (or header) yet
         return 0
     finally:
         db.close()

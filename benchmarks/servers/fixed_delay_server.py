@@ -82,7 +82,9 @@ async def _answer(state: ServerState, method: str, path: str, body: bytes) -> by
     return _response(404, b'{"error": {"message": "no such route"}}')
 
 
-async def _serve_connection(state: ServerState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _serve_connection(
+    state: ServerState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     try:
         while True:  # keep-alive: one request after another on the same connection
             head = await reader.readuntil(b"\r\n\r\n")

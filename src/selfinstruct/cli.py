@@ -40,6 +40,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="keep at most N instructions in the fine-tuning data",
     )
+    _add_backend_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_backend_options(p: argparse.ArgumentParser) -> None:
     b = p.add_argument_group("model backend")
     b.add_argument(
         "--backend",
@@ -60,7 +65,6 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--api-key-file", metavar="PATH", help="file holding the API key (default: $OPENAI_API_KEY)"
     )
     b.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at once")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,12 +80,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             node = node.setdefault(key, {})
         node[leaf] = value
 
-    put("preset", args.preset)
-    put("seed_tasks", args.seed_tasks)
-    put("seed", args.seed)
-    put("bootstrap.num_instructions", args.num_instructions)
-    put("finetune_data.include_seed_tasks", args.include_seed_tasks)
-    put("finetune_data.max_instructions", args.max_instructions)
+    put("preset", getattr(args, "preset", None))
+    put("seed_tasks", getattr(args, "seed_tasks", None))
+    put("seed", getattr(args, "seed", None))
+    put("bootstrap.num_instructions", getattr(args, "num_instructions", None))
+    put("finetune_data.include_seed_tasks", getattr(args, "include_seed_tasks", None))
+    put("finetune_data.max_instructions", getattr(args, "max_instructions", None))
     put("backend.kind", args.backend)
     put("backend.model", args.model)
     put("backend.model_path", args.model_path)
@@ -158,6 +162,37 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         f"(ROUGE-L > {args.threshold}) in {report.elapsed:.2f} s -> {args.out}"
     )
     return 0
+
+
+def cmd_evaluate_superni(args: argparse.Namespace) -> int:
+    from selfinstruct.config import build_config
+    from selfinstruct.evaluate.superni import evaluate_superni, format_table, load_tasks
+    from selfinstruct.llm import build_engine, start_backend
+    from selfinstruct.pipeline import cache_dir
+    from selfinstruct.records import write_json, write_jsonl
+
+    tasks = load_tasks(args.tasks, args.task)
+    backend_config = build_config(config_file=args.config, overrides=_backend_overrides(args)).backend
+    backend = start_backend(backend_config, cache_dir())
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        engine = build_engine(backend_config, args.out, backend, _progress(args))
+        predictions, metrics = evaluate_superni(engine, tasks, args.positive_examples, args.max_instances)
+    finally:
+        backend.close()
+    metrics["settings"] = {
+        "positive_examples": args.positive_examples,
+        "max_instances": args.max_instances,
+        "backend": backend.identity(),
+    }
+    write_jsonl(args.out / "superni_predictions.jsonl", predictions)
+    write_json(args.out / "superni_metrics.json", metrics)
+    print(format_table(metrics))
+    return 0
+
+
+def _backend_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {"backend": _overrides(args).get("backend", {})}
 
 
 def cmd_check_seeds(args: argparse.Namespace) -> int:
@@ -252,6 +287,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--field", default="instruction", help="JSONL field to compare (default: instruction)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_dedup)
+
+    p = sub.add_parser("evaluate", help="evaluate a model: SuperNI zero-shot")
+    ev = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    p = ev.add_parser("superni", help="zero-shot SuperNI: ROUGE-L and exact match per task and category")
+    p.add_argument(
+        "--tasks", required=True, type=Path, metavar="DIR", help="folder of SuperNI task JSON files"
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="evaluation directory (store, results)"
+    )
+    p.add_argument("--task", action="append", metavar="NAME", help="only this task (repeatable)")
+    p.add_argument(
+        "--positive-examples", type=int, default=0, choices=[0, 1, 2], help="examples in the prompt"
+    )
+    p.add_argument(
+        "--max-instances", type=int, default=100, metavar="N", help="instances per task (default 100)"
+    )
+    p.add_argument("--config", type=Path, metavar="YAML", help="YAML file with a backend: section")
+    _add_backend_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate_superni)
 
     p = sub.add_parser("check-seeds", help="validate a seed-task file")
     p.add_argument("path", nargs="?", help="seed file (default: the packaged seeds)")

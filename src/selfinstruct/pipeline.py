@@ -34,8 +34,6 @@ from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages.context import PromptSet, StageContext
 
 CONFIG_FILE = "config.yaml"
-STORE_FILE = "responses.sqlite"
-FAILED_FILE = "failed.jsonl"
 SUMMARY_FILE = "summary.json"
 INSTRUCTIONS_FILE = "machine_generated_instructions.jsonl"
 INSTANCES_FILE = "machine_generated_instances.jsonl"
@@ -73,13 +71,10 @@ class Run:
     # -- set-up -----------------------------------------------------------------------------
     def open(self, needs_model: bool = True) -> None:
         """Start the backend (fails fast on a bad model or server), then create the directory."""
-        if needs_model and self._backend is None:
-            from selfinstruct.llm import make_backend
+        from selfinstruct.llm import FAILED_FILE, build_engine, start_backend
 
-            self._backend = make_backend(self.config.backend, cache_dir())
-            check = getattr(self._backend, "check", None)
-            if callable(check):
-                check()
+        if needs_model and self._backend is None:
+            self._backend = start_backend(self.config.backend, cache_dir())
         if self.out.exists() and not self.out.is_dir():
             raise InputFileError(f"{self.out}: exists and is not a directory")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -88,22 +83,7 @@ class Run:
             # failed.jsonl lists the failures of the latest invocation; this one retries them.
             (self.out / FAILED_FILE).unlink(missing_ok=True)
         if needs_model and self._engine is None:
-            from selfinstruct.llm.engine import RequestEngine, RetryPolicy
-            from selfinstruct.llm.store import ResponseStore
-
-            b = self.config.backend
-            self._engine = RequestEngine(
-                backend=self._backend,
-                store=ResponseStore(self.out / STORE_FILE),
-                failed_log=self.out / FAILED_FILE,
-                concurrency=b.concurrency,
-                max_retries=b.max_retries,
-                timeout_s=b.timeout_s,
-                price_per_1k_input=b.price_per_1k_input,
-                price_per_1k_output=b.price_per_1k_output,
-                progress=self.progress,
-                retry_policy=RetryPolicy(max_retries=b.max_retries, base_s=b.retry_base_s),
-            )
+            self._engine = build_engine(self.config.backend, self.out, self._backend, self.progress)
 
     def close(self) -> None:
         if self._engine is not None:

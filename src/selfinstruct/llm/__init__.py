@@ -7,11 +7,18 @@ is imported only when chosen, so that an unused heavy dependency (llama_cpp) is 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from selfinstruct.config import BackendConfig
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
 
-__all__ = ["Backend", "Completion", "CompletionRequest", "make_backend"]
+if TYPE_CHECKING:
+    from selfinstruct.llm.engine import RequestEngine
+
+__all__ = ["Backend", "Completion", "CompletionRequest", "build_engine", "make_backend", "start_backend"]
+
+STORE_FILE = "responses.sqlite"
+FAILED_FILE = "failed.jsonl"
 
 
 def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:
@@ -25,3 +32,33 @@ def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:
 
     model_path = Path(config.model_path).expanduser() if config.model_path else default_model_path(cache_dir)
     return EmbeddedBackend(config, model_path)
+
+
+def start_backend(config: BackendConfig, cache_dir: Path) -> Backend:
+    """Make the backend and check it answers (a bad key or a dead server fails here, at once)."""
+    backend = make_backend(config, cache_dir)
+    check = getattr(backend, "check", None)
+    if callable(check):
+        check()
+    return backend
+
+
+def build_engine(
+    config: BackendConfig, folder: Path, backend: Backend, progress: bool = True
+) -> RequestEngine:
+    """A request engine whose store and failure log live in `folder` (a run or evaluation dir)."""
+    from selfinstruct.llm.engine import RequestEngine, RetryPolicy
+    from selfinstruct.llm.store import ResponseStore
+
+    return RequestEngine(
+        backend=backend,
+        store=ResponseStore(folder / STORE_FILE),
+        failed_log=folder / FAILED_FILE,
+        concurrency=config.concurrency,
+        max_retries=config.max_retries,
+        timeout_s=config.timeout_s,
+        price_per_1k_input=config.price_per_1k_input,
+        price_per_1k_output=config.price_per_1k_output,
+        progress=progress,
+        retry_policy=RetryPolicy(max_retries=config.max_retries, base_s=config.retry_base_s),
+    )

@@ -186,14 +186,14 @@ class AdmissionController:
         if self._clock() < self._gate_until or self._in_flight >= self._limit:
             return None
         self._in_flight += 1
-        return Ticket(epoch=self._epoch + 0 * self.max_limit)
+        return Ticket(epoch=self._epoch)
 
     def _maybe_decrease(self, ticket: Ticket, now: float) -> bool:
         if ticket.epoch != self._epoch:
             return False  # admitted under a limit that was already cut: the same episode
         if self._last_cut is not None and now - self._last_cut < self.decrease_window_s:
             return False
-        self._limit = self._limit
+        self._limit = max(1, int(self._limit * self.decrease_factor))
         self._epoch += 1
         self._last_cut = now
         self._successes = 0

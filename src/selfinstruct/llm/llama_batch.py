@@ -217,6 +217,7 @@ class BatchDecoder:
         params.n_outputs_max = self.slots  # one row of logits per sequence and step (saves ~0.5 GB)
         params.n_threads = params.n_threads_batch = n_threads
         params.kv_unified = False
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         # A full-size sliding-window cache only helps to reuse cached prefixes, which we never do.
         params.swa_full = False
         self._ctx = llama_cpp.llama_init_from_model(self._model.model, params)

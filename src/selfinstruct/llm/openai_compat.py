@@ -1,11 +1,12 @@
 """A backend for any OpenAI-compatible HTTP server (OpenAI itself, llama.cpp, vLLM, ...).
 
 One synchronous `httpx.Client`, shared by the engine's worker threads (httpx clients are
-thread-safe), with a keep-alive pool as large as the configured concurrency: a smaller pool
-would close and reopen connections on every request. Every failure is classified once, here: what another try might fix becomes
-`RetryableBackendError` (with a `kind` the admission controller reads: a 429, a 503 and a
-timeout mean the server is saturated), everything else `BackendError`. The API key goes into the
-Authorization header and nowhere else: not into messages, identity() or the store.
+thread-safe), with a keep-alive pool as large as the configured concurrency: a smaller
+pool would close and reopen connections on every request. Every failure is classified
+once, here: what another try might fix becomes `RetryableBackendError`, with a `kind` the
+admission controller reads (a 429, a 503 and a timeout mean the server is saturated);
+everything else `BackendError`. The API key goes into the Authorization header and
+nowhere else: not into messages, identity() or the store.
 """
 
 from __future__ import annotations
