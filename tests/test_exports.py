@@ -29,3 +29,29 @@ def test_writes_three_formats_with_the_same_content(tmp_path: Path) -> None:
         {"role": "assistant", "content": "Teal"},
     ]
     assert all(m["content"] for row in openai for m in row["messages"])
+
+
+def test_openai_validation_names_the_problem() -> None:
+    from selfinstruct.exports import openai_record_problem
+
+    good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    assert openai_record_problem(good) is None
+    assert "role" in str(openai_record_problem({"messages": [{"role": "bot", "content": "x"}]}))
+    assert "empty content" in str(
+        openai_record_problem(
+            {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " "}]}
+        )
+    )
+    assert "last message" in str(openai_record_problem({"messages": [{"role": "user", "content": "Hi"}]}))
+
+
+def test_openai_finetuning_file_holds_only_valid_examples(tmp_path: Path) -> None:
+    from selfinstruct.exports import openai_record_problem, write_openai_finetuning_file
+
+    written, skipped = write_openai_finetuning_file(
+        tmp_path / "ft.jsonl", [*TRIPLES, Triple("Say nothing.", "", "")], system="Be brief."
+    )
+    assert (written, skipped) == (2, 1)
+    rows = [json.loads(line) for line in (tmp_path / "ft.jsonl").read_text("utf-8").splitlines()]
+    assert all(openai_record_problem(r) is None for r in rows)
+    assert rows[0]["messages"][0] == {"role": "system", "content": "Be brief."}

@@ -195,6 +195,33 @@ def _backend_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"backend": _overrides(args).get("backend", {})}
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from selfinstruct.errors import InputFileError
+    from selfinstruct.exports import OPENAI_MIN_EXAMPLES, write_openai_finetuning_file
+    from selfinstruct.pipeline import FINETUNE_DIR
+    from selfinstruct.records import Triple
+
+    source = args.run / FINETUNE_DIR / "alpaca_data.json"
+    if not source.is_file():
+        raise InputFileError(f"{source}: not found; run `selfinstruct prepare --out {args.run}` first")
+    try:
+        rows = json.loads(source.read_text("utf-8"))
+        triples = [Triple(r["instruction"], r.get("input", ""), r["output"]) for r in rows]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(f"{source}: not a list of instruction/input/output records ({exc})") from None
+    out = args.out or args.run / FINETUNE_DIR / "openai_finetune.jsonl"
+    written, skipped = write_openai_finetuning_file(out, triples, args.system)
+    _note(
+        f"export openai: {written} chat examples -> {out}"
+        + (f" ({skipped} invalid skipped)" if skipped else "")
+    )
+    if written < OPENAI_MIN_EXAMPLES:
+        _note(f"warning: OpenAI fine-tuning needs at least {OPENAI_MIN_EXAMPLES} examples")
+    return 0
+
+
 def cmd_check_seeds(args: argparse.Namespace) -> int:
     from selfinstruct.seeds import load_seed_tasks
 
@@ -308,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate_superni)
+
+    p = sub.add_parser("export", help="export a run's fine-tuning data for a hosted fine-tuning API")
+    p.add_argument("format", choices=["openai"], help="openai: chat fine-tuning JSONL ({messages: [...]})")
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory (after `prepare`)")
+    p.add_argument("--out", type=Path, help="output file (default RUN/finetuning_data/openai_finetune.jsonl)")
+    p.add_argument("--system", help="a system message to put first in every example")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("check-seeds", help="validate a seed-task file")
     p.add_argument("path", nargs="?", help="seed file (default: the packaged seeds)")
