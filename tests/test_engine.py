@@ -278,7 +278,9 @@ def test_a_429_with_retry_after_holds_back_every_new_request_then_all_complete(
     results = engine.run(requests_for(*prompts), "s")
     sampler.join()
     assert [r.text if r else None for r in results] == [stub.answer_for(p) for p in prompts]
-    assert hits_during_gate == [4]
+    # At most the first wave (a worker that starts late is held back too); without the gate
+    # the three workers freed at 0.1 s would have sent more by now.
+    assert len(hits_during_gate) == 1 and 1 <= hits_during_gate[0] <= 4
     assert time.monotonic() - started >= 0.5
     s = engine.stats()["s"]
     assert (s["throttled"], s["throttle_events"], s["retries"]) == (1, 1, 1)

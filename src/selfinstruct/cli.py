@@ -191,6 +191,38 @@ def cmd_evaluate_superni(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_user_oriented(args: argparse.Namespace) -> int:
+    from selfinstruct.config import build_config
+    from selfinstruct.evaluate.user_oriented import evaluate_user_oriented, format_table, load_user_tasks
+    from selfinstruct.llm import build_engine, start_backend
+    from selfinstruct.pipeline import cache_dir
+    from selfinstruct.records import write_json, write_jsonl
+
+    tasks = load_user_tasks(args.file)[: args.limit]
+    backend_config = build_config(config_file=args.config, overrides=_backend_overrides(args)).backend
+    judge_config = build_config(config_file=args.judge_config).backend if args.judge_config else None
+    backend = start_backend(backend_config, cache_dir())
+    judge_backend = start_backend(judge_config, cache_dir()) if judge_config else None
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        engine = build_engine(backend_config, args.out, backend, _progress(args))
+        judge = (
+            build_engine(judge_config, args.out, judge_backend, _progress(args)) if judge_backend else None
+        )
+        rows, metrics = evaluate_user_oriented(engine, tasks, judge)
+    finally:
+        backend.close()
+        if judge_backend is not None:
+            judge_backend.close()
+    metrics["backend"] = backend.identity()
+    if judge_backend is not None:
+        metrics["judge"] = judge_backend.identity()
+    write_jsonl(args.out / "user_oriented_responses.jsonl", rows)
+    write_json(args.out / "user_oriented_metrics.json", metrics)
+    print(format_table(metrics))
+    return 0
+
+
 def _backend_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"backend": _overrides(args).get("backend", {})}
 
@@ -315,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_dedup)
 
-    p = sub.add_parser("evaluate", help="evaluate a model: SuperNI zero-shot")
+    p = sub.add_parser("evaluate", help="evaluate a model: SuperNI zero-shot, user-oriented instructions")
     ev = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     p = ev.add_parser("superni", help="zero-shot SuperNI: ROUGE-L and exact match per task and category")
     p.add_argument(
@@ -335,6 +367,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate_superni)
+    p = ev.add_parser("user-oriented", help="the 252 user-oriented instructions: ROUGE-L and A-D ratings")
+    p.add_argument("--file", required=True, type=Path, help="JSONL in the user_oriented_instructions format")
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="evaluation directory (store, results)"
+    )
+    p.add_argument(
+        "--judge-config", type=Path, metavar="YAML", help="YAML with a backend: section for the judge"
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N instructions")
+    p.add_argument("--config", type=Path, metavar="YAML", help="YAML file with a backend: section")
+    _add_backend_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate_user_oriented)
 
     p = sub.add_parser("export", help="export a run's fine-tuning data for a hosted fine-tuning API")
     p.add_argument("format", choices=["openai"], help="openai: chat fine-tuning JSONL ({messages: [...]})")

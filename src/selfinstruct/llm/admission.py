@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 # Failure kinds that mean "the endpoint has more than it can handle" (see RetryableBackendError.kind).
 OVERLOAD_KINDS = frozenset({"rate_limit", "overloaded", "timeout"})
@@ -168,17 +167,6 @@ class AdmissionController:
             self.release(ticket, outcome_of(exc), _retry_after_of(exc))
             raise
         self.release(ticket, Outcome.SUCCESS)
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._cond:
-            return {
-                "limit": self._limit,
-                "max_limit": self.max_limit,
-                "in_flight": self._in_flight,
-                "throttle_events": self.throttle_events,
-                "overloads": self.overloads,
-                "gate_closed_for_s": round(max(0.0, self._gate_until - self._clock()), 3),
-            }
 
     # -- internals (called with the lock held) ---------------------------------------------
 

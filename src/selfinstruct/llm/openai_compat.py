@@ -1,9 +1,8 @@
 """A backend for any OpenAI-compatible HTTP server (OpenAI itself, llama.cpp, vLLM, ...).
 
-One synchronous `httpx.Client`, shared by the engine's worker threads (httpx clients are
-thread-safe), with a keep-alive pool as large as the configured concurrency: a smaller
-pool would close and reopen connections on every request. Every failure is classified
-once, here: what another try might fix becomes `RetryableBackendError`, with a `kind` the
+Synchronous `httpx` clients with one keep-alive connection each, lent to the engine's
+worker threads one per call (`_ClientPool` says why not one shared client). Every failure
+is classified once, here: what another try might fix becomes `RetryableBackendError`, with a `kind` the
 admission controller reads (a 429, a 503 and a timeout mean the server is saturated);
 everything else `BackendError`. The API key goes into the Authorization header and
 nowhere else: not into messages, identity() or the store.
@@ -16,7 +15,10 @@ import ipaddress
 import json
 import os
 import re
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,10 +47,7 @@ class OpenAIBackend:
         if self._key is None and not _is_loopback(self._base_url):
             raise BackendError("no API key: set OPENAI_API_KEY or backend.api_key_file")
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
-        # No cap on connections here (the engine's admission controller bounds concurrency);
-        # keep-alive for as many as the engine may run at once.
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=config.concurrency)
-        self._client = httpx.Client(headers=headers, timeout=config.timeout_s, limits=limits)
+        self._clients = _ClientPool(headers, config.timeout_s)
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "openai", "api": self._api, "model": self._model, "base_url": self._base_url}
@@ -57,7 +56,8 @@ class OpenAIBackend:
         """Fail fast (BackendError) when the server cannot be reached or rejects the key."""
         url = f"{self._base_url}/models"
         try:
-            response = self._client.get(url, timeout=10.0)
+            with self._clients.lend() as client:
+                response = client.get(url, timeout=10.0)
         except httpx.TransportError as exc:
             raise BackendError(f"cannot reach {self._base_url}: {self._describe(exc)}") from None
         if response.status_code in (401, 403):
@@ -67,7 +67,8 @@ class OpenAIBackend:
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
         path, body = self._request_body(request)
         try:
-            response = self._client.post(f"{self._base_url}{path}", json=body, timeout=timeout)
+            with self._clients.lend() as client:
+                response = client.post(f"{self._base_url}{path}", json=body, timeout=timeout)
         except httpx.TimeoutException:
             raise RetryableBackendError(
                 f"no answer from {self._base_url} within {timeout:g} s", kind="timeout"
@@ -81,7 +82,7 @@ class OpenAIBackend:
         return self._parse(response)
 
     def close(self) -> None:
-        self._client.close()
+        self._clients.close()
 
     # -- request and response mapping ------------------------------------------------------
 
@@ -159,6 +160,52 @@ class OpenAIBackend:
     def _redact(self, text: str) -> str:
         # Some servers echo the Authorization header or the key in their error text.
         return text.replace(self._key, "***") if self._key else text
+
+
+class _ClientPool:
+    """Single-connection HTTP clients, one per concurrent call, reused last-in first-out.
+
+    One shared `httpx.Client` would be thread-safe too, but its connection pool scans every
+    connection and every waiting request on each call, so its CPU cost grows with the
+    concurrency (measured at 64 in flight: ~0.55 ms per request, against ~0.4 ms here, where a
+    call costs a pop and a push). As many clients exist as calls ever ran at once; each
+    keeps its connection alive between calls.
+    """
+
+    def __init__(self, headers: dict[str, str], timeout_s: float) -> None:
+        self._headers = headers
+        self._timeout_s = timeout_s
+        self._free: list[httpx.Client] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        # Built once and shared: a new context per client would load the CA bundle (~20 ms) each time.
+        self._ssl = httpx.create_ssl_context()
+
+    @contextmanager
+    def lend(self) -> Iterator[httpx.Client]:
+        with self._lock:
+            client = self._free.pop() if self._free else None
+        if client is None:
+            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+            client = httpx.Client(
+                headers=self._headers, timeout=self._timeout_s, verify=self._ssl, limits=limits
+            )
+        try:
+            yield client
+        finally:
+            with self._lock:
+                keep = not self._closed
+                if keep:
+                    self._free.append(client)
+            if not keep:
+                client.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            clients, self._free = self._free, []
+        for client in clients:
+            client.close()
 
 
 def _read_api_key(api_key_file: str | None) -> str | None:

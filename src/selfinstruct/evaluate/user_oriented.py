@@ -1,0 +1,146 @@
+"""The 252 user-oriented instructions (paper section 4.4): responses, ROUGE-L, A-D ratings.
+
+Each instruction (with its one input) is put to the model in the fine-tuning data's plain
+format; the response is scored by ROUGE-L against the reference output and, when a judge
+model is given, rated with the paper's four-level rubric. Responses and ratings both go
+through the request engine's store, so a re-run with a new judge only rates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selfinstruct.config import GenerationParams
+from selfinstruct.errors import InputFileError, RequestsFailedError
+from selfinstruct.evaluate.metrics import mean_percent, rouge_l
+from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.engine import RequestEngine
+from selfinstruct.records import iter_jsonl
+
+# Greedy; a blank line ends the answer (base models run on into a new "task" otherwise).
+RESPONSE_PARAMS = GenerationParams(
+    max_tokens=256, temperature=0.0, top_p=1.0, stop=("\n\n", "\nInput:", "<|endoftext|>")
+)
+JUDGE_PARAMS = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
+GRADES = ("A", "B", "C", "D")
+
+RUBRIC = """You are grading how well an AI assistant followed a user's instruction.
+Grades:
+A - the response is valid and satisfying: it does what was asked, correctly and completely.
+B - the response is acceptable but has minor errors or imperfections.
+C - the response is relevant and tries to answer, but has significant errors.
+D - the response is irrelevant or invalid: it ignores the instruction or is nonsense.
+
+Instruction: {instruction}
+{input_block}Reference answer (one acceptable answer): {reference}
+Assistant's response: {response}
+
+Answer with one letter, A, B, C or D.
+Grade:"""
+
+
+@dataclass(frozen=True)
+class UserTask:
+    id: str
+    instruction: str
+    input: str
+    reference: str
+
+
+def load_user_tasks(path: Path) -> list[UserTask]:
+    tasks = []
+    for lineno, obj in iter_jsonl(path):
+        instances = obj.get("instances")
+        if not isinstance(obj.get("instruction"), str) or not isinstance(instances, list) or not instances:
+            raise InputFileError(f"{path}:{lineno}: needs an instruction and a non-empty instances list")
+        first = instances[0]
+        if not isinstance(first, dict) or not isinstance(first.get("input", ""), str):
+            raise InputFileError(f"{path}:{lineno}: instances[0] needs string input and output")
+        if not isinstance(first.get("output"), str):
+            raise InputFileError(f"{path}:{lineno}: instances[0] needs string input and output")
+        tasks.append(
+            UserTask(str(obj.get("id", lineno)), obj["instruction"], first.get("input", ""), first["output"])
+        )
+    if not tasks:
+        raise InputFileError(f"{path}: no instructions")
+    return tasks
+
+
+def response_prompt(task: UserTask) -> str:
+    """The plain format of the fine-tuning data (its first template of each kind)."""
+    if task.input.strip():
+        return f"{task.instruction.strip()}\nInput: {task.input.strip()}\nOutput:"
+    return f"{task.instruction.strip()}\nOutput:"
+
+
+def judge_prompt(task: UserTask, response: str) -> str:
+    input_block = f"Input: {task.input.strip()}\n" if task.input.strip() else ""
+    return RUBRIC.format(
+        instruction=task.instruction.strip(),
+        input_block=input_block,
+        reference=task.reference.strip(),
+        response=response.strip() or "(empty)",
+    )
+
+
+def parse_grade(text: str) -> str | None:
+    """The first standalone A-D in the judge's answer, or None."""
+    match = re.search(r"\b([ABCD])\b", text.upper())
+    return match.group(1) if match else None
+
+
+def _complete(engine: RequestEngine, requests: list[CompletionRequest], stage: str) -> list[Completion]:
+    results = engine.run(requests, stage=stage)
+    failed = sum(r is None for r in results)
+    if failed:
+        raise RequestsFailedError(
+            f"{stage}: {failed} of {len(results)} requests failed after retries (see failed.jsonl); "
+            "run the same command again to retry only those"
+        )
+    return [r for r in results if r is not None]
+
+
+def evaluate_user_oriented(
+    engine: RequestEngine, tasks: list[UserTask], judge: RequestEngine | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    responses = _complete(
+        engine, [CompletionRequest(response_prompt(t), RESPONSE_PARAMS) for t in tasks], "respond"
+    )
+    rows: list[dict[str, Any]] = []
+    for task, completion in zip(tasks, responses, strict=True):
+        text = completion.text.strip()
+        rows.append(
+            {"id": task.id, "instruction": task.instruction, "input": task.input, "response": text,
+             "reference": task.reference, "rougeL": rouge_l(text, task.reference)}
+        )  # fmt: skip
+    metrics: dict[str, Any] = {"instructions": len(rows), "rougeL": mean_percent([r["rougeL"] for r in rows])}
+    if judge is not None:
+        requests = [
+            CompletionRequest(judge_prompt(t, r["response"]), JUDGE_PARAMS)
+            for t, r in zip(tasks, rows, strict=True)
+        ]
+        for row, verdict in zip(rows, _complete(judge, requests, "judge"), strict=True):
+            row["grade"] = parse_grade(verdict.text)
+            row["judge_raw"] = verdict.text
+        counts = Counter(r["grade"] for r in rows)
+        metrics["ratings"] = {g: counts.get(g, 0) for g in GRADES}
+        metrics["ratings"]["unparsed"] = counts.get(None, 0)
+        metrics["ratings_percent"] = {g: round(100.0 * counts.get(g, 0) / len(rows), 2) for g in GRADES}
+    return rows, metrics
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    lines = [f"user-oriented: {metrics['instructions']} instructions, ROUGE-L {metrics['rougeL']:.2f}"]
+    if "ratings" in metrics:
+        lines.append(f"{'grade':<8}{'count':>7}{'share':>8}")
+        for grade in GRADES:
+            lines.append(
+                f"{grade:<8}{metrics['ratings'][grade]:>7}{metrics['ratings_percent'][grade]:>7.1f}%"
+            )
+        if metrics["ratings"]["unparsed"]:
+            lines.append(f"{'?':<8}{metrics['ratings']['unparsed']:>7}  (judge answer without a grade)")
+    return "\n".join(lines)
