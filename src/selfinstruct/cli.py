@@ -207,7 +207,9 @@ def cmd_evaluate_user_oriented(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         engine = build_engine(backend_config, args.out, backend, _progress(args))
         judge = (
-            build_engine(judge_config, args.out, judge_backend, _progress(args)) if judge_backend else None
+            build_engine(judge_config, args.out, judge_backend, _progress(args))
+            if judge_config and judge_backend
+            else None
         )
         rows, metrics = evaluate_user_oriented(engine, tasks, judge)
     finally:
