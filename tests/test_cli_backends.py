@@ -100,21 +100,7 @@ def test_a_refusing_server_stops_the_run_with_one_line_that_never_holds_the_key(
 
 @pytest.mark.parametrize(
     "scenario",
-    [
-        "wrong key",
-        pytest.param(
-            "wrong key seen at the first completion",
-            marks=pytest.mark.xfail(
-                strict=True, reason="Run.open() creates the directory before the first completion"
-            ),
-        ),
-        pytest.param(
-            "unknown model",
-            marks=pytest.mark.xfail(
-                strict=True, reason="Run.open() creates the directory before the first completion"
-            ),
-        ),
-    ],
+    ["wrong key", "wrong key seen at the first completion", "unknown model"],
 )
 def test_a_refusing_server_leaves_no_run_directory(scenario: str, tmp_path: Path) -> None:
     out = tmp_path / "run"

@@ -126,7 +126,7 @@ def test_a_run_that_fails_midway_resumes_to_identical_output(tmp_path: Path) -> 
 def test_transient_failures_are_retried_and_do_not_change_the_result(tmp_path: Path) -> None:
     make_run(tmp_path / "a", ScriptedModel(), n=15).run_all()
     flaky = ScriptedModel(transient_every=3)
-    make_run(tmp_path / "b", flaky, n=15, backend={"max_retries": 5}).run_all()
+    make_run(tmp_path / "b", flaky, n=15, backend={"max_retries": 5, "retry_base_s": 0.01}).run_all()
     assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
 
 
@@ -156,3 +156,19 @@ def test_alpaca_preset_runs_one_stage(tmp_path: Path) -> None:
 
     rows = json.loads((tmp_path / "alp/finetuning_data/alpaca_data.json").read_text())
     assert len(rows) == 6 and {r["input"] == "" for r in rows} == {True, False}
+
+
+def test_summary_projects_the_bootstrap_cost_when_prices_are_set(tmp_path: Path) -> None:
+    run = make_run(
+        tmp_path / "run",
+        ScriptedModel(),
+        n=6,
+        backend={"price_per_1k_input": 1.0, "price_per_1k_output": 2.0, "retry_base_s": 0.01},
+    )
+    summary = run.run_all()
+    projection = summary["funnel"]["bootstrap"]["projection"]
+    assert projection["done_units"] == projection["total_units"] == 6
+    stats = summary["requests"]["bootstrap"]
+    expected = stats["prompt_tokens"] / 1000 * 1.0 + stats["completion_tokens"] / 1000 * 2.0
+    assert projection["cost_so_far"] == pytest.approx(expected) and expected > 0
+    assert summary["requests"]["bootstrap"]["cost"] == pytest.approx(expected)

@@ -123,8 +123,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         run.open()
         summary = run.run_all()
-    finally:
-        run.close()
+    except BaseException as exc:
+        run.close(exc)
+        raise
+    run.close()
     _print_summary(args.out, run.summary() or summary)
     return 0
 
@@ -137,8 +139,10 @@ def _stage_command(stage: str, needs_model: bool) -> Any:
         try:
             run.open(needs_model=needs_model)
             getattr(run, stage)()
-        finally:
-            run.close()
+        except BaseException as exc:
+            run.close(exc)
+            raise
+        run.close()
         _print_summary(args.out, run.summary())
         return 0
 

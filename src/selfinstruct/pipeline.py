@@ -19,6 +19,7 @@ the stored responses and sends only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.config import RunConfig, dump_config
-from selfinstruct.errors import InputFileError
+from selfinstruct.errors import BackendError, InputFileError
 from selfinstruct.records import read_jsonl, write_atomic, write_json, write_jsonl
 from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages.context import PromptSet, StageContext
@@ -67,6 +68,7 @@ class Run:
         self.prompts = PromptSet.load(self.config.prompts)
         self._engine: Any = None
         self._backend: Any = self.backend
+        self._created_here = False
 
     # -- set-up -----------------------------------------------------------------------------
     def open(self, needs_model: bool = True) -> None:
@@ -77,7 +79,13 @@ class Run:
             self._backend = start_backend(self.config.backend, cache_dir())
         if self.out.exists() and not self.out.is_dir():
             raise InputFileError(f"{self.out}: exists and is not a directory")
+        # Remembered so that a bad key or model seen only at the first completion can take
+        # back what this invocation made (see close()).
+        self._created_here = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
+        # A process killed inside an atomic write leaves its temp file: never part of the output.
+        for leftover in self.out.rglob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
         write_atomic(self.out / CONFIG_FILE, dump_config(self.config))
         if needs_model:
             # failed.jsonl lists the failures of the latest invocation; this one retries them.
@@ -85,9 +93,14 @@ class Run:
         if needs_model and self._engine is None:
             self._engine = build_engine(self.config.backend, self.out, self._backend, self.progress)
 
-    def close(self) -> None:
+    def close(self, error: BaseException | None = None) -> None:
+        """Write the summary; after a fatal backend error with nothing stored, remove the new directory."""
         if self._engine is not None:
-            self._write_summary({})
+            if self._created_here and isinstance(error, BackendError) and self._engine.store.count() == 0:
+                self._engine.store.close()
+                _remove_unused_run(self.out)
+            else:
+                self._write_summary({})
         if self._backend is not None:
             self._backend.close()
 
@@ -112,7 +125,13 @@ class Run:
                 f"of {self.config.bootstrap.num_instructions} after "
                 f"{self.config.bootstrap.max_idle_rounds} rounds without a new one"
             )
-        self._write_summary({"bootstrap": {**result.funnel.to_json(), "seconds": _since(started)}})
+        update: dict[str, Any] = {**result.funnel.to_json(), "seconds": _since(started)}
+        if self._engine is not None and result.records:
+            # What N instructions cost at this run's rate: the basis for planning a bigger run.
+            update["projection"] = self._engine.project(
+                "bootstrap", len(result.records), self.config.bootstrap.num_instructions
+            )
+        self._write_summary({"bootstrap": update})
         return result.records
 
     def classify(self) -> list[dict[str, Any]]:
@@ -212,6 +231,17 @@ class Run:
         if self._engine is not None:
             summary["requests"] = self._engine.stats()
         write_json(self.out / SUMMARY_FILE, summary)
+
+
+def _remove_unused_run(out: Path) -> None:
+    """Delete the files `open()` made in a directory it created, and the directory if then empty."""
+    from selfinstruct.llm import FAILED_FILE, STORE_FILE
+
+    store_files = (STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm")
+    for name in (CONFIG_FILE, SUMMARY_FILE, FAILED_FILE, *store_files):
+        (out / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something else was put there meanwhile: keep it
+        out.rmdir()
 
 
 def _since(started: float) -> float:

@@ -154,6 +154,7 @@ def run_bootstrap_loop(
                 funnel.accepted += 1
         if bar is not None:
             bar.update(len(machine) - accepted_before)
+            _show_projection(bar, ctx, stage, len(machine), target)
         idle_rounds = idle_rounds + 1 if len(machine) == accepted_before else 0
         round_no += 1
     if bar is not None:
@@ -178,6 +179,17 @@ def bootstrap_instructions(ctx: StageContext) -> BootstrapResult:
         return [Candidate(item) for item in items]
 
     return run_bootstrap_loop(ctx, "bootstrap", seed_instructions, build, parse)
+
+
+def _show_projection(bar: Any, ctx: StageContext, stage: str, done: int, total: int) -> None:
+    """Tokens (and cost, when prices are set) so far and projected for N instructions."""
+    if ctx.engine is None or done == 0:
+        return
+    p = ctx.engine.project(stage, done, total)
+    if p["projected_cost"] is not None:
+        bar.set_postfix_str(f"${p['cost_so_far']:.4f} so far, ~${p['projected_cost']:.4f} for {total}")
+    elif p["projected_tokens"] is not None:
+        bar.set_postfix_str(f"{p['tokens_so_far']} tokens, ~{p['projected_tokens']} for {total}")
 
 
 def _progress(ctx: StageContext, stage: str, total: int) -> Any:
