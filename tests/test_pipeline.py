@@ -6,6 +6,7 @@ so these tests pin the pipeline's own logic; tests/e2e_* run the same code on re
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from pathlib import Path
@@ -172,3 +173,28 @@ def test_summary_projects_the_bootstrap_cost_when_prices_are_set(tmp_path: Path)
     expected = stats["prompt_tokens"] / 1000 * 1.0 + stats["completion_tokens"] / 1000 * 2.0
     assert projection["cost_so_far"] == pytest.approx(expected) and expected > 0
     assert summary["requests"]["bootstrap"]["cost"] == pytest.approx(expected)
+
+
+def test_relabel_replaces_outputs_with_the_teachers_and_keeps_the_tasks(tmp_path: Path) -> None:
+    class Teacher(ScriptedModel):
+        def identity(self) -> dict[str, Any]:
+            return {"kind": "scripted", "model": "teacher"}
+
+        def complete(self, request: CompletionRequest, timeout: float) -> Completion:
+            first_line = request.prompt.split("\n", 1)[0]
+            return Completion(f" better answer to: {first_line}", "stop")
+
+    source = tmp_path / "run"
+    make_run(source, ScriptedModel()).run_all()
+    before = [json.loads(line) for line in (source / "finetuning_data/all_generated_instances.jsonl").open()]
+    cfg = build_config(config_file=source / "config.yaml")
+    teacher = Run(tmp_path / "relabelled", cfg, progress=False, log=lambda _: None, backend=Teacher())
+    teacher.open()
+    entry = teacher.relabel(source)
+    after = [
+        json.loads(line)
+        for line in (tmp_path / "relabelled/finetuning_data/all_generated_instances.jsonl").open()
+    ]
+    assert [(r["instruction"], r["input"]) for r in after] == [(r["instruction"], r["input"]) for r in before]
+    assert all(r["output"] == f"better answer to: {r['instruction']}" for r in after)
+    assert entry["finetuning_rows"] == len(after) > 0

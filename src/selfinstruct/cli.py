@@ -149,6 +149,33 @@ def _stage_command(stage: str, needs_model: bool) -> Any:
     return command
 
 
+def cmd_relabel(args: argparse.Namespace) -> int:
+    from selfinstruct.config import build_config, deep_merge, read_yaml_mapping
+    from selfinstruct.errors import InputFileError
+    from selfinstruct.pipeline import CONFIG_FILE, Run
+
+    source_config = args.run / CONFIG_FILE
+    if not source_config.is_file():
+        raise InputFileError(f"{source_config}: not found; is {args.run} a run directory?")
+    teacher: dict[str, Any] = {}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise InputFileError(f"{args.config}: config file not found")
+        teacher = read_yaml_mapping(args.config.read_text("utf-8"), str(args.config))
+    # The source run's settings (seed, templates, seeds) with the teacher as the model.
+    config = build_config(config_file=source_config, overrides=deep_merge(teacher, _backend_overrides(args)))
+    run = Run(args.out, config, progress=_progress(args), log=_note)
+    try:
+        run.open()
+        run.relabel(args.run)
+    except BaseException as exc:
+        run.close(exc)
+        raise
+    run.close()
+    _print_summary(args.out, run.summary())
+    return 0
+
+
 def cmd_dedup(args: argparse.Namespace) -> int:
     from selfinstruct.dedup import dedup_file
 
@@ -298,12 +325,14 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
         lines.append(f"  classify:  {f['classification']} of {f['instructions']} are classification tasks")
     if "instances" in funnel:
         lines.append(f"  instances: raw instances for {funnel['instances']['tasks']} tasks")
-    if "prepare" in funnel:
-        f = funnel["prepare"]
+    for stage in ("prepare", "relabel"):
+        if stage not in funnel:
+            continue
+        f = funnel[stage]
         inst = f["instances"]
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(inst.get("rejected", {}).items())) or "none"
         lines.append(
-            f"  prepare:   parsed {inst['generated']} instances, kept {inst['accepted']} "
+            f"  {stage}:{' ' * (10 - len(stage))}parsed {inst['generated']} instances, kept {inst['accepted']} "
             f"(rejected: {rejected}); "
             f"{f['finetuning_rows']} fine-tuning rows"
         )
@@ -337,6 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage, help=text)
         _add_run_options(p)
         p.set_defaults(func=_stage_command(stage, needs_model))
+
+    p = sub.add_parser(
+        "relabel", help="rebuild a run's fine-tuning data with a teacher model writing the outputs"
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="the run to relabel (after `prepare`)")
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="RUN2", help="new run directory for the relabelled data"
+    )
+    p.add_argument("--config", type=Path, metavar="YAML", help="YAML with the teacher's backend: section")
+    _add_backend_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_relabel)
 
     p = sub.add_parser("dedup", help="drop near-duplicate instructions (ROUGE-L) from a dataset")
     p.add_argument("input", type=Path, help="JSONL with an instruction field, or plain text lines")

@@ -170,28 +170,49 @@ class Run:
 
     def prepare(self) -> dict[str, Any]:
         """Stage 4: filter instances and write the fine-tuning data and exports."""
-        from selfinstruct.exports import write_exports
         from selfinstruct.stages.finetune_data import build_finetune_data
 
         source = INSTRUCTIONS_FILE if self.config.pipeline == "alpaca" else INSTANCES_FILE
         records = self._read(source, "bootstrap" if self.config.pipeline == "alpaca" else "instances")
         data = build_finetune_data(records, self.seeds, self.config, self.prompts.finetune_templates)
+        return self._write_finetune_data(data, "prepare", tasks=len(records))
+
+    def relabel(self, source_run: Path) -> dict[str, Any]:
+        """Rebuild `source_run`'s fine-tuning data here with this run's model writing the outputs."""
+        from selfinstruct.records import Triple
+        from selfinstruct.stages.finetune_data import finetune_data_from_triples
+        from selfinstruct.stages.relabel import relabel_triples
+
+        source = source_run / FINETUNE_DIR / "all_generated_instances.jsonl"
+        if not source.is_file():
+            raise InputFileError(f"{source}: not found; run `selfinstruct prepare --out {source_run}` first")
+        try:
+            triples = [Triple(r["instruction"], r.get("input", ""), r["output"]) for r in read_jsonl(source)]
+        except KeyError as exc:
+            raise InputFileError(f"{source}: a record lacks {exc}") from None
+        relabelled, funnel = relabel_triples(self.context(), triples)
+        data = finetune_data_from_triples(
+            relabelled, self.seeds, self.config, self.prompts.finetune_templates, funnel
+        )
+        return self._write_finetune_data(data, "relabel", source=str(source_run))
+
+    def _write_finetune_data(self, data: Any, stage: str, **info: Any) -> dict[str, Any]:
+        from selfinstruct.exports import write_exports
+
         folder = self.out / FINETUNE_DIR
         write_jsonl(folder / "all_generated_instances.jsonl", (t.to_json() for t in data.generated))
         for old in folder.glob("gpt3_finetuning_data_*.jsonl"):
             old.unlink()
         write_jsonl(folder / f"gpt3_finetuning_data_{len(data.rows)}.jsonl", data.rows)
         write_exports(folder, data.training)
-        summary = {
-            "prepare": {
-                "tasks": len(records),
-                "instances": data.funnel.to_json(),
-                "training_triples": len(data.training),
-                "finetuning_rows": len(data.rows),
-            }
+        entry = {
+            **info,
+            "instances": data.funnel.to_json(),
+            "training_triples": len(data.training),
+            "finetuning_rows": len(data.rows),
         }
-        self._write_summary(summary)
-        return summary["prepare"]
+        self._write_summary({stage: entry})
+        return entry
 
     def run_all(self) -> dict[str, Any]:
         self.bootstrap()

@@ -19,6 +19,7 @@ from selfinstruct.errors import InputFileError, RequestsFailedError
 from selfinstruct.evaluate.metrics import mean_percent, rouge_l
 from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
+from selfinstruct.prompts import plain_task_prompt
 from selfinstruct.records import iter_jsonl
 
 # Greedy; a blank line ends the answer (base models run on into a new "task" otherwise).
@@ -71,10 +72,7 @@ def load_user_tasks(path: Path) -> list[UserTask]:
 
 
 def response_prompt(task: UserTask) -> str:
-    """The plain format of the fine-tuning data (its first template of each kind)."""
-    if task.input.strip():
-        return f"{task.instruction.strip()}\nInput: {task.input.strip()}\nOutput:"
-    return f"{task.instruction.strip()}\nOutput:"
+    return plain_task_prompt(task.instruction, task.input)
 
 
 def judge_prompt(task: UserTask, response: str) -> str:

@@ -149,6 +149,13 @@ FAMILIES: dict[str, type[PromptFile]] = {
 P = TypeVar("P", bound=PromptFile)
 
 
+def plain_task_prompt(instruction: str, task_input: str) -> str:
+    """A task as the fine-tuning data's first template of each kind shows it (for answering)."""
+    if task_input.strip():
+        return f"{instruction.strip()}\nInput: {task_input.strip()}\nOutput:"
+    return f"{instruction.strip()}\nOutput:"
+
+
 @lru_cache(maxsize=64)
 def _read(name_or_path: str) -> tuple[str, str]:
     packaged = resources.files("selfinstruct.prompts").joinpath(name_or_path)

@@ -15,7 +15,7 @@ from typing import Any
 from selfinstruct.config import RunConfig
 from selfinstruct.filters.instances import filter_instances
 from selfinstruct.prompts import FinetuneTemplates
-from selfinstruct.randomness import step_rng
+from selfinstruct.randomness import derive_seed, step_rng
 from selfinstruct.records import Funnel, Instance, SeedTask, Triple
 from selfinstruct.stages.classify import is_classification_answer
 from selfinstruct.stages.parse_instances import parse_classification_instances, parse_generation_instances
@@ -100,10 +100,19 @@ def seed_triples(seeds: list[SeedTask]) -> list[Triple]:
 def build_finetune_data(
     records: list[dict[str, Any]], seeds: list[SeedTask], config: RunConfig, templates: FinetuneTemplates
 ) -> FinetuneData:
-    from selfinstruct.randomness import derive_seed
-
     funnel = Funnel()
     generated = collect_triples(records, config, funnel)
+    return finetune_data_from_triples(generated, seeds, config, templates, funnel)
+
+
+def finetune_data_from_triples(
+    generated: list[Triple],
+    seeds: list[SeedTask],
+    config: RunConfig,
+    templates: FinetuneTemplates,
+    funnel: Funnel | None = None,
+) -> FinetuneData:
+    """Add the seeds if asked, encode every triple with its own template draw, dedup, shuffle."""
     training = generated + (seed_triples(seeds) if config.finetune_data.include_seed_tasks else [])
     rows, seen = [], set()
     for n, triple in enumerate(training):
@@ -118,4 +127,4 @@ def build_finetune_data(
             seen.add(key)
             rows.append(row)
     step_rng(config.seed, "finetune", "shuffle").shuffle(rows)
-    return FinetuneData(generated=generated, training=training, rows=rows, funnel=funnel)
+    return FinetuneData(generated=generated, training=training, rows=rows, funnel=funnel or Funnel())
