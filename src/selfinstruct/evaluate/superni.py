@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.config import GenerationParams
-from selfinstruct.errors import InputFileError, RequestsFailedError
+from selfinstruct.errors import InputFileError
 from selfinstruct.evaluate.metrics import best_over_references, mean_percent
 from selfinstruct.llm.base import CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
@@ -117,16 +117,9 @@ def evaluate_superni(
     """Predictions (one record per instance) and metrics (overall, per task, per category)."""
     items = [(task, inst) for task in tasks for inst in task.instances[:max_instances]]
     requests = [CompletionRequest(build_prompt(task, inst[1], n_positive), params) for task, inst in items]
-    completions = engine.run(requests, stage="superni")
-    failed = sum(c is None for c in completions)
-    if failed:
-        raise RequestsFailedError(
-            f"superni: {failed} of {len(requests)} requests failed after retries (see failed.jsonl); "
-            "run the same command again to retry only those"
-        )
+    completions = engine.run_all(requests, stage="superni")
     predictions = []
     for (task, (inst_id, inst_input, refs)), completion in zip(items, completions, strict=True):
-        assert completion is not None
         prediction = completion.text.strip()
         em, rl = best_over_references(prediction, refs)
         predictions.append(

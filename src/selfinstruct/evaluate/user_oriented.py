@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.config import GenerationParams
-from selfinstruct.errors import InputFileError, RequestsFailedError
+from selfinstruct.errors import InputFileError
 from selfinstruct.evaluate.metrics import mean_percent, rouge_l
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.base import CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
 from selfinstruct.prompts import plain_task_prompt
 from selfinstruct.records import iter_jsonl
@@ -91,22 +91,11 @@ def parse_grade(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _complete(engine: RequestEngine, requests: list[CompletionRequest], stage: str) -> list[Completion]:
-    results = engine.run(requests, stage=stage)
-    failed = sum(r is None for r in results)
-    if failed:
-        raise RequestsFailedError(
-            f"{stage}: {failed} of {len(results)} requests failed after retries (see failed.jsonl); "
-            "run the same command again to retry only those"
-        )
-    return [r for r in results if r is not None]
-
-
 def evaluate_user_oriented(
     engine: RequestEngine, tasks: list[UserTask], judge: RequestEngine | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    responses = _complete(
-        engine, [CompletionRequest(response_prompt(t), RESPONSE_PARAMS) for t in tasks], "respond"
+    responses = engine.run_all(
+        [CompletionRequest(response_prompt(t), RESPONSE_PARAMS) for t in tasks], "respond"
     )
     rows: list[dict[str, Any]] = []
     for task, completion in zip(tasks, responses, strict=True):
@@ -121,7 +110,7 @@ def evaluate_user_oriented(
             CompletionRequest(judge_prompt(t, r["response"]), JUDGE_PARAMS)
             for t, r in zip(tasks, rows, strict=True)
         ]
-        for row, verdict in zip(rows, _complete(judge, requests, "judge"), strict=True):
+        for row, verdict in zip(rows, judge.run_all(requests, "judge"), strict=True):
             row["grade"] = parse_grade(verdict.text)
             row["judge_raw"] = verdict.text
         counts = Counter(r["grade"] for r in rows)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.errors import BackendError, RequestsFailedError, RetryableBackendError
 from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, Outcome
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
 from selfinstruct.llm.store import ResponseStore
@@ -170,6 +170,24 @@ class RequestEngine:
                 stats.elapsed_s += time.monotonic() - started
                 stats.concurrency_limit = self.admission.limit
         return results
+
+    def run_all(
+        self, requests: Sequence[CompletionRequest], stage: str, progress: bool | None = None
+    ) -> list[Completion]:
+        """Every completion, or RequestsFailedError once all were tried and the good ones stored.
+
+        A caller never goes on with a partial answer: its output would then depend on which
+        requests happened to fail, and a re-run (which retries exactly those) could not
+        reproduce it.
+        """
+        results = self.run(requests, stage, progress)
+        failed = sum(r is None for r in results)
+        if failed:
+            raise RequestsFailedError(
+                f"{stage}: {failed} of {len(results)} requests failed after retries (see failed.jsonl); "
+                "run the same command again to retry only those"
+            )
+        return [r for r in results if r is not None]
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per stage: counts, tokens, elapsed seconds, and cost when prices are known."""

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from selfinstruct.config import RunConfig
-from selfinstruct.errors import RequestsFailedError
 from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
 from selfinstruct.prompts import (
@@ -56,18 +55,6 @@ class StageContext:
     def complete_all(
         self, requests: Sequence[CompletionRequest], stage: str, progress: bool = True
     ) -> list[Completion]:
-        """Complete every request or raise, after all of them were tried and the good ones stored.
-
-        A stage never continues on a partial answer: that would make its output depend on
-        which requests happened to fail, and a re-run (which retries exactly those) could
-        not reproduce it.
-        """
+        """Every completion or RequestsFailedError (see RequestEngine.run_all)."""
         assert self.engine is not None, f"stage {stage} needs a model"
-        results = self.engine.run(requests, stage=stage, progress=progress and self.progress)
-        failed = sum(r is None for r in results)
-        if failed:
-            raise RequestsFailedError(
-                f"{stage}: {failed} of {len(results)} requests failed after retries (see failed.jsonl); "
-                "run the same command again to retry only those"
-            )
-        return [r for r in results if r is not None]
+        return self.engine.run_all(requests, stage=stage, progress=progress and self.progress)
