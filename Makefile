@@ -11,7 +11,7 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 DEMO_N ?= 20
 
-.PHONY: demo test setup lint clean
+.PHONY: demo test setup lint browser clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; run: make PYTHON=python3 ..."; exit 1; }
@@ -19,8 +19,15 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip==24.3.1
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[embedded,server,dev]'
+	# torch first: the machine's local CPU wheel; otherwise transformers pulls a CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[embedded,server,analysis,train,dev]'
 	@touch $@
+
+# Debian's Chromium and its driver, for the review page's browser test (root on these machines).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 setup: $(VENV)/.installed
 
@@ -33,7 +40,7 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+test: lint browser
 	$(BIN)/pytest -q
 
 clean:

@@ -1,0 +1,234 @@
+"""`selfinstruct review RUN`: serve the review page and its JSON API on loopback (stdlib only).
+
+    GET  /                 the page (static/review.html, the run's name escaped into it)
+    GET  /static/<file>    review.js, review.css
+    GET  /api/items        {run, seed, items, ratings, summary}
+    POST /api/ratings      one item's whole rating; appended and fsynced before the answer
+    GET  /api/summary      the summary table
+
+Generated text is untrusted. The page renders it with textContent only, and every response
+carries a Content-Security-Policy with no 'unsafe-inline': neither an injected <script> nor
+an inline event handler (<img onerror=...>) can run, even if some text reached the DOM as
+markup. Requests whose Host is not this server's (DNS rebinding) or whose POST body is not
+JSON (a cross-site form) are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from html import escape
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from selfinstruct.analysis.review.ratings import RatingError, RatingsLog, parse_rating, summarize
+from selfinstruct.analysis.review.sample import ReviewItem, sample_items
+from selfinstruct.errors import InputFileError, SelfInstructError
+from selfinstruct.records import write_json, write_jsonl
+
+REVIEW_DIR = "review"
+RATINGS_FILE = "ratings.jsonl"
+SUMMARY_FILE = "summary.json"
+SAMPLE_FILE = "sample.jsonl"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'"
+)
+STATIC_TYPES = {"review.js": "text/javascript", "review.css": "text/css"}
+MAX_BODY = 64 * 1024
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+
+
+class ReviewServer(ThreadingHTTPServer):
+    """An HTTP server holding one run's review sample and its ratings log."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], run: Path, items: list[ReviewItem], seed: int) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+        self.run = run
+        self.seed = seed
+        self.items = items
+        self.by_id = {item.id: item for item in items}
+        self.log = RatingsLog(run / REVIEW_DIR / RATINGS_FILE)
+        self._summary_lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        host, port = str(self.server_address[0]), self.server_address[1]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/"
+
+    def allowed_host(self, header: str | None) -> bool:
+        bound = str(self.server_address[0])
+        if bound in ("0.0.0.0", "::"):
+            return True  # the user chose to listen everywhere
+        if not header:
+            return False
+        name = header.rsplit(":", 1)[0] if not header.endswith("]") else header
+        name = name.strip("[]").lower()
+        return name in LOOPBACK_NAMES or name == bound
+
+    def summary(self) -> dict[str, Any]:
+        """The summary of every rating in the file, also written to review/summary.json."""
+        with self._summary_lock:
+            summary = summarize(self.log.latest())
+            write_json(self.run / REVIEW_DIR / SUMMARY_FILE, summary)
+            return summary
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ReviewServer
+    server_version = "selfinstruct-review"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: the terminal shows the URL and nothing else
+
+    def do_GET(self) -> None:
+        if not self.server.allowed_host(self.headers.get("Host")):
+            return self._send_error(HTTPStatus.FORBIDDEN, "unexpected Host header")
+        path = self.path.split("?", 1)[0]
+        if path in ("/", "/index.html"):
+            return self._send(
+                HTTPStatus.OK, "text/html; charset=utf-8", _page(self.server.run).encode("utf-8")
+            )
+        if path.startswith("/static/") and path[len("/static/") :] in STATIC_TYPES:
+            name = path[len("/static/") :]
+            return self._send(HTTPStatus.OK, f"{STATIC_TYPES[name]}; charset=utf-8", _static(name))
+        if path == "/api/items":
+            latest = self.server.log.latest()
+            return self._send_json(
+                {
+                    "run": self.server.run.resolve().name,
+                    "seed": self.server.seed,
+                    "items": [item.to_json() for item in self.server.items],
+                    "ratings": {i: _answers(r) for i, r in latest.items() if i in self.server.by_id},
+                    "summary": self.server.summary(),
+                }
+            )
+        if path == "/api/summary":
+            return self._send_json(self.server.summary())
+        if path == "/favicon.ico":
+            return self._send(HTTPStatus.NO_CONTENT, "image/x-icon", b"")  # none, and no 404 in the console
+        return self._send_error(HTTPStatus.NOT_FOUND, "not found")
+
+    def do_POST(self) -> None:
+        if not self.server.allowed_host(self.headers.get("Host")):
+            return self._send_error(HTTPStatus.FORBIDDEN, "unexpected Host header")
+        if self.path != "/api/ratings":
+            return self._send_error(HTTPStatus.NOT_FOUND, "not found")
+        # A cross-site form can only send form or text bodies; JSON needs a same-origin script.
+        if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+            return self._send_error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "expected application/json")
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= MAX_BODY:
+            return self._send_error(HTTPStatus.BAD_REQUEST, "missing or oversized body")
+        try:
+            rating = parse_rating(json.loads(self.rfile.read(length)))
+        except (ValueError, RatingError) as exc:
+            return self._send_error(HTTPStatus.BAD_REQUEST, str(exc))
+        item = self.server.by_id.get(rating["item"])
+        if item is None:
+            return self._send_error(HTTPStatus.BAD_REQUEST, "unknown item")
+        self.server.log.append(rating, item.to_json())
+        self._send_json({"saved": _answers(rating), "summary": self.server.summary()})
+
+    # -- responses --------------------------------------------------------------------------
+    def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Security-Policy", CSP)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_json(self, data: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
+        body = json.dumps(data, ensure_ascii=False).encode("utf-8")
+        self._send(status, "application/json; charset=utf-8", body)
+
+    def _send_error(self, status: HTTPStatus, message: str) -> None:
+        self._send_json({"error": message}, status)
+
+
+def _answers(rating: dict[str, Any]) -> dict[str, Any]:
+    return {k: rating.get(k) for k in ("valid", "input_ok", "output_ok", "grade")}
+
+
+def _static(name: str) -> bytes:
+    return resources.files("selfinstruct.analysis.review").joinpath("static", name).read_bytes()
+
+
+def _page(run: Path) -> str:
+    template = _static("review.html").decode("utf-8")
+    return template.replace("{{run}}", escape(run.resolve().name))
+
+
+def make_review_server(
+    run: Path, host: str = "127.0.0.1", port: int = 0, size: int = 200, seed: int = 42
+) -> ReviewServer:
+    """Sample the run's instances and bind the server (port 0: any free port); not yet serving."""
+    from selfinstruct.analysis.run_reader import read_triples
+
+    if size < 1:
+        raise SelfInstructError(f"the sample size must be at least 1, got {size}")
+    triples, _ = read_triples(run)
+    if not triples:
+        raise InputFileError(f"{run}: the run has no instances to review")
+    items = sample_items(triples, size, seed)
+    try:
+        server = ReviewServer((host, port), run, items, seed)
+    except OSError as exc:
+        raise SelfInstructError(f"cannot listen on {host}:{port}: {exc.strerror}; try --port 0") from None
+    # The sample itself, for the record: what was shown, in order.
+    write_jsonl(run / REVIEW_DIR / SAMPLE_FILE, (item.to_json() for item in items))
+    return server
+
+
+def serve_review(
+    run: Path,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    size: int = 200,
+    seed: int = 42,
+    open_browser: bool = True,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Serve until Ctrl-C; every rating is already on disk when the page shows it saved."""
+    server = make_review_server(run, host, port, size, seed)
+    log(f"review: {len(server.items)} items at {server.url} (Ctrl-C to stop)")
+    if host not in LOOPBACK_NAMES:
+        log(f"warning: listening on {host}: anyone who can reach this address can read and rate the sample")
+    log(f"ratings: {run / REVIEW_DIR / RATINGS_FILE}")
+    if open_browser and _has_display():
+        import webbrowser
+
+        # In a thread: a slow browser start must not hold up the first request.
+        threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    log(f"review: stopped; summary in {run / REVIEW_DIR / SUMMARY_FILE}")
+
+
+def _has_display() -> bool:
+    """A graphical browser can open here. Without one, Python's webbrowser would start a text
+    browser (lynx, w3m) in this very terminal, on top of the server's output."""
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )

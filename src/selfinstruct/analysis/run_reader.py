@@ -1,0 +1,230 @@
+"""Read any run directory into plain records: this project's layout and the reference code's.
+
+Both write the same file names (see `pipeline.py`), but a directory may hold only some of
+them: stage 1 alone, a reference batch dir without `config.yaml`, a folder with only the
+final `finetuning_data/`. The reader uses what is there and says which file each part came
+from, so the report can state its sources. A directory with no instruction file at all is
+an error; so is a malformed line (reported as path:line by `iter_jsonl`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfinstruct.errors import InputFileError
+from selfinstruct.pipeline import (
+    CONFIG_FILE,
+    FINETUNE_DIR,
+    INSTANCES_FILE,
+    INSTRUCTIONS_FILE,
+    SUMMARY_FILE,
+    classification_file,
+)
+from selfinstruct.records import Triple, iter_jsonl
+
+FINETUNE_FILE = f"{FINETUNE_DIR}/all_generated_instances.jsonl"
+CLASSIFICATION_GLOB = "is_clf_or_not_*_template_1.jsonl"
+
+
+@dataclass
+class RunData:
+    """What a run directory holds, as plain records."""
+
+    path: Path
+    instructions: list[str]  # the generated instructions, in file order, each once
+    classification: dict[str, bool]  # instruction -> is it a classification task (when known)
+    # The instances: filtered triples after stage 4, else stage 3 parsed but unfiltered; None before stage 3.
+    triples: list[Triple] | None
+    seed_instructions: list[str]
+    summary: dict[str, Any]
+    tokenizer: str = "rouge"  # the run's ROUGE-L tokenizer (filters.tokenizer)
+    sources: dict[str, str] = field(default_factory=dict)  # part -> the file it was read from
+
+
+def read_run(path: Path, seed_tasks: str | Path | None = None) -> RunData:
+    """Read a run directory; `seed_tasks` overrides the seeds named by its config.yaml."""
+    from selfinstruct.seeds import load_seed_tasks
+
+    if not path.is_dir():
+        raise InputFileError(f"{path}: not a directory")
+    config = _read_config(path)
+    sources: dict[str, str] = {}
+
+    stage1, stage3, final = _run_files(path)
+
+    if stage1 is not None:
+        instructions, sources["instructions"] = _unique(r["instruction"] for r in stage1), INSTRUCTIONS_FILE
+    elif stage3 is not None:
+        instructions, sources["instructions"] = _unique(r["instruction"] for r in stage3), INSTANCES_FILE
+    else:
+        assert final is not None
+        instructions, sources["instructions"] = _unique(r["instruction"] for r in final), FINETUNE_FILE
+
+    triples, instances_source = _triples(stage1, stage3, final)
+    if instances_source is not None:
+        sources["instances"] = instances_source
+
+    classification = _classification(path, config, stage3, sources)
+    seeds_path = _seed_path(path, seed_tasks if seed_tasks is not None else config.get("seed_tasks"))
+    seeds = load_seed_tasks(seeds_path)
+    sources["seeds"] = str(seeds_path) if seeds_path is not None else "packaged seed tasks"
+    tokenizer = str((config.get("filters") or {}).get("tokenizer") or "rouge")
+    return RunData(
+        path=path,
+        instructions=instructions,
+        classification=classification,
+        triples=triples,
+        seed_instructions=[t.instruction for t in seeds],
+        summary=_read_summary(path),
+        tokenizer=tokenizer if tokenizer in ("rouge", "unicode") else "rouge",
+        sources=sources,
+    )
+
+
+def read_triples(path: Path) -> tuple[list[Triple], str]:
+    """A run's instances (see `RunData.triples`) and the file they came from; an error if it has none."""
+    if not path.is_dir():
+        raise InputFileError(f"{path}: not a directory")
+    triples, source = _triples(*_run_files(path))
+    if triples is None or source is None:
+        raise InputFileError(
+            f"{path}: no instances yet; run `selfinstruct instances --out {path}` (and `prepare`) first"
+        )
+    return triples, source
+
+
+def _run_files(
+    path: Path,
+) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
+    """Stage 1, stage 3 and the final data's records (None for a missing file); at least one is there."""
+    stage1 = _records(path / INSTRUCTIONS_FILE, "instruction")
+    stage3 = _records(path / INSTANCES_FILE, "instruction")
+    final = _records(path / FINETUNE_FILE, "instruction", "output")
+    if stage1 is None and stage3 is None and final is None:
+        raise InputFileError(
+            f"{path}: no run data here: none of {INSTRUCTIONS_FILE}, {INSTANCES_FILE}, {FINETUNE_FILE}"
+        )
+    return stage1, stage3, final
+
+
+def _triples(
+    stage1: list[dict[str, Any]] | None,
+    stage3: list[dict[str, Any]] | None,
+    final: list[dict[str, Any]] | None,
+) -> tuple[list[Triple] | None, str | None]:
+    """The most processed instances there are: stage 4's, else stage 3's parsed, else one-stage records."""
+    if final is not None:
+        return _as_triples(final), FINETUNE_FILE
+    if stage3 is not None:
+        return _parse_stage3(stage3), f"{INSTANCES_FILE} (parsed, not yet filtered)"
+    if stage1 and all("output" in r for r in stage1):
+        # Alpaca's one-stage pipeline writes instruction, input and output in stage 1.
+        return _as_triples(stage1), f"{INSTRUCTIONS_FILE} (one-stage records)"
+    return None, None
+
+
+def _as_triples(records: list[dict[str, Any]]) -> list[Triple]:
+    return [
+        Triple(r["instruction"].strip(), r.get("input", "").strip(), r["output"].strip()) for r in records
+    ]
+
+
+def _records(path: Path, *required: str) -> list[dict[str, Any]] | None:
+    """The file's records, each checked for string fields; None when the file is absent."""
+    if not path.is_file():
+        return None
+    records = []
+    for lineno, obj in iter_jsonl(path):
+        for key in required:
+            if not isinstance(obj.get(key), str):
+                raise InputFileError(f"{path}:{lineno}: expected a string field {key!r}")
+        for key in ("input", "output"):
+            if key in obj and not isinstance(obj[key], str):
+                raise InputFileError(f"{path}:{lineno}: field {key!r} is not a string")
+        records.append(obj)
+    return records
+
+
+def _unique(texts: Any) -> list[str]:
+    return list(dict.fromkeys(t.strip() for t in texts if t.strip()))
+
+
+def _parse_stage3(records: list[dict[str, Any]]) -> list[Triple]:
+    """Stage-3 raw text parsed as stage 4 parses it, before its filters."""
+    from selfinstruct.stages.finetune_data import instances_of_record
+
+    triples = []
+    for record in records:
+        parsed, _ = instances_of_record(record)
+        instruction = record["instruction"].strip()
+        triples += [Triple(instruction, i.input.strip(), i.output.strip()) for i in parsed]
+    return triples
+
+
+def _classification(
+    path: Path, config: dict[str, Any], stage3: list[dict[str, Any]] | None, sources: dict[str, str]
+) -> dict[str, bool]:
+    """instruction -> classification, from stage 2's file, else from stage 3's carried-over answers."""
+    from selfinstruct.stages.classify import is_classification_answer
+
+    candidates = sorted(path.glob(CLASSIFICATION_GLOB))
+    if candidates:
+        model = (config.get("backend") or {}).get("model")
+        preferred = path / classification_file(str(model)) if model else None
+        # Several models classified this run: the config's model, else the latest file.
+        chosen = preferred if preferred in candidates else max(candidates, key=lambda p: p.stat().st_mtime)
+        labels = {}
+        for lineno, obj in iter_jsonl(chosen):
+            if not isinstance(obj.get("instruction"), str):
+                raise InputFileError(f"{chosen}:{lineno}: expected a string field 'instruction'")
+            labels[obj["instruction"].strip()] = is_classification_answer(
+                str(obj.get("is_classification", ""))
+            )
+        sources["classification"] = chosen.name
+        return labels
+    if stage3 is not None and any("is_classification" in r for r in stage3):
+        sources["classification"] = INSTANCES_FILE
+        return {
+            r["instruction"].strip(): is_classification_answer(str(r.get("is_classification", "")))
+            for r in stage3
+            if "is_classification" in r
+        }
+    return {}
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The run's config.yaml as a plain mapping ({} for a reference batch dir without one).
+
+    Not validated as a RunConfig: a report should also open runs of older versions.
+    """
+    from selfinstruct.config import read_yaml_mapping
+
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        return {}
+    return read_yaml_mapping(config_path.read_text("utf-8"), str(config_path))
+
+
+def _seed_path(run: Path, value: str | Path | None) -> Path | None:
+    """The seed file to compare with; a relative path that is not found from here is tried in the run."""
+    if value is None:
+        return None
+    candidate = Path(value)
+    if not candidate.is_absolute() and not candidate.exists() and (run / candidate).exists():
+        return run / candidate
+    return candidate
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    import json
+
+    summary_path = path / SUMMARY_FILE
+    if not summary_path.is_file():
+        return {}
+    try:
+        data = json.loads(summary_path.read_text("utf-8"))
+    except ValueError as exc:
+        raise InputFileError(f"{summary_path}: not valid JSON ({exc})") from None
+    return data if isinstance(data, dict) else {}
