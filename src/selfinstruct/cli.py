@@ -48,14 +48,18 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
     b = p.add_argument_group("model backend")
     b.add_argument(
         "--backend",
-        choices=["embedded", "openai"],
-        help="embedded llama.cpp model or an OpenAI-compatible server",
+        choices=["embedded", "openai", "transformers"],
+        help="embedded llama.cpp model, an OpenAI-compatible server, or a Hugging Face model (transformers)",
     )
     b.add_argument("--model", help="model name (sent to the server; a label for the embedded model)")
     b.add_argument(
         "--model-path",
-        metavar="GGUF",
-        help="embedded backend: a GGUF file instead of the packaged Gemma 3 270M",
+        metavar="PATH",
+        help="embedded: a GGUF file instead of the packaged Gemma 3 270M; "
+        "transformers: a Hugging Face model directory, or 'embedded' (the default)",
+    )
+    b.add_argument(
+        "--adapter", metavar="DIR", help="transformers: a LoRA adapter from `selfinstruct finetune`"
     )
     b.add_argument(
         "--base-url", metavar="URL", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1"
@@ -89,6 +93,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("backend.kind", args.backend)
     put("backend.model", args.model)
     put("backend.model_path", args.model_path)
+    put("backend.adapter_path", getattr(args, "adapter", None))
     put("backend.base_url", args.base_url)
     put("backend.api", args.api)
     put("backend.api_key_file", args.api_key_file)
@@ -287,6 +292,54 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from selfinstruct.pipeline import cache_dir
+    from selfinstruct.train.finetune import FinetuneOptions, finetune
+
+    options = FinetuneOptions(
+        base=args.base,
+        epochs=args.epochs,
+        full=args.full,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha or 2 * args.lora_r,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_steps=args.max_steps,
+        train_on_prompt=args.train_on_prompt,
+        max_instructions=args.max_instructions,
+        save_every=args.save_every,
+        seed=args.seed,
+        progress=_progress(args),
+    )
+    finetune(args.run, options, cache_dir(), out=args.out, log=_note)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from selfinstruct.analysis.analyze import analyze_run
+
+    result = analyze_run(args.run, args.seed_tasks, args.verb_rule, progress=_progress(args))
+    table, diversity = result.report["table1"], result.report["diversity"]
+    share = diversity["share_verb_noun"]
+    _note(
+        f"analyze: {table['instructions']} instructions, {table['instances'] or 0} instances; "
+        f"verb-noun structure in {100 * (share or 0):.1f}% -> {result.html_path}"
+    )
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from selfinstruct.analysis.review.ratings import format_summary, load_latest, summarize
+    from selfinstruct.analysis.review.server import RATINGS_FILE, REVIEW_DIR, serve_review
+
+    if args.summary:
+        print(format_summary(summarize(load_latest(args.run / REVIEW_DIR / RATINGS_FILE))))
+        return 0
+    serve_review(args.run, args.host, args.port, args.sample, args.seed, not args.no_browser, log=_note)
+    return 0
+
+
 def cmd_check_seeds(args: argparse.Namespace) -> int:
     from selfinstruct.seeds import load_seed_tasks
 
@@ -434,6 +487,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output file (default RUN/finetuning_data/openai_finetune.jsonl)")
     p.add_argument("--system", help="a system message to put first in every example")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("finetune", help="fine-tune a model on a run's data (LoRA by default)")
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory (after `prepare`), or its data JSONL")
+    p.add_argument(
+        "--base", required=True, metavar="MODEL", help="'embedded' (Gemma 3 270M) or a Hugging Face model dir"
+    )
+    p.add_argument("--out", type=Path, metavar="DIR", help="output directory (default RUN/finetune)")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the data (default 2, as the paper)")
+    p.add_argument("--full", action="store_true", help="train every weight instead of a LoRA adapter")
+    p.add_argument("--lora-r", type=int, default=8, metavar="R", help="LoRA rank (default 8)")
+    p.add_argument("--lora-alpha", type=int, metavar="A", help="LoRA alpha (default 2 x rank)")
+    p.add_argument("--lr", type=float, help="learning rate (default 2e-4 LoRA, 2e-5 full)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="rows per step (default 4)")
+    p.add_argument("--max-length", type=int, default=256, metavar="N", help="tokens per row (default 256)")
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after step N (run again to continue)")
+    p.add_argument(
+        "--train-on-prompt", action="store_true", help="learn the prompt too (default: the completion only)"
+    )
+    p.add_argument("--max-instructions", type=int, metavar="N", help="train on the rows of N instructions")
+    p.add_argument("--save-every", type=int, default=50, metavar="N", help="checkpoint every N steps")
+    p.add_argument("--seed", type=int, default=42, help="seed of the data order and the LoRA init")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("analyze", help="write RUN/report/index.html: statistics, diversity, seed overlap")
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory (any stage; the reference's too)")
+    p.add_argument("--seed-tasks", metavar="PATH", help="seeds to compare with (default: the run's)")
+    p.add_argument(
+        "--verb-rule",
+        choices=["closest", "reference"],
+        default="closest",
+        help="verb-noun rule: the verb closest to the root (default) or the reference notebook's walk",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("review", help="rate a random sample by hand on a local page (the paper's review)")
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory with instances")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    p.add_argument("--sample", type=int, default=200, metavar="N", help="instructions to rate (default 200)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the sample (default 42)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--summary", action="store_true", help="print the ratings summary and exit")
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("check-seeds", help="validate a seed-task file")
     p.add_argument("path", nargs="?", help="seed file (default: the packaged seeds)")

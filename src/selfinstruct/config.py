@@ -45,7 +45,7 @@ class GenerationParams(Strict):
 
 
 class BackendConfig(Strict):
-    kind: Literal["embedded", "openai"] = "embedded"
+    kind: Literal["embedded", "openai", "transformers"] = "embedded"
     # Model name sent to an OpenAI-compatible server; for the embedded backend a label only.
     model: str = "gemma-3-270m"
     # OpenAI-compatible: base URL up to and including /v1.
@@ -55,6 +55,8 @@ class BackendConfig(Strict):
     api_key_file: str | None = None
     # Embedded: a GGUF path; default = the packaged Gemma 3 270M, assembled into the cache.
     model_path: str | None = None
+    # Transformers: a LoRA adapter directory (from `selfinstruct finetune`) applied to model_path.
+    adapter_path: str | None = None
     n_ctx: int = Field(default=4096, ge=256)
     n_threads: int | None = Field(default=None, ge=1)
     concurrency: int = Field(default=8, ge=1, le=1024)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selfinstruct.config import BackendConfig
+from selfinstruct.errors import BackendError
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
 
 if TYPE_CHECKING:
@@ -27,6 +28,15 @@ def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:
         from selfinstruct.llm.openai_compat import OpenAIBackend
 
         return OpenAIBackend(config)
+    if config.kind == "transformers":
+        try:
+            from selfinstruct.llm.transformers_backend import TransformersBackend
+        except ModuleNotFoundError as exc:
+            raise BackendError(
+                f"the transformers backend needs {exc.name}: pip install torch==2.13.0 "
+                "&& pip install transformers==5.23.0 peft==0.21.2"
+            ) from None
+        return TransformersBackend.from_config(config, cache_dir)
     from selfinstruct.llm.embedded import EmbeddedBackend
     from selfinstruct.llm.model_files import default_model_path
 

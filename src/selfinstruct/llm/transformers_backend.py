@@ -1,0 +1,360 @@
+"""A Hugging Face transformers model (plus an optional LoRA adapter) as a backend.
+
+This is how a model tuned by `selfinstruct finetune` is used: the base HF directory (or
+`embedded` = the packaged Gemma converted to HF, see train/base_model.py) with the adapter
+merged into its weights, so decoding costs the same as the base.
+
+Concurrent calls from the engine's threads are gathered by a small micro-batcher (up to
+`min(concurrency, 16)` requests, or whatever arrived within GATHER_S of the first) into one
+left-padded `generate` call: one forward pass per step serves every row, which matters
+because each step must read the 262k-vocabulary head (~3x the tokens/s at 8 rows).
+
+GenerationParams are applied per row by `_RowSampler` (a logits processor that picks each
+row's token itself; `generate` then runs greedy over its one-hot output):
+- temperature, top_p: temperature then nucleus sampling; temperature 0 = argmax;
+- repeat_penalty: llama.cpp's (distinct tokens among the last 64 of prompt + answer:
+  positive logits divided by it, negative ones multiplied);
+- presence/frequency_penalty: OpenAI's (`logit -= presence*(count>0) + frequency*count`
+  over the tokens generated so far);
+- stop strings: the text is cut before the first one, finish_reason "stop" (as is EOS);
+- seed: each request has its own torch.Generator (its seed, or one derived from the
+  prompt), so a request draws the same numbers whatever else shares its batch.
+The same meanings as the embedded backend (llama_batch.py), so a preset means the same
+thing on both. Batched matrix products may round the last bits of a row's logits
+differently from a lone row, so a near-tie can (rarely) resolve differently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from selfinstruct.config import BackendConfig, GenerationParams
+from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.base import Completion, CompletionRequest
+
+MAX_BATCH = 16
+GATHER_S = 0.01  # how long a batch waits for more requests after the first one
+MIN_ANSWER_TOKENS = 16
+REPEAT_LAST_N = 64  # llama.cpp's default look-back for repeat_penalty
+_SHORTLIST_GAPS = (8.0, 16.0, float("inf"))
+DECODER_VERSION = "hf-batched-1"
+
+
+# -- sampling (pure, one row) ------------------------------------------------------------------
+
+
+def penalize(
+    logits: torch.Tensor, generated: Sequence[int], recent: Sequence[int], params: GenerationParams
+) -> torch.Tensor:
+    """A row's logits after repeat_penalty (llama.cpp) then presence/frequency (OpenAI)."""
+    repeat = 1.0 if params.repeat_penalty is None else params.repeat_penalty
+    use_repeat = repeat != 1.0 and len(recent) > 0
+    use_counts = (params.presence_penalty != 0.0 or params.frequency_penalty != 0.0) and len(generated) > 0
+    if not (use_repeat or use_counts):
+        return logits
+    out = logits.clone()
+    if use_repeat:
+        ids = torch.unique(torch.tensor(list(recent), dtype=torch.long))
+        values = out[ids]
+        out[ids] = torch.where(values > 0, values / repeat, values * repeat)
+    if use_counts:
+        ids, counts = torch.unique(torch.tensor(list(generated), dtype=torch.long), return_counts=True)
+        out[ids] -= params.presence_penalty + params.frequency_penalty * counts.to(out.dtype)
+    return out
+
+
+def choose_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
+    """Argmax at temperature 0, else temperature + nucleus sampling with one uniform draw.
+
+    The nucleus is the smallest set of most probable tokens holding `top_p` of the mass
+    (ties by token id). Only a shortlist within a gap of the best logit is sorted; when it
+    holds `top_p` of the mass the nucleus lies inside it, so the result equals a full sort.
+    """
+    if temperature <= 0.0:
+        return int(torch.argmax(logits))
+    u = float(torch.rand((), generator=generator, dtype=torch.float64))
+    scaled = logits.to(torch.float64) / temperature
+    best = scaled.max()
+    weights = torch.exp(scaled - best)
+    total = float(weights.sum())
+    if top_p >= 1.0:
+        cumulative = torch.cumsum(weights, 0)
+        return min(int(torch.searchsorted(cumulative, u * total, right=True)), len(weights) - 1)
+    for gap in _SHORTLIST_GAPS:
+        ids = torch.nonzero(scaled >= best - gap).squeeze(1)
+        if float(weights[ids].sum()) >= top_p * total or gap == float("inf"):
+            break
+    order = torch.sort(weights[ids], descending=True, stable=True).indices
+    ranked = weights[ids][order]
+    cumulative = torch.cumsum(ranked, 0)
+    size = min(int(torch.searchsorted(cumulative, top_p * total)) + 1, len(ranked))
+    nucleus = cumulative[:size]
+    pick = min(int(torch.searchsorted(nucleus, u * float(nucleus[-1]), right=True)), size - 1)
+    return int(ids[order[pick]])
+
+
+def request_seed(request: CompletionRequest) -> int:
+    """The request's seed, or one derived from the request (reproducible whatever ran before)."""
+    if request.params.seed is not None:
+        return request.params.seed
+    blob = f"{request.sample_index}\0{request.prompt}".encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
+
+
+# -- one batch -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    prompt_ids: list[int]
+    params: GenerationParams
+    seed: int
+    timeout: float
+    future: Future[None] = field(default_factory=Future)  # set when the job's batch is done
+    # Filled while generating:
+    generated: list[int] = field(default_factory=list)
+    text: str | None = None
+    finish: str | None = None  # "stop", "length" or "timeout"
+    charged_s: float = 0.0
+
+
+class _RowSampler(LogitsProcessor):
+    """Picks every row's next token per its own params and generator; returns it one-hot."""
+
+    def __init__(self, jobs: list[_Job], width: int) -> None:
+        self.jobs, self.width = jobs, width
+        self.generators = [torch.Generator().manual_seed(j.seed % 2**63) for j in jobs]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        chosen = torch.full_like(scores, float("-inf"))
+        for row, job in enumerate(self.jobs):
+            if job.finish is not None:  # generate pads finished rows; any token will do
+                chosen[row, 0] = 0.0
+                continue
+            generated = input_ids[row, self.width :].tolist()
+            recent = (job.prompt_ids + generated)[-REPEAT_LAST_N:]
+            logits = penalize(scores[row], generated, recent, job.params)
+            token = choose_token(logits, job.params.temperature, job.params.top_p, self.generators[row])
+            chosen[row, token] = 0.0
+        return chosen  # type: ignore[return-value]
+
+
+class _RowStops(StoppingCriteria):
+    """Ends each row on EOS, a stop string, its own max_tokens, or its timeout share."""
+
+    def __init__(self, jobs: list[_Job], width: int, backend: TransformersBackend) -> None:
+        self.jobs, self.width, self.backend = jobs, width, backend
+        self.last = time.monotonic()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        now = time.monotonic()
+        active = [j for j in self.jobs if j.finish is None]
+        # A step's time is shared by the rows in it: sharing is not the model being slow.
+        for job in active:
+            job.charged_s += (now - self.last) / max(1, len(active))
+        self.last = now
+        for row, job in enumerate(self.jobs):
+            if job.finish is None:
+                self._check(job, input_ids[row, self.width :].tolist())
+        return torch.tensor([j.finish is not None for j in self.jobs])  # type: ignore[return-value]
+
+    def _check(self, job: _Job, generated: list[int]) -> None:
+        job.generated = generated
+        if generated and generated[-1] in self.backend.eos_ids:
+            job.generated, job.finish = generated[:-1], "stop"
+            return
+        if job.params.stop:
+            text = self.backend.decode(generated)
+            cuts = [text.find(s) for s in job.params.stop if s and s in text]
+            if cuts:
+                job.text, job.finish = text[: min(cuts)], "stop"
+                return
+        if len(generated) >= job.params.max_tokens:
+            job.finish = "length"
+        elif job.charged_s > job.timeout:
+            job.finish = "timeout"
+
+
+# -- the micro-batcher and the backend -----------------------------------------------------------
+
+
+class TransformersBackend:
+    """Completes prompts with a local HF causal LM (+ LoRA adapter), batching concurrent calls."""
+
+    def __init__(self, config: BackendConfig, model_dir: Path, adapter_dir: Path | None = None) -> None:
+        from selfinstruct.train.base_model import load_model, load_tokenizer, weights_fingerprint
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise BackendError(f"{model_dir}: not a Hugging Face model directory (no config.json)")
+        if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file():
+            raise BackendError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_config.json)")
+        if config.n_threads:
+            torch.set_num_threads(config.n_threads)
+        self._n_ctx = config.n_ctx
+        self._max_batch = max(1, min(config.concurrency, MAX_BATCH))
+        self.tokenizer = load_tokenizer(model_dir)
+        self.model = load_model(model_dir)
+        if adapter_dir is not None:
+            self.model = _merge_adapter(self.model, Path(adapter_dir))
+        self.model.eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = {e for e in ([eos] if isinstance(eos, int) else eos or []) if e is not None}
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_ids.add(self.tokenizer.eos_token_id)
+        pad = self.tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else min(self.eos_ids, default=0)
+        # A clean generation config: a model's own defaults (top_k, repetition_penalty, ...)
+        # must not leak into requests that did not ask for them.
+        self.model.generation_config = GenerationConfig(
+            eos_token_id=sorted(self.eos_ids), pad_token_id=self._pad_id, do_sample=False
+        )
+        # A fast tokenizer resets its truncation settings on every call, which fails
+        # ("Already borrowed") if another thread is using it at that moment.
+        self._tokenizer_lock = threading.Lock()
+        self._identity = {
+            "kind": "transformers",
+            "model": model_dir.name,
+            "fingerprint": weights_fingerprint(model_dir),
+            "adapter": weights_fingerprint(Path(adapter_dir)) if adapter_dir is not None else None,
+            "decoder": DECODER_VERSION,
+        }
+        self.batches_run = 0
+        self.largest_batch = 0
+        self._queue: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._serve, name="transformers-batcher", daemon=True)
+        self._worker.start()
+
+    @classmethod
+    def from_config(cls, config: BackendConfig, cache_dir: Path) -> TransformersBackend:
+        """model_path: an HF directory, or None / "embedded" for the packaged Gemma converted to HF."""
+        from selfinstruct.train.base_model import EMBEDDED, embedded_hf_dir
+
+        spec = config.model_path or EMBEDDED
+        if spec == EMBEDDED:
+            model_dir = embedded_hf_dir(cache_dir)
+        else:
+            model_dir = Path(spec).expanduser()
+            if not model_dir.exists():
+                raise BackendError(f"{model_dir}: model directory not found")
+        adapter = Path(config.adapter_path).expanduser() if config.adapter_path else None
+        if adapter is not None and not adapter.exists():
+            raise BackendError(f"{adapter}: adapter directory not found")
+        return cls(config, model_dir, adapter)
+
+    def identity(self) -> dict[str, Any]:
+        return dict(self._identity)
+
+    def complete(self, request: CompletionRequest, timeout: float) -> Completion:
+        params = request.params
+        with self._tokenizer_lock:
+            prompt_ids = self.tokenizer(request.prompt)["input_ids"]
+        room = self._n_ctx - len(prompt_ids)
+        if room < MIN_ANSWER_TOKENS:
+            raise BackendError(
+                f"prompt too long: {len(prompt_ids)} tokens leave {max(room, 0)} of the "
+                f"{self._n_ctx}-token context window for the answer (need {MIN_ANSWER_TOKENS}); "
+                "raise backend.n_ctx or shorten the prompt"
+            )
+        max_tokens = min(params.max_tokens, room)
+        job = _Job(prompt_ids, params.with_(max_tokens=max_tokens), request_seed(request), timeout)
+        with self._cond:
+            if self._closed:
+                raise BackendError("the transformers backend is closed")
+            self._queue.append(job)
+            self._cond.notify()
+        job.future.result()
+        if job.finish == "timeout":
+            raise RetryableBackendError(f"no answer within {timeout:.0f} s of model time", kind="timeout")
+        text = job.text if job.text is not None else self.decode(job.generated)
+        extra = {"max_tokens_lowered_to": max_tokens} if max_tokens < params.max_tokens else {}
+        return Completion(
+            text=text,
+            finish_reason="length" if job.finish == "length" else "stop",
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=len(job.generated),
+            extra=extra,
+        )
+
+    def decode(self, token_ids: list[int]) -> str:
+        with self._tokenizer_lock:
+            text: str = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        return text
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._worker.join(timeout=600)
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    for job in self._queue:
+                        job.future.set_exception(BackendError("the transformers backend was closed"))
+                    self._queue.clear()
+                    return
+                # Give concurrent callers a moment to join this batch.
+                deadline = time.monotonic() + GATHER_S
+                while len(self._queue) < self._max_batch and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                jobs = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+            try:
+                self._generate(jobs)
+            except Exception as exc:  # a torch failure is not the caller's to retry
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(BackendError(f"generation failed: {exc}"))
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_result(None)
+
+    def _generate(self, jobs: list[_Job]) -> None:
+        width = max(len(j.prompt_ids) for j in jobs)
+        input_ids = torch.tensor([[self._pad_id] * (width - len(j.prompt_ids)) + j.prompt_ids for j in jobs])
+        attention = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in jobs])
+        self.batches_run += 1
+        self.largest_batch = max(self.largest_batch, len(jobs))
+        with torch.inference_mode():
+            self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=max(j.params.max_tokens for j in jobs),
+                logits_processor=LogitsProcessorList([_RowSampler(jobs, width)]),
+                stopping_criteria=StoppingCriteriaList([_RowStops(jobs, width, self)]),
+            )
+
+
+def _merge_adapter(model: Any, adapter_dir: Path) -> Any:
+    """Fold a LoRA adapter into the base weights (decoding then costs the same as the base)."""
+    import peft
+
+    try:
+        with warnings.catch_warnings():  # peft 0.21 calls an API transformers 5 deprecates
+            warnings.simplefilter("ignore", FutureWarning)
+            return peft.PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    except (ValueError, RuntimeError, KeyError, OSError) as exc:
+        raise BackendError(f"cannot apply adapter {adapter_dir}: {str(exc).splitlines()[0]}") from None

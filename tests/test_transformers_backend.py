@@ -1,0 +1,250 @@
+"""The transformers backend: sampling as specified, batching, adapters, and `evaluate --adapter`.
+
+The sampling functions are tested directly; the rest runs the real Gemma 3 270M (converted
+once into the shared test cache) with a random LoRA adapter, so that "the adapter is applied"
+shows in the text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from servers.llama_server import cache_dir_for_tests  # noqa: E402
+
+from selfinstruct.config import BackendConfig, GenerationParams  # noqa: E402
+from selfinstruct.errors import BackendError  # noqa: E402
+from selfinstruct.llm import make_backend  # noqa: E402
+from selfinstruct.llm.base import CompletionRequest  # noqa: E402
+from selfinstruct.llm.transformers_backend import (  # noqa: E402
+    TransformersBackend,
+    choose_token,
+    penalize,
+)
+
+GREEDY = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
+SAMPLED = GenerationParams(max_tokens=8, temperature=1.0, top_p=0.95, seed=1234)
+PROMPTS = ["Here is a list of fruits: apple, banana,", "The capital of France is", "1, 2, 3, 4,", "Dear Sir,"]
+
+
+# -- sampling (pure) --------------------------------------------------------------------------
+
+
+def full_sort_nucleus(logits: Any, temperature: float, top_p: float, u: float) -> int:
+    """The textbook nucleus sampler (sort the whole vocabulary) to check the shortlist against."""
+    probs = torch.softmax(logits.double() / temperature, 0)
+    order = torch.sort(probs, descending=True, stable=True).indices
+    cumulative = torch.cumsum(probs[order], 0)
+    size = int((cumulative < top_p).sum()) + 1
+    kept = probs[order[:size]]
+    pick = int(torch.searchsorted(torch.cumsum(kept, 0), u * float(kept.sum()), right=True))
+    return int(order[min(pick, size - 1)])
+
+
+def test_temperature_zero_is_the_argmax() -> None:
+    logits = torch.tensor([0.1, 3.0, 2.9, -1.0])
+    assert choose_token(logits, 0.0, 0.5, torch.Generator().manual_seed(0)) == 1
+
+
+def test_nucleus_never_samples_outside_the_top_p_mass() -> None:
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    draws = {choose_token(logits, 1.0, 0.7, torch.Generator().manual_seed(s)) for s in range(200)}
+    assert draws == {0, 1}
+    assert {choose_token(logits, 1.0, 0.5, torch.Generator().manual_seed(s)) for s in range(50)} == {0}
+
+
+def test_the_shortlist_picks_what_a_full_sort_would() -> None:
+    for seed in range(30):
+        logits = torch.randn(5000, generator=torch.Generator().manual_seed(seed)) * (1 + seed % 4)
+        for top_p in (0.3, 0.9, 0.999):
+            generator = torch.Generator().manual_seed(seed)
+            u = float(torch.rand((), generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+            assert choose_token(logits, 0.8, top_p, generator) == full_sort_nucleus(logits, 0.8, top_p, u)
+
+
+def test_repeat_penalty_divides_positive_and_multiplies_negative_logits_once_per_token() -> None:
+    logits = torch.tensor([2.0, -2.0, 1.0, 4.0])
+    out = penalize(logits, [], [0, 1, 0], GREEDY.with_(repeat_penalty=2.0))
+    assert out.tolist() == [1.0, -4.0, 1.0, 4.0]
+    assert logits.tolist() == [2.0, -2.0, 1.0, 4.0]  # the input is not changed
+
+
+def test_presence_and_frequency_penalties_count_generated_tokens_only() -> None:
+    logits = torch.zeros(4)
+    params = GREEDY.with_(presence_penalty=0.5, frequency_penalty=0.25)
+    assert penalize(logits, [2, 2, 3], [0, 1, 2, 2, 3], params).tolist() == [0.0, 0.0, -1.0, -0.75]
+
+
+# -- with the real model ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def base_dir() -> Path:
+    from selfinstruct.train.base_model import embedded_hf_dir
+
+    return embedded_hf_dir(cache_dir_for_tests())
+
+
+@pytest.fixture(scope="module")
+def adapter(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
+    """A random (not zero-initialised) LoRA adapter on disk, and the same model in memory."""
+    import peft
+
+    from selfinstruct.train.base_model import load_model
+
+    torch.manual_seed(0)
+    config = peft.LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    with warnings.catch_warnings():  # peft 0.21 calls an API transformers 5 deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        model = peft.get_peft_model(load_model(base_dir), config).eval()
+    folder = tmp_path_factory.mktemp("adapter") / "adapter"
+    model.save_pretrained(folder)
+    yield folder, model
+
+
+@pytest.fixture(scope="module")
+def backend(adapter: tuple[Path, Any]) -> Iterator[TransformersBackend]:
+    config = BackendConfig(
+        kind="transformers", model_path="embedded", adapter_path=str(adapter[0]), n_ctx=512
+    )
+    engine = make_backend(config, cache_dir_for_tests())
+    assert isinstance(engine, TransformersBackend)
+    yield engine
+    engine.close()
+
+
+def complete(backend: TransformersBackend, prompt: str, params: GenerationParams) -> Any:
+    return backend.complete(CompletionRequest(prompt, params), timeout=600)
+
+
+def complete_together(
+    backend: TransformersBackend, requests: list[tuple[str, GenerationParams]]
+) -> list[Any]:
+    results: list[Any] = [None] * len(requests)
+
+    def work(n: int) -> None:
+        results[n] = complete(backend, *requests[n])
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+@pytest.mark.model
+def test_the_adapter_is_applied_as_peft_applies_it(
+    backend: TransformersBackend, adapter: tuple[Path, Any]
+) -> None:
+    _, model = adapter
+    ids = backend.tokenizer(PROMPTS[1], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        expected = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :]
+        merged, unmerged = backend.model(input_ids=ids).logits, model(input_ids=ids).logits
+        with model.disable_adapter():
+            plain = model(input_ids=ids).logits
+    # Merging reorders the float sums: tiny differences, far below what the adapter changes.
+    assert float((merged - unmerged).abs().max()) < 1e-2 < 1.0 < float((merged - plain).abs().max())
+    assert complete(backend, PROMPTS[1], GREEDY).text == backend.tokenizer.decode(expected)
+
+
+@pytest.mark.model
+def test_concurrent_requests_share_one_batch_and_answer_as_if_alone(backend: TransformersBackend) -> None:
+    alone = [complete(backend, p, GREEDY) for p in PROMPTS]
+    batches_before = backend.batches_run
+    together = complete_together(backend, [(p, GREEDY) for p in PROMPTS])
+    assert backend.batches_run - batches_before < len(PROMPTS)
+    assert backend.largest_batch >= 2
+    assert [c.text for c in together] == [c.text for c in alone]
+    assert all(c.finish_reason == "length" and c.completion_tokens == 8 for c in together)
+
+
+@pytest.mark.model
+def test_a_seeded_sample_is_the_same_alone_or_beside_other_requests(backend: TransformersBackend) -> None:
+    alone = complete(backend, PROMPTS[0], SAMPLED).text
+    together = complete_together(backend, [(PROMPTS[0], SAMPLED), (PROMPTS[2], SAMPLED.with_(seed=5))])
+    assert together[0].text == alone
+    others = {complete(backend, PROMPTS[0], SAMPLED.with_(seed=s)).text for s in (1, 2, 3)}
+    assert len(others | {alone}) > 1
+
+
+@pytest.mark.model
+def test_a_stop_string_ends_the_answer_before_it_with_finish_reason_stop(
+    backend: TransformersBackend,
+) -> None:
+    full = complete(backend, PROMPTS[2], GREEDY.with_(max_tokens=12)).text
+    stop = full[len(full) // 2]  # a character the greedy answer is known to produce mid-way
+    cut = complete(backend, PROMPTS[2], GREEDY.with_(max_tokens=12, stop=(stop,)))
+    assert cut.finish_reason == "stop"
+    assert cut.text == full[: full.index(stop)]
+    assert 0 < cut.completion_tokens < 12
+
+
+@pytest.mark.model
+def test_identity_names_the_model_and_fingerprints_weights_not_paths(
+    backend: TransformersBackend, adapter: tuple[Path, Any], tmp_path: Path
+) -> None:
+    from selfinstruct.train.base_model import weights_fingerprint
+
+    identity = backend.identity()
+    assert identity["kind"] == "transformers" and identity["model"] == "gemma-3-270m"
+    assert identity["adapter"] == weights_fingerprint(adapter[0])
+    assert "/" not in json.dumps(identity)
+    moved = shutil.copytree(adapter[0], tmp_path / "elsewhere")
+    assert weights_fingerprint(moved) == identity["adapter"]
+
+
+@pytest.mark.model
+def test_a_prompt_longer_than_the_context_window_is_refused(backend: TransformersBackend) -> None:
+    with pytest.raises(BackendError, match="prompt too long"):
+        complete(backend, "word " * 600, GREEDY)
+
+
+def test_missing_model_or_adapter_directories_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="model directory not found"):
+        make_backend(BackendConfig(kind="transformers", model_path=str(tmp_path / "none")), tmp_path)
+    with pytest.raises(BackendError, match=r"no config\.json"):
+        make_backend(BackendConfig(kind="transformers", model_path=str(tmp_path)), tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(BackendError, match="adapter directory not found"):
+        make_backend(
+            BackendConfig(kind="transformers", model_path=str(tmp_path), adapter_path=str(tmp_path / "a")),
+            tmp_path,
+        )
+
+
+@pytest.mark.model
+def test_evaluate_superni_runs_on_a_tuned_model(
+    adapter: tuple[Path, Any], shared_data: Path, tmp_path: Path
+) -> None:
+    tasks = shared_data / "superni_test" / "tasks"
+    task = sorted(tasks.glob("*.json"))[0].stem
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "selfinstruct", "evaluate", "superni", "--tasks", str(tasks),
+            "--task", task, "--max-instances", "2", "--out", str(tmp_path / "eval"), "--no-progress",
+            "--backend", "transformers", "--model-path", "embedded", "--adapter", str(adapter[0]),
+        ],
+        capture_output=True, text=True, timeout=600,
+        # The converted model lives in the test cache, never in the user's home.
+        env={**os.environ, "SELFINSTRUCT_CACHE_DIR": str(cache_dir_for_tests())},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "eval" / "superni_metrics.json").read_text())
+    backend = metrics["settings"]["backend"]
+    assert backend["kind"] == "transformers" and backend["adapter"]
+    predictions = (tmp_path / "eval" / "superni_predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 2
