@@ -32,9 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import ConfigError
-from selfinstruct.records import write_atomic, write_json
-from selfinstruct.train import sft_data
-from selfinstruct.train.base_model import (
+from selfinstruct.llm.hf_models import (
     EMBEDDED,
     check_base_spec,
     import_training_stack,
@@ -43,6 +41,8 @@ from selfinstruct.train.base_model import (
     resolve_base,
     weights_fingerprint,
 )
+from selfinstruct.records import write_atomic, write_json
+from selfinstruct.train import sft_data
 from selfinstruct.train.checkpoints import (
     CHECKPOINTS,
     METRICS_FILE,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.train.base_model import EMBEDDED
+from selfinstruct.llm.hf_models import EMBEDDED
 
 _PARAMETERS = (
     ("epochs", "epochs"),

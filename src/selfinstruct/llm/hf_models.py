@@ -1,4 +1,6 @@
-"""The model a fine-tune starts from, and that the transformers backend serves.
+"""Hugging Face causal LMs: resolve, convert (the packaged GGUF, once) and load them.
+
+Shared by fine-tuning (train/) and the transformers backend (llm/), so it lives below both.
 
 A base is either `embedded` (the packaged Gemma 3 270M GGUF) or a local Hugging Face
 causal-LM directory. transformers can read the GGUF, but it dequantizes it on every load
