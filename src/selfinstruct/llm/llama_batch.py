@@ -1,38 +1,44 @@
-"""Continuous batching for llama.cpp: many prompts decoded together, one `llama_decode` per step.
+"""Continuous batching for llama.cpp: several requests decoded together, one weight pass per token.
 
 A `BatchDecoder` owns one llama.cpp context with `slots` sequences and a background thread.
 Callers `submit` tokenised prompts from any thread and get a `Future`. Each step, the thread
-puts in one batch the next token of every sequence that is generating, then, with the room
-left (`n_batch`), chunks of prompts still being read; requests that arrive mid-generation
-join at the next step. A finished sequence frees its slot and its KV cells at once.
+reads waiting prompts (chunks of up to N_BATCH tokens), then decodes the next token of every
+generating sequence in one `llama_decode` call. New requests join at the next step; a
+finished one frees its slot and KV cells at once.
 
-Why this is faster: decoding one token is bound by reading the weights from memory, and one
-read serves every sequence in the batch (about 2x the tokens/s at 8 sequences on 2 cores).
+Why it is faster: decoding a token is bound by reading the weights, and one read serves
+every sequence in the call (on 2 cores, about 2x the tokens/s at 8 sequences).
 
-Each slot has its own KV stream of `n_ctx` cells (`kv_unified=False`), so a sequence sees
-the same window as when it runs alone, and attention reads only its own cells.
+Each slot has its own KV stream of `n_ctx` cells (`kv_unified=False`): a sequence sees the
+same window as alone, and attention reads only its own cells (cheaper with long prompts).
 
-Sampling happens here, in numpy, on each sequence's own logits, with OpenAI's meaning of
-the parameters (see `penalize` and `choose_token`). Each request has its own random
-generator seeded from the request, so a seeded request draws the same numbers whatever else
-is in the batch. Batched matrix products may round the last bits of the logits differently
-from a lone sequence, so a near-tie can (rarely) resolve differently; that is accepted.
+Sampling happens here, in numpy, on each sequence's logits, with OpenAI's meaning of the
+parameters (`penalize`, `choose_token`); each request has its own seeded generator, so the
+same logits always give the same draws. The logits themselves are not batch-invariant: the
+order of floating-point sums in llama.cpp's CPU kernels depends on the shape of each call,
+hence on the other sequences. A prompt's logits are (each prompt is read in calls of its
+own, cut as when alone), but later ones move by up to ~1 (of a ~30 spread), so greedy
+choices within ~0.2 of each other can flip. Measured: of 8 prompts started together, 3 kept
+their solo answer over 32 tokens, the others for 6 to 24; clear continuations ("Monday,
+Tuesday,") never changed.
 
-Timeouts are charged by share: each step's wall time is split between the sequences in it
-by their token counts. A request times out when its share passes its budget, so sharing the
-model with others (or waiting for a slot) never makes a request time out on its own.
+Timeouts are charged by share: each call's wall time is split between its sequences by
+token count, and a request fails when its share passes its budget. Sharing the model, or
+waiting for a slot, never makes a request time out.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
+import heapq
 import logging
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +50,9 @@ from llama_cpp._internals import LlamaModel
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
 
-# More slots than this stop paying off on a CPU (measured: 131 tok/s at 16 vs 114 at 8).
+# More slots stop paying off on a CPU (embedded-model.md: 131 tok/s at 16, 114 at 8).
 MAX_SLOTS = 16
-# Tokens per llama_decode call: every generating sequence's next token, then prompt chunks.
+# The longest prompt chunk per llama_decode call, and the prompt tokens read per step.
 N_BATCH = 512
 # llama.cpp's repeat penalty looks back over this many tokens (its default), prompt included.
 REPEAT_LAST_N = 64
@@ -150,16 +156,14 @@ class _Sequence:
     text: bytearray = field(default_factory=bytearray)
     charged_s: float = 0.0
     result: Generation | None = None
+    error: BaseException | None = None
 
     def next_position(self) -> int:
         return self.fed + len(self.generated) - 1 if self.pending is not None else self.fed
 
     def recent_tokens(self, n: int) -> list[int]:
         """The last `n` tokens of prompt + answer."""
-        tail = self.generated[-n:]
-        if len(tail) == n:
-            return tail
-        return self.prompt[max(0, len(self.prompt) - (n - len(tail))) :] + tail
+        return (self.prompt[-n:] + self.generated[-n:])[-n:]
 
     def accept(self, token: int, piece: bytes, is_end: bool) -> None:
         """Take the sampled token; set `result` when the answer is complete."""
@@ -206,9 +210,9 @@ class BatchDecoder:
         self.slots = max(1, min(slots, MAX_SLOTS))
         self.n_ctx = n_ctx
         model_params = llama_cpp.llama_model_default_params()
-        # Without the CPU "repack" buffers, a row's matrix products do not depend on how many
-        # other rows share the batch: a sequence gets bit-identical logits alone or batched
-        # (with them, greedy answers drifted apart within ~10 tokens). Measured: no slower.
+        # Fewer batch-dependent sums without the CPU "repack" buffers: with them, 4 prompts
+        # decoded in lockstep drifted from their solo logits by 0.5 within 5 tokens; without
+        # them, they stayed bit-identical over 16 tokens. Measured: no slower here.
         model_params.use_extra_bufts = False
         self._model = LlamaModel(path_model=str(model_path), params=model_params, verbose=False)
         self._vocab = self._model.vocab
@@ -236,8 +240,9 @@ class BatchDecoder:
         self._cond = threading.Condition()
         self._queue: deque[_Sequence] = deque()
         self._active: list[_Sequence] = []
-        self._free_slots = list(range(self.slots - 1, -1, -1))
+        self._free_slots = list(range(self.slots))  # a heap: the lowest free slot goes first
         self._closing = False
+        self.steps_decoded = 0  # llama_decode calls so far (read by tests and benchmarks)
         self._thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
         self._thread.start()
         _LIVE.add(self)
@@ -245,6 +250,16 @@ class BatchDecoder:
     def tokenize(self, text: str) -> list[int]:
         """Tokens of a prompt as llama-cpp-python's create_completion makes them (BOS first)."""
         return list(self._model.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+
+    @contextlib.contextmanager
+    def starting_together(self) -> Iterator[None]:
+        """Requests submitted inside this block start in the same decode step.
+
+        Decoding pauses for the block. For tests and benchmarks that need a reproducible
+        batch composition, since the logits can depend on it (see the module doc).
+        """
+        with self._cond:
+            yield
 
     def submit(
         self, prompt_tokens: Sequence[int], params: GenerationParams, seed: int, timeout_s: float
@@ -314,49 +329,59 @@ class BatchDecoder:
         while self._queue and self._free_slots:
             sequence = self._queue.popleft()
             if sequence.future.set_running_or_notify_cancel():  # False: the caller gave up
-                sequence.slot = self._free_slots.pop()
+                sequence.slot = heapq.heappop(self._free_slots)
                 self._active.append(sequence)
 
     def _step(self) -> None:
-        batch = self._batch
-        share: dict[_Sequence, int] = {}  # tokens each sequence put in this batch
-        rows: list[tuple[_Sequence, int]] = []  # sequences expecting logits, and their row
+        """Chunks of waiting prompts (N_BATCH tokens in all), then a token for every generating sequence.
 
-        def put(token: int, position: int, sequence: _Sequence, wants_logits: bool) -> None:
-            n = batch.n_tokens
+        Each prompt chunk gets a llama_decode call of its own, cut where it would be cut
+        alone: mixed with other sequences' tokens, llama.cpp would cut the prompt into pieces
+        sized by them, which changes its logits (measured: by ~1).
+        """
+        budget = N_BATCH
+        for sequence in [s for s in self._active if s.fed < len(s.prompt)]:
+            if budget <= 0:
+                break
+            start, end = sequence.fed, min(len(sequence.prompt), sequence.fed + N_BATCH)
+            last = len(sequence.prompt) - 1
+            self._decode([(sequence, sequence.prompt[p], p, p == last) for p in range(start, end)])
+            sequence.fed = end
+            budget -= end - start
+        # In slot order: llama.cpp cuts a batch over several KV streams into micro-batches
+        # of consecutive sequence ids, so any other order decodes one sequence at a time
+        # (measured: half the throughput whenever slots came back in reverse order). For
+        # the same reason new requests take the lowest free slot: a gap costs a micro-batch.
+        generating = sorted(
+            (s for s in self._active if s.pending is not None and s.error is None), key=lambda s: s.slot
+        )
+        if generating:
+            self._decode([(s, s.pending or 0, s.next_position(), True) for s in generating])
+        done = [s for s in self._active if s.result or s.error or s.charged_s > s.timeout_s]
+        self._release(done)
+
+    def _decode(self, entries: list[tuple[_Sequence, int, int, bool]]) -> None:
+        """One llama_decode call over (sequence, token, position, wants_logits) entries."""
+        batch = self._batch
+        batch.n_tokens = len(entries)
+        for n, (sequence, token, position, wants_logits) in enumerate(entries):
             batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, position, 1
             batch.seq_id[n][0] = sequence.slot
             batch.logits[n] = wants_logits
-            batch.n_tokens = n + 1
-            share[sequence] = share.get(sequence, 0) + 1
-            if wants_logits:
-                rows.append((sequence, n))
-
-        batch.n_tokens = 0
-        for sequence in self._active:  # generating sequences first: they never wait for prompts
-            if sequence.pending is not None:
-                put(sequence.pending, sequence.next_position(), sequence, True)
-        for sequence in self._active:
-            room = N_BATCH - batch.n_tokens
-            if sequence.pending is None and room > 0:
-                end = min(len(sequence.prompt), sequence.fed + room)
-                for position in range(sequence.fed, end):
-                    put(sequence.prompt[position], position, sequence, position == len(sequence.prompt) - 1)
-                sequence.fed = end
         started = time.monotonic()
         status = llama_cpp.llama_decode(self._ctx, batch)
         elapsed = time.monotonic() - started
-        if status != 0:
-            # 1 = no room in the KV cache (cannot happen with per-slot streams sized by the
-            # caller's guard); anything else is a native error. Either way, retrying may work.
-            self._release(list(share), RetryableBackendError(f"llama_decode returned {status}"))
-            return
-        for sequence, tokens in share.items():
-            sequence.charged_s += elapsed * tokens / batch.n_tokens
-        for sequence, row in rows:
-            self._sample(sequence, row)
-        done = [s for s in self._active if s.result is not None or s.charged_s > s.timeout_s]
-        self._release(done, None)
+        self.steps_decoded += 1
+        for sequence, *_ in entries:  # each sequence's share of the call, by tokens
+            sequence.charged_s += elapsed / len(entries)
+            if status != 0:
+                # 1 = no room in the KV cache (the caller's guard and per-slot streams rule
+                # it out); anything else is a native error. Either way, a retry may work.
+                sequence.error = RetryableBackendError(f"llama_decode returned {status}")
+        if status == 0:
+            for row, (sequence, *_, wants_logits) in enumerate(entries):
+                if wants_logits:
+                    self._sample(sequence, row)
 
     def _sample(self, sequence: _Sequence, row: int) -> None:
         pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
@@ -375,17 +400,15 @@ class BatchDecoder:
             n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
         return self._piece.raw[:n]
 
-    def _release(self, sequences: list[_Sequence], error: BaseException | None) -> None:
+    def _release(self, sequences: list[_Sequence]) -> None:
         """Resolve these sequences' futures and give back their slots and KV cells."""
         for sequence in sequences:
             llama_cpp.llama_memory_seq_rm(self._memory, sequence.slot, -1, -1)
             with self._cond:
                 self._active.remove(sequence)
-                self._free_slots.append(sequence.slot)
+                heapq.heappush(self._free_slots, sequence.slot)
             if sequence.result is not None:
                 sequence.future.set_result(sequence.result)
             else:
-                budget = f"{sequence.timeout_s:g}"
-                sequence.future.set_exception(
-                    error or RetryableBackendError(f"generation took longer than {budget} s")
-                )
+                timeout = RetryableBackendError(f"generation took longer than {sequence.timeout_s:g} s")
+                sequence.future.set_exception(sequence.error or timeout)

@@ -1,0 +1,209 @@
+"""BatchDecoder: sampling rules (pure, on small arrays) and batched decoding on the real Gemma model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+
+import llama_cpp
+import numpy as np
+import pytest
+from servers.llama_server import model_path_for_tests
+
+from selfinstruct.config import GenerationParams
+from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.llama_batch import BatchDecoder, Generation, choose_token, find_stop, penalize
+
+GREEDY = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
+SAMPLED = GenerationParams(max_tokens=8, temperature=1.0, top_p=0.9)
+# Open-ended prompts: their answers can depend on the batch composition (near-ties; see the
+# module doc), so they are only compared where the composition is fixed (starting_together).
+PROMPTS = [
+    "Here is a list of fruits: apple, banana,",
+    "The three primary colours are",
+    "Steps to boil an egg:\n1.",
+    "My favourite season is autumn because",
+]
+# Clear continuations: no near-ties, so their answers hold whenever each request joins.
+SERIES = [
+    "Count: 1, 2, 3, 4, 5,",
+    "Monday, Tuesday, Wednesday,",
+    "January, February, March,",
+    "A, B, C, D, E,",
+]
+
+# -- sampling rules ----------------------------------------------------------------------------
+
+
+def nucleus_by_full_sort(logits: np.ndarray, temperature: float, top_p: float, draw: float) -> int:
+    """The definition, done the slow way: sort the whole vocabulary (ties by id), cut at top_p."""
+    scaled = (logits / np.float32(temperature)).astype(np.float64)  # scaled in float32, as ours is
+    weights = np.exp(scaled - scaled.max())
+    order = np.argsort(-weights, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    size = min(int(np.searchsorted(cumulative, top_p * weights.sum())) + 1, len(order))
+    pick = int(np.searchsorted(cumulative[:size], draw * cumulative[size - 1], side="right"))
+    return int(order[min(pick, size - 1)])
+
+
+@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.99])
+@pytest.mark.parametrize("temperature", [0.3, 1.0, 1.7])
+def test_nucleus_sampling_on_a_shortlist_equals_sorting_the_whole_vocabulary(
+    top_p: float, temperature: float
+) -> None:
+    logits_rng = np.random.default_rng(3)
+    for trial in range(5):
+        logits = (logits_rng.standard_normal(262_144) * (1 + 3 * trial)).astype(np.float32)
+        draw = float(np.random.default_rng(trial).random())
+        ours = choose_token(logits, temperature, top_p, np.random.default_rng(trial))
+        assert ours == nucleus_by_full_sort(logits, temperature, top_p, draw)
+
+
+def test_nucleus_reaching_into_a_flat_tail_breaks_ties_by_lowest_token_id() -> None:
+    logits = np.zeros(262_144, dtype=np.float32)
+    logits[7] = 10.0  # about 8% of the mass; the nucleus must take ~120k tied tokens more
+    picks = {choose_token(logits, 1.0, 0.5, np.random.default_rng(s)) for s in range(200)}
+    assert max(picks) < 125_000
+    assert max(picks) > 50_000  # the tail really is sampled, not just token 7
+
+
+def test_zero_temperature_is_argmax_and_zero_top_p_keeps_only_the_best_token() -> None:
+    logits = np.array([0.1, 2.5, 2.4, -1.0], dtype=np.float32)
+    assert choose_token(logits, 0.0, 0.9, np.random.default_rng(0)) == 1
+    assert {choose_token(logits, 1.5, 0.0, np.random.default_rng(s)) for s in range(50)} == {1}
+
+
+def test_top_p_one_samples_every_token_in_proportion_to_its_probability() -> None:
+    logits = np.log(np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32))
+    rng = np.random.default_rng(11)
+    counts = np.bincount([choose_token(logits, 1.0, 1.0, rng) for _ in range(4000)], minlength=4)
+    assert np.allclose(counts / 4000, [0.1, 0.2, 0.3, 0.4], atol=0.03)
+
+
+def test_presence_and_frequency_penalties_follow_openai() -> None:
+    logits = np.zeros(10, dtype=np.float32)
+    params = SAMPLED.with_(presence_penalty=0.5, frequency_penalty=0.25)
+    out = penalize(logits, generated=[5, 5, 9], recent=[], params=params)
+    assert out[5] == pytest.approx(-(0.5 + 2 * 0.25)) and out[9] == pytest.approx(-(0.5 + 0.25))
+    assert np.count_nonzero(out) == 2
+    assert not logits.any()  # the model's logits are left alone
+
+
+def test_repeat_penalty_divides_positive_and_multiplies_negative_logits_once_per_token() -> None:
+    logits = np.array([2.0, -2.0, 2.0, 1.0], dtype=np.float32)
+    out = penalize(logits, generated=[], recent=[0, 1, 1, 3], params=SAMPLED.with_(repeat_penalty=2.0))
+    assert out.tolist() == [1.0, -4.0, 2.0, 0.5]
+
+
+def test_no_penalty_returns_the_logits_uncopied() -> None:
+    logits = np.ones(4, dtype=np.float32)
+    assert penalize(logits, [1, 2], [1, 2], SAMPLED) is logits
+
+
+def test_find_stop_returns_the_earliest_stop_after_start() -> None:
+    assert find_stop(b"a, b. c,", (b".", b","), 0) == 1
+    assert find_stop(b"a, b. c,", (b".", b","), 2) == 4
+    assert find_stop(b"abc", (b"x",), 0) == -1
+
+
+# -- batched decoding on the real model --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def decoder() -> Iterator[BatchDecoder]:
+    built = BatchDecoder(model_path_for_tests(), n_ctx=256, slots=4, n_threads=1)
+    yield built
+    built.close()
+
+
+def run(decoder: BatchDecoder, prompt: str, params: GenerationParams, seed: int = 0) -> Future[Generation]:
+    return decoder.submit(decoder.tokenize(prompt), params, seed, timeout_s=60)
+
+
+def alone(decoder: BatchDecoder, prompt: str, params: GenerationParams, seed: int = 0) -> Generation:
+    return run(decoder, prompt, params, seed).result()
+
+
+def together(decoder: BatchDecoder, prompts: list[str], params: GenerationParams) -> list[Future[Generation]]:
+    with decoder.starting_together():
+        return [run(decoder, p, params, seed=i) for i, p in enumerate(prompts)]
+
+
+@pytest.mark.model
+def test_greedy_answers_are_identical_alone_and_decoded_together(decoder: BatchDecoder) -> None:
+    solo = [alone(decoder, p, GREEDY, seed=i) for i, p in enumerate(PROMPTS)]
+    assert solo[0].text.strip()
+    assert [f.result() for f in together(decoder, PROMPTS, GREEDY)] == solo
+
+
+@pytest.mark.model
+def test_seeded_sample_is_the_same_alone_and_decoded_together(decoder: BatchDecoder) -> None:
+    solo = [alone(decoder, p, SAMPLED, seed=i) for i, p in enumerate(PROMPTS)]
+    assert [f.result() for f in together(decoder, PROMPTS, SAMPLED)] == solo
+    # The seed matters: other seeds give other samples.
+    assert len({alone(decoder, PROMPTS[0], SAMPLED, seed=s).text for s in range(1, 4)} | {solo[0].text}) > 1
+
+
+@pytest.mark.model
+def test_stop_strings_and_max_tokens_are_honoured_inside_a_batch(decoder: BatchDecoder) -> None:
+    free = alone(decoder, SERIES[1], GREEDY)
+    assert free.text.startswith(" Thursday, Friday"), free.text
+    stopped = run(decoder, SERIES[1], GREEDY.with_(stop=("zzz", ", Fri")))
+    short = run(decoder, SERIES[2], GREEDY.with_(max_tokens=3))
+    others = [run(decoder, p, GREEDY) for p in PROMPTS[2:]]
+    assert stopped.result().text == " Thursday"
+    assert stopped.result().finish_reason == "stop"
+    assert short.result().finish_reason == "length" and short.result().completion_tokens == 3
+    assert all(f.result().completion_tokens == GREEDY.max_tokens for f in others)
+
+
+@pytest.mark.model
+def test_a_request_joining_mid_generation_gets_its_own_answer(decoder: BatchDecoder) -> None:
+    long = GREEDY.with_(max_tokens=40)
+    expected_first, expected_late = alone(decoder, SERIES[0], long), alone(decoder, SERIES[1], GREEDY)
+    first = run(decoder, SERIES[0], long)
+    start = decoder.steps_decoded
+    while decoder.steps_decoded < start + 5:  # the first request is generating by now
+        time.sleep(0.001)
+    late = run(decoder, SERIES[1], GREEDY)
+    assert not first.done()
+    assert late.result() == expected_late
+    assert first.result() == expected_first
+
+
+@pytest.mark.model
+def test_a_timeout_in_one_sequence_leaves_the_others_untouched(decoder: BatchDecoder) -> None:
+    expected = [alone(decoder, p, GREEDY) for p in SERIES[1:]]
+    doomed = decoder.submit(decoder.tokenize(SERIES[0]), GREEDY, 0, timeout_s=1e-6)
+    others = [run(decoder, p, GREEDY) for p in SERIES[1:]]
+    with pytest.raises(RetryableBackendError, match="longer than"):
+        doomed.result()
+    assert [f.result() for f in others] == expected
+
+
+@pytest.mark.model
+def test_more_requests_than_slots_all_finish_and_leave_no_kv_cells_behind(decoder: BatchDecoder) -> None:
+    expected = [alone(decoder, p, GREEDY) for p in SERIES]
+    futures = [run(decoder, SERIES[i % 4], GREEDY) for i in range(3 * decoder.slots)]
+    assert [f.result() for f in futures] == expected * 3
+    # Each slot's KV stream is empty again (white-box: -1 means "no cells for this sequence").
+    memory = decoder._memory
+    assert [llama_cpp.llama_memory_seq_pos_max(memory, s) for s in range(decoder.slots)] == [-1] * 4
+
+
+@pytest.mark.model
+def test_closing_fails_queued_requests_and_refuses_new_ones() -> None:
+    own = BatchDecoder(model_path_for_tests(), n_ctx=256, slots=1, n_threads=1)
+    tokens = own.tokenize(PROMPTS[0])
+    futures = [own.submit(tokens, GREEDY.with_(max_tokens=64), 0, 60) for _ in range(3)]
+    own.close()
+    assert all(isinstance(f.exception(), BackendError) for f in futures)
+    with pytest.raises(BackendError, match="closed"):
+        own.submit(tokens, GREEDY, 0, 60)
+
+
+@pytest.mark.model
+def test_a_prompt_that_does_not_fit_the_window_is_refused(decoder: BatchDecoder) -> None:
+    with pytest.raises(ValueError, match="do not fit"):
+        decoder.submit([2] * 250, GREEDY.with_(max_tokens=10), 0, 60)
