@@ -377,7 +377,9 @@ class BatchDecoder:
             if status != 0:
                 # 1 = no room in the KV cache (the caller's guard and per-slot streams rule
                 # it out); anything else is a native error. Either way, a retry may work.
-                sequence.error = RetryableBackendError(f"llama_decode returned {status}")
+                sequence.error = RetryableBackendError(
+                    f"llama_decode returned {status}", kind="overloaded" if status == 1 else "server"
+                )
         if status == 0:
             for row, (sequence, *_, wants_logits) in enumerate(entries):
                 if wants_logits:
@@ -410,5 +412,7 @@ class BatchDecoder:
             if sequence.result is not None:
                 sequence.future.set_result(sequence.result)
             else:
-                timeout = RetryableBackendError(f"generation took longer than {sequence.timeout_s:g} s")
+                timeout = RetryableBackendError(
+                    f"generation took longer than {sequence.timeout_s:g} s", kind="timeout"
+                )
                 sequence.future.set_exception(sequence.error or timeout)
