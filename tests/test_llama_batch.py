@@ -138,6 +138,35 @@ def test_greedy_answers_are_identical_alone_and_decoded_together(decoder: BatchD
 
 
 @pytest.mark.model
+def test_batched_greedy_tokens_are_the_argmax_of_a_solo_evaluation_up_to_rounding(
+    decoder: BatchDecoder,
+) -> None:
+    # Where a batched answer differs from a solo one, it must be a near-tie flip, not a
+    # wrong context: replay each batched answer through llama-cpp-python's own Llama
+    # (teacher forcing) and check every token is within a rounding gap of the best one.
+    from llama_cpp import Llama
+
+    prompts = PROMPTS + [f"Note {i}: the best thing about weekends is" for i in range(4)]
+    with decoder.starting_together():
+        futures = [run(decoder, p, GREEDY.with_(max_tokens=24)) for p in prompts]
+    answers = [f.result() for f in futures]
+    reference = Llama(
+        model_path=str(model_path_for_tests()), n_ctx=256, n_threads=1, logits_all=True, verbose=False
+    )
+    try:
+        for prompt, answer in zip(prompts, answers, strict=True):
+            prompt_ids = reference.tokenize(prompt.encode(), special=True)
+            answer_ids = reference.tokenize(answer.text.encode(), add_bos=False, special=True)
+            reference.reset()
+            reference.eval(prompt_ids + answer_ids)
+            scores = np.asarray(reference.scores[len(prompt_ids) - 1 : len(prompt_ids) + len(answer_ids) - 1])
+            chosen = scores[np.arange(len(answer_ids)), answer_ids]
+            assert float((scores.max(axis=1) - chosen).max()) < 1.0, (prompt, answer.text)
+    finally:
+        reference.close()
+
+
+@pytest.mark.model
 def test_seeded_sample_is_the_same_alone_and_decoded_together(decoder: BatchDecoder) -> None:
     solo = [alone(decoder, p, SAMPLED, seed=i) for i, p in enumerate(PROMPTS)]
     assert [f.result() for f in together(decoder, PROMPTS, SAMPLED)] == solo

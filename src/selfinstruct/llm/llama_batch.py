@@ -10,7 +10,8 @@ Why it is faster: decoding a token is bound by reading the weights, and one read
 every sequence in the call (on 2 cores, about 2x the tokens/s at 8 sequences).
 
 Each slot has its own KV stream of `n_ctx` cells (`kv_unified=False`): a sequence sees the
-same window as alone, and attention reads only its own cells (cheaper with long prompts).
+same window as alone, and attention reads only its own cells (8 sequences of 900 tokens:
+169 tok/s, against 150 with one cache shared by all).
 
 Sampling happens here, in numpy, on each sequence's logits, with OpenAI's meaning of the
 parameters (`penalize`, `choose_token`); each request has its own seeded generator, so the
