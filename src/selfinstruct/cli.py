@@ -125,13 +125,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from selfinstruct.pipeline import Run
 
     run = Run(args.out, _resolve_config(args, reuse_run_config=False), progress=_progress(args), log=_note)
-    try:
-        run.open()
+    with run.opened():
         summary = run.run_all()
-    except BaseException as exc:
-        run.close(exc)
-        raise
-    run.close()
     _print_summary(args.out, run.summary() or summary)
     return 0
 
@@ -141,13 +136,8 @@ def _stage_command(stage: str, needs_model: bool) -> Any:
         from selfinstruct.pipeline import Run
 
         run = Run(args.out, _resolve_config(args, reuse_run_config=True), progress=_progress(args), log=_note)
-        try:
-            run.open(needs_model=needs_model)
+        with run.opened(needs_model=needs_model):
             getattr(run, stage)()
-        except BaseException as exc:
-            run.close(exc)
-            raise
-        run.close()
         _print_summary(args.out, run.summary())
         return 0
 
@@ -170,13 +160,8 @@ def cmd_relabel(args: argparse.Namespace) -> int:
     # The source run's settings (seed, templates, seeds) with the teacher as the model.
     config = build_config(config_file=source_config, overrides=deep_merge(teacher, _backend_overrides(args)))
     run = Run(args.out, config, progress=_progress(args), log=_note)
-    try:
-        run.open()
+    with run.opened():
         run.relabel(args.run)
-    except BaseException as exc:
-        run.close(exc)
-        raise
-    run.close()
     _print_summary(args.out, run.summary())
     return 0
 

@@ -23,7 +23,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,17 @@ class Run:
             (self.out / FAILED_FILE).unlink(missing_ok=True)
         if needs_model and self._engine is None:
             self._engine = build_engine(self.config.backend, self.out, self._backend, self.progress)
+
+    @contextlib.contextmanager
+    def opened(self, needs_model: bool = True) -> Iterator[Run]:
+        """open() ... close(): an error reaches close(), which may take back an empty new directory."""
+        try:
+            self.open(needs_model=needs_model)
+            yield self
+        except BaseException as exc:
+            self.close(exc)
+            raise
+        self.close()
 
     def close(self, error: BaseException | None = None) -> None:
         """Write the summary; after a fatal backend error with nothing stored, remove the new directory."""
