@@ -25,18 +25,13 @@ from pathlib import Path
 
 import pytest
 
+from selfinstruct.pipeline import BOOKKEEPING_FILES
+
 STUB = Path(__file__).resolve().parent / "servers" / "openai_stub.py"
 N_INSTRUCTIONS = 30
-# Not outputs: the store and its WAL, the request accounting, the failure log of the last
-# invocation, and the resolved config (which records the concurrency).
-NOT_COMPARED = {
-    "responses.sqlite",
-    "responses.sqlite-wal",
-    "responses.sqlite-shm",
-    "summary.json",
-    "failed.jsonl",
-    "config.yaml",
-}
+# Not outputs: the store, the accounting, the failure log and the resolved config (which
+# records the concurrency).
+NOT_COMPARED = set(BOOKKEEPING_FILES)
 
 
 @pytest.fixture(scope="module")

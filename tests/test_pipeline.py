@@ -18,7 +18,7 @@ from servers.scripted_answers import WORDS, scripted_answer
 from selfinstruct.config import build_config
 from selfinstruct.errors import RequestsFailedError, RetryableBackendError
 from selfinstruct.llm.base import Completion, CompletionRequest
-from selfinstruct.pipeline import INSTANCES_FILE, INSTRUCTIONS_FILE, Run
+from selfinstruct.pipeline import BOOKKEEPING_FILES, INSTANCES_FILE, INSTRUCTIONS_FILE, Run
 
 PAPER_SEEDS = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "seed_tasks.jsonl")
 
@@ -63,18 +63,10 @@ def make_run(out: Path, model: ScriptedModel, n: int = 12, **over: Any) -> Run:
 
 
 def snapshot(out: Path) -> dict[str, bytes]:
-    skip = {
-        "responses.sqlite",
-        "responses.sqlite-wal",
-        "responses.sqlite-shm",
-        "summary.json",
-        "failed.jsonl",
-        "config.yaml",
-    }
     return {
         str(p.relative_to(out)): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name not in skip
+        if p.is_file() and p.name not in BOOKKEEPING_FILES
     }
 
 

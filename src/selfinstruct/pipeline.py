@@ -30,6 +30,7 @@ from typing import Any
 
 from selfinstruct.config import RunConfig, dump_config
 from selfinstruct.errors import BackendError, InputFileError
+from selfinstruct.llm import FAILED_FILE, STORE_FILE
 from selfinstruct.records import read_jsonl, write_atomic, write_json, write_jsonl
 from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages.context import PromptSet, StageContext
@@ -40,6 +41,16 @@ INSTRUCTIONS_FILE = "machine_generated_instructions.jsonl"
 INSTANCES_FILE = "machine_generated_instances.jsonl"
 FINETUNE_DIR = "finetuning_data"
 STAGES = ("bootstrap", "classify", "instances", "prepare")
+# What a run keeps besides its outputs: the config, the store (with SQLite's WAL files), the
+# failure log of the last invocation and the accounting. Outputs never depend on these.
+BOOKKEEPING_FILES = (
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    FAILED_FILE,
+    STORE_FILE,
+    f"{STORE_FILE}-wal",
+    f"{STORE_FILE}-shm",
+)
 
 
 def classification_file(model: str) -> str:
@@ -73,7 +84,7 @@ class Run:
     # -- set-up -----------------------------------------------------------------------------
     def open(self, needs_model: bool = True) -> None:
         """Start the backend (fails fast on a bad model or server), then create the directory."""
-        from selfinstruct.llm import FAILED_FILE, build_engine, start_backend
+        from selfinstruct.llm import build_engine, start_backend
 
         if needs_model and self._backend is None:
             self._backend = start_backend(self.config.backend, cache_dir())
@@ -267,10 +278,7 @@ class Run:
 
 def _remove_unused_run(out: Path) -> None:
     """Delete the files `open()` made in a directory it created, and the directory if then empty."""
-    from selfinstruct.llm import FAILED_FILE, STORE_FILE
-
-    store_files = (STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm")
-    for name in (CONFIG_FILE, SUMMARY_FILE, FAILED_FILE, *store_files):
+    for name in BOOKKEEPING_FILES:
         (out / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # something else was put there meanwhile: keep it
         out.rmdir()
