@@ -22,8 +22,8 @@ import pytest
 from servers.openai_stub import FAULT_KINDS, FaultPlan, OpenAIStub
 from servers.scripted_answers import scripted_answer
 
-from selfinstruct.pipeline import FINETUNE_DIR, INSTANCES_FILE, INSTRUCTIONS_FILE, classification_file
 from selfinstruct.randomness import derive_seed
+from selfinstruct.rundir import FINETUNE_DIR, INSTANCES_FILE, INSTRUCTIONS_FILE, classification_file
 
 MODEL = "m"
 SEED = 42

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from selfinstruct.pipeline import BOOKKEEPING_FILES
+from selfinstruct.rundir import BOOKKEEPING_FILES
 
 STUB = Path(__file__).resolve().parent / "servers" / "openai_stub.py"
 N_INSTRUCTIONS = 30

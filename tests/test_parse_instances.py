@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from selfinstruct.records import Instance
-from selfinstruct.stages.parse_instances import (
+from selfinstruct.parsing import (
     parse_classification_instances,
     parse_generation_instances,
     parse_input_output,
 )
+from selfinstruct.records import Instance
 
 
 def test_input_first_examples_are_split_into_pairs() -> None:

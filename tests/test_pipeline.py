@@ -18,7 +18,8 @@ from servers.scripted_answers import WORDS, scripted_answer
 from selfinstruct.config import build_config
 from selfinstruct.errors import RequestsFailedError, RetryableBackendError
 from selfinstruct.llm.base import Completion, CompletionRequest
-from selfinstruct.pipeline import BOOKKEEPING_FILES, INSTANCES_FILE, INSTRUCTIONS_FILE, Run
+from selfinstruct.pipeline import Run
+from selfinstruct.rundir import BOOKKEEPING_FILES, INSTANCES_FILE, INSTRUCTIONS_FILE
 
 PAPER_SEEDS = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "seed_tasks.jsonl")
 

@@ -103,7 +103,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _resolve_config(args: argparse.Namespace, reuse_run_config: bool) -> Any:
     from selfinstruct.config import build_config
-    from selfinstruct.pipeline import CONFIG_FILE
+    from selfinstruct.rundir import CONFIG_FILE
 
     config_file = args.config
     # A stage run on its own inside an existing run directory continues with that run's config.
@@ -147,7 +147,8 @@ def _stage_command(stage: str, needs_model: bool) -> Any:
 def cmd_relabel(args: argparse.Namespace) -> int:
     from selfinstruct.config import build_config, deep_merge, read_yaml_mapping
     from selfinstruct.errors import InputFileError
-    from selfinstruct.pipeline import CONFIG_FILE, Run
+    from selfinstruct.pipeline import Run
+    from selfinstruct.rundir import CONFIG_FILE
 
     source_config = args.run / CONFIG_FILE
     if not source_config.is_file():
@@ -186,10 +187,9 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_superni(args: argparse.Namespace) -> int:
-    from selfinstruct.config import build_config
+    from selfinstruct.config import build_config, cache_dir
     from selfinstruct.evaluate.superni import evaluate_superni, format_table, load_tasks
     from selfinstruct.llm import build_engine, start_backend
-    from selfinstruct.pipeline import cache_dir
     from selfinstruct.records import write_json, write_jsonl
 
     tasks = load_tasks(args.tasks, args.task)
@@ -213,10 +213,9 @@ def cmd_evaluate_superni(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_user_oriented(args: argparse.Namespace) -> int:
-    from selfinstruct.config import build_config
+    from selfinstruct.config import build_config, cache_dir
     from selfinstruct.evaluate.user_oriented import evaluate_user_oriented, format_table, load_user_tasks
     from selfinstruct.llm import build_engine, start_backend
-    from selfinstruct.pipeline import cache_dir
     from selfinstruct.records import write_json, write_jsonl
 
     tasks = load_user_tasks(args.file)[: args.limit]
@@ -255,10 +254,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from selfinstruct.errors import InputFileError
     from selfinstruct.exports import OPENAI_MIN_EXAMPLES, write_openai_finetuning_file
-    from selfinstruct.pipeline import FINETUNE_DIR
     from selfinstruct.records import Triple
+    from selfinstruct.rundir import ALPACA_FILE, FINETUNE_DIR, OPENAI_FINETUNE_FILE
 
-    source = args.run / FINETUNE_DIR / "alpaca_data.json"
+    source = args.run / FINETUNE_DIR / ALPACA_FILE
     if not source.is_file():
         raise InputFileError(f"{source}: not found; run `selfinstruct prepare --out {args.run}` first")
     try:
@@ -266,7 +265,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         triples = [Triple(r["instruction"], r.get("input", ""), r["output"]) for r in rows]
     except (ValueError, KeyError, TypeError) as exc:
         raise InputFileError(f"{source}: not a list of instruction/input/output records ({exc})") from None
-    out = args.out or args.run / FINETUNE_DIR / "openai_finetune.jsonl"
+    out = args.out or args.run / FINETUNE_DIR / OPENAI_FINETUNE_FILE
     written, skipped = write_openai_finetuning_file(out, triples, args.system)
     _note(
         f"export openai: {written} chat examples -> {out}"
@@ -278,7 +277,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from selfinstruct.pipeline import cache_dir
+    from selfinstruct.config import cache_dir
     from selfinstruct.train.finetune import FinetuneOptions, finetune
 
     options = FinetuneOptions(
@@ -316,10 +315,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_review(args: argparse.Namespace) -> int:
     from selfinstruct.analysis.review.ratings import format_summary, load_latest, summarize
-    from selfinstruct.analysis.review.server import RATINGS_FILE, REVIEW_DIR, serve_review
+    from selfinstruct.analysis.review.server import serve_review
+    from selfinstruct.rundir import REVIEW_DIR, REVIEW_RATINGS_FILE
 
     if args.summary:
-        print(format_summary(summarize(load_latest(args.run / REVIEW_DIR / RATINGS_FILE))))
+        print(format_summary(summarize(load_latest(args.run / REVIEW_DIR / REVIEW_RATINGS_FILE))))
         return 0
     serve_review(args.run, args.host, args.port, args.sample, args.seed, not args.no_browser, log=_note)
     return 0

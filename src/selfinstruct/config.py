@@ -8,6 +8,7 @@ falls back to a default.
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -101,6 +102,19 @@ class InstancesConfig(Strict):
     max_tokens_classification: int = Field(default=300, ge=1)
 
 
+# The instruction rule filters, in the order the reference applies them (filters/heuristics.py).
+# Their names are the keys of `filters.enabled` and of the funnel; "rouge" is the novelty filter.
+FILTER_NAMES = (
+    "empty",
+    "too_short",
+    "too_long",
+    "blacklist",
+    "forbidden_prefix",
+    "punctuation_start",
+    "non_ascii_start",
+)
+
+
 class FilterConfig(Strict):
     """Instruction filters (method.md 1.1); each one can be switched off and is counted."""
 
@@ -115,8 +129,6 @@ class FilterConfig(Strict):
     @field_validator("enabled")
     @classmethod
     def _known_filters(cls, value: dict[str, bool]) -> dict[str, bool]:
-        from selfinstruct.filters.heuristics import FILTER_NAMES
-
         unknown = sorted(set(value) - set(FILTER_NAMES) - {"rouge"})
         if unknown:
             raise ValueError(f"unknown filter(s) {unknown}; known: {[*FILTER_NAMES, 'rouge']}")
@@ -161,6 +173,11 @@ class RunConfig(Strict):
     compat: CompatConfig = CompatConfig()
     # Prompt files (package data names or paths) to use instead of the preset's.
     prompts: dict[str, str] = Field(default_factory=dict)
+
+
+def cache_dir() -> Path:
+    """Where models are assembled and converted: $SELFINSTRUCT_CACHE_DIR or ~/.cache/selfinstruct."""
+    return Path(os.environ.get("SELFINSTRUCT_CACHE_DIR") or Path.home() / ".cache" / "selfinstruct")
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

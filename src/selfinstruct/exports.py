@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.records import Triple, dumps, write_atomic
+from selfinstruct.rundir import ALPACA_FILE, OPENAI_MESSAGES_FILE, SHAREGPT_FILE
 
 
 def user_turn(triple: Triple) -> str:
@@ -41,9 +42,9 @@ def write_exports(folder: Path, triples: Iterable[Triple], system: str | None = 
     """Write the three export files; returns their paths by format name."""
     items = list(triples)
     paths = {
-        "alpaca": folder / "alpaca_data.json",
-        "sharegpt": folder / "sharegpt.jsonl",
-        "openai": folder / "openai_messages.jsonl",
+        "alpaca": folder / ALPACA_FILE,
+        "sharegpt": folder / SHAREGPT_FILE,
+        "openai": folder / OPENAI_MESSAGES_FILE,
     }
     write_atomic(
         paths["alpaca"], json.dumps([alpaca_record(t) for t in items], ensure_ascii=False, indent=4) + "\n"

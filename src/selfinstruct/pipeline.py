@@ -1,16 +1,4 @@
-"""A run directory and the stages that fill it.
-
-Files are named and shaped like the reference's batch dir, so either tool can read the
-other's output:
-
-    RUN/config.yaml                          the resolved config
-    RUN/responses.sqlite                     every model response, committed before use
-    RUN/failed.jsonl                         requests that failed after every retry
-    RUN/machine_generated_instructions.jsonl stage 1
-    RUN/is_clf_or_not_<model>_template_1.jsonl stage 2
-    RUN/machine_generated_instances.jsonl    stage 3
-    RUN/finetuning_data/                     stage 4 + exports
-    RUN/summary.json                         the funnel and the request accounting
+"""A run directory and the stages that fill it (its file names: `rundir.py`).
 
 Everything is validated (config, prompts, seeds, backend) before the directory is touched,
 and each output file is written whole or not at all. Re-running the same command replays
@@ -20,46 +8,32 @@ the stored responses and sends only what is missing.
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.config import RunConfig, dump_config
+from selfinstruct.config import RunConfig, cache_dir, dump_config
 from selfinstruct.errors import BackendError, InputFileError
-from selfinstruct.llm import FAILED_FILE, STORE_FILE
 from selfinstruct.records import read_jsonl, write_atomic, write_json, write_jsonl
+from selfinstruct.rundir import (
+    BOOKKEEPING_FILES,
+    CONFIG_FILE,
+    FAILED_FILE,
+    FINETUNE_DATA_GLOB,
+    FINETUNE_DIR,
+    GENERATED_INSTANCES_FILE,
+    INSTANCES_FILE,
+    INSTRUCTIONS_FILE,
+    SUMMARY_FILE,
+    classification_file,
+    finetune_data_file,
+)
 from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages.context import PromptSet, StageContext
 
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
-INSTRUCTIONS_FILE = "machine_generated_instructions.jsonl"
-INSTANCES_FILE = "machine_generated_instances.jsonl"
-FINETUNE_DIR = "finetuning_data"
 STAGES = ("bootstrap", "classify", "instances", "prepare")
-# What a run keeps besides its outputs: the config, the store (with SQLite's WAL files), the
-# failure log of the last invocation and the accounting. Outputs never depend on these.
-BOOKKEEPING_FILES = (
-    CONFIG_FILE,
-    SUMMARY_FILE,
-    FAILED_FILE,
-    STORE_FILE,
-    f"{STORE_FILE}-wal",
-    f"{STORE_FILE}-shm",
-)
-
-
-def classification_file(model: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "model"
-    return f"is_clf_or_not_{safe}_template_1.jsonl"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SELFINSTRUCT_CACHE_DIR") or Path.home() / ".cache" / "selfinstruct")
 
 
 @dataclass
@@ -157,7 +131,8 @@ class Run:
         return result.records
 
     def classify(self) -> list[dict[str, Any]]:
-        from selfinstruct.stages.classify import identify_classification, is_classification_answer
+        from selfinstruct.parsing import is_classification_answer
+        from selfinstruct.stages.classify import identify_classification
 
         started = time.monotonic()
         tasks = self._read(INSTRUCTIONS_FILE, "bootstrap")
@@ -205,7 +180,7 @@ class Run:
         from selfinstruct.stages.finetune_data import finetune_data_from_triples
         from selfinstruct.stages.relabel import relabel_triples
 
-        source = source_run / FINETUNE_DIR / "all_generated_instances.jsonl"
+        source = source_run / FINETUNE_DIR / GENERATED_INSTANCES_FILE
         if not source.is_file():
             raise InputFileError(f"{source}: not found; run `selfinstruct prepare --out {source_run}` first")
         try:
@@ -222,10 +197,10 @@ class Run:
         from selfinstruct.exports import write_exports
 
         folder = self.out / FINETUNE_DIR
-        write_jsonl(folder / "all_generated_instances.jsonl", (t.to_json() for t in data.generated))
-        for old in folder.glob("gpt3_finetuning_data_*.jsonl"):
+        write_jsonl(folder / GENERATED_INSTANCES_FILE, (t.to_json() for t in data.generated))
+        for old in folder.glob(FINETUNE_DATA_GLOB):
             old.unlink()
-        write_jsonl(folder / f"gpt3_finetuning_data_{len(data.rows)}.jsonl", data.rows)
+        write_jsonl(folder / finetune_data_file(len(data.rows)), data.rows)
         write_exports(folder, data.training)
         entry = {
             **info,

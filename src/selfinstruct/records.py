@@ -53,6 +53,20 @@ class Triple:
     def to_json(self) -> dict[str, str]:
         return {"instruction": self.instruction, "input": self.input, "output": self.output}
 
+    @classmethod
+    def from_json(cls, record: dict[str, Any], strip: bool = False) -> Triple:
+        """A triple from a record with instruction, output and an optional input.
+
+        Raises KeyError for a missing field and TypeError for one that is not a string;
+        `strip` trims surrounding whitespace from each field.
+        """
+        fields = (record["instruction"], record.get("input", ""), record["output"])
+        if not all(isinstance(value, str) for value in fields):
+            raise TypeError("instruction, input and output must be strings")
+        if strip:
+            fields = tuple(value.strip() for value in fields)
+        return cls(*fields)
+
 
 @dataclass
 class Funnel:

@@ -19,8 +19,7 @@ from selfinstruct.analysis.stats import (
     summarize_lengths,
 )
 from selfinstruct.filters.rouge import TokenizerName
-
-REPORT_DIR = "report"
+from selfinstruct.rundir import REPORT_DIR, REPORT_HTML, REPORT_JSON
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,6 @@ def analyze_run(
     data = read_run(run, seed_tasks)
     report, images = build_report(data, rule, progress)
     out = run / REPORT_DIR
-    write_json(out / "report.json", report)
-    write_atomic(out / "index.html", render_html(report, images))
-    return AnalysisResult(out / "index.html", out / "report.json", report)
+    write_json(out / REPORT_JSON, report)
+    write_atomic(out / REPORT_HTML, render_html(report, images))
+    return AnalysisResult(out / REPORT_HTML, out / REPORT_JSON, report)

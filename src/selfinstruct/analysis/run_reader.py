@@ -1,6 +1,6 @@
 """Read any run directory into plain records: this project's layout and the reference code's.
 
-Both write the same file names (see `pipeline.py`), but a directory may hold only some of
+Both write the same file names (see `rundir.py`), but a directory may hold only some of
 them: stage 1 alone, a reference batch dir without `config.yaml`, a folder with only the
 final `finetuning_data/`. The reader uses what is there and says which file each part came
 from, so the report can state its sources. A directory with no instruction file at all is
@@ -14,18 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import InputFileError
-from selfinstruct.pipeline import (
+from selfinstruct.parsing import instances_of_record, is_classification_answer
+from selfinstruct.records import Triple, iter_jsonl
+from selfinstruct.rundir import (
+    CLASSIFICATION_GLOB,
     CONFIG_FILE,
     FINETUNE_DIR,
+    GENERATED_INSTANCES_FILE,
     INSTANCES_FILE,
     INSTRUCTIONS_FILE,
     SUMMARY_FILE,
     classification_file,
 )
-from selfinstruct.records import Triple, iter_jsonl
 
-FINETUNE_FILE = f"{FINETUNE_DIR}/all_generated_instances.jsonl"
-CLASSIFICATION_GLOB = "is_clf_or_not_*_template_1.jsonl"
+FINETUNE_FILE = f"{FINETUNE_DIR}/{GENERATED_INSTANCES_FILE}"
 
 
 @dataclass
@@ -153,8 +155,6 @@ def _unique(texts: Any) -> list[str]:
 
 def _parse_stage3(records: list[dict[str, Any]]) -> list[Triple]:
     """Stage-3 raw text parsed as stage 4 parses it, before its filters."""
-    from selfinstruct.stages.finetune_data import instances_of_record
-
     triples = []
     for record in records:
         parsed, _ = instances_of_record(record)
@@ -167,8 +167,6 @@ def _classification(
     path: Path, config: dict[str, Any], stage3: list[dict[str, Any]] | None, sources: dict[str, str]
 ) -> dict[str, bool]:
     """instruction -> classification, from stage 2's file, else from stage 3's carried-over answers."""
-    from selfinstruct.stages.classify import is_classification_answer
-
     candidates = sorted(path.glob(CLASSIFICATION_GLOB))
     if candidates:
         model = (config.get("backend") or {}).get("model")

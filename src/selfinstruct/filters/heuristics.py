@@ -10,18 +10,9 @@ import re
 import string
 from functools import lru_cache
 
-from selfinstruct.config import FilterConfig
+from selfinstruct.config import FILTER_NAMES, FilterConfig
 
-# In the order the reference applies them.
-FILTER_NAMES = (
-    "empty",
-    "too_short",
-    "too_long",
-    "blacklist",
-    "forbidden_prefix",
-    "punctuation_start",
-    "non_ascii_start",
-)
+__all__ = ["FILTER_NAMES", "check_instruction"]
 
 
 @lru_cache(maxsize=32)

@@ -12,14 +12,12 @@ from typing import TYPE_CHECKING
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
+from selfinstruct.rundir import FAILED_FILE, STORE_FILE
 
 if TYPE_CHECKING:
     from selfinstruct.llm.engine import RequestEngine
 
 __all__ = ["Backend", "Completion", "CompletionRequest", "build_engine", "make_backend", "start_backend"]
-
-STORE_FILE = "responses.sqlite"
-FAILED_FILE = "failed.jsonl"
 
 
 def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:

@@ -26,7 +26,6 @@ from typing import Any
 from selfinstruct.errors import InputFileError
 from selfinstruct.llm.base import Completion
 
-STORE_FILE_NAME = "responses.sqlite"
 _COLUMNS = ["key", "stage", "request_json", "completion_json", "created"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (

@@ -12,8 +12,6 @@ from selfinstruct.llm.base import CompletionRequest
 from selfinstruct.prompts import ClassifyPrompt
 from selfinstruct.stages.context import StageContext
 
-YES = frozenset({"Yes", "yes", "YES"})
-
 
 def render_classify_prompt(prompt: ClassifyPrompt, instruction: str) -> str:
     blocks = [
@@ -21,11 +19,6 @@ def render_classify_prompt(prompt: ClassifyPrompt, instruction: str) -> str:
         for demo in prompt.demonstrations
     ]
     return "\n\n".join([prompt.header.strip(), *blocks, f"Task: {instruction.strip()}\n{prompt.question}"])
-
-
-def is_classification_answer(raw: str) -> bool:
-    """The model's raw answer means yes. Anything else, an empty answer included, is no."""
-    return raw.strip() in YES
 
 
 def identify_classification(ctx: StageContext, instructions: list[str]) -> list[dict[str, Any]]:

@@ -14,11 +14,10 @@ from typing import Any
 
 from selfinstruct.config import RunConfig
 from selfinstruct.filters.instances import filter_instances
+from selfinstruct.parsing import instances_of_record
 from selfinstruct.prompts import FinetuneTemplates
 from selfinstruct.randomness import derive_seed, step_rng
-from selfinstruct.records import Funnel, Instance, SeedTask, Triple
-from selfinstruct.stages.classify import is_classification_answer
-from selfinstruct.stages.parse_instances import parse_classification_instances, parse_generation_instances
+from selfinstruct.records import Funnel, SeedTask, Triple
 
 
 @dataclass
@@ -27,17 +26,6 @@ class FinetuneData:
     training: list[Triple]  # what the fine-tuning data is built from (seeds included if asked)
     rows: list[dict[str, str]]  # {prompt, completion}
     funnel: Funnel = field(default_factory=Funnel)
-
-
-def instances_of_record(record: dict[str, Any]) -> tuple[list[Instance], str]:
-    """Parse one stage-3 record (or take the instance of a one-stage alpaca record)."""
-    if "raw_instances" not in record:
-        return [Instance(record.get("input", ""), record.get("output", ""))], "stop"
-    finish = str((record.get("instance_metadata") or {}).get("finish_reason", "stop"))
-    raw = record["raw_instances"] or ""
-    if is_classification_answer(str(record.get("is_classification", ""))):
-        return parse_classification_instances(raw, finish), finish
-    return parse_generation_instances(raw, finish), finish
 
 
 def collect_triples(records: list[dict[str, Any]], config: RunConfig, funnel: Funnel) -> list[Triple]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.parsing import is_classification_answer
 from selfinstruct.prompts import InstancesClassificationPrompt, InstancesGenerationPrompt
-from selfinstruct.stages.classify import is_classification_answer
 from selfinstruct.stages.context import StageContext
 
 

@@ -42,6 +42,7 @@ from selfinstruct.llm.hf_models import (
     weights_fingerprint,
 )
 from selfinstruct.records import write_atomic, write_json
+from selfinstruct.rundir import FINETUNE_OUT_DIR
 from selfinstruct.train import sft_data
 from selfinstruct.train.checkpoints import (
     CHECKPOINTS,
@@ -140,7 +141,7 @@ def finetune(
     if out is None:
         if source.is_file():
             raise ConfigError(f"{source}: pass --out when RUN is a data file")
-        out = source / "finetune"
+        out = source / FINETUNE_OUT_DIR
     check_base_spec(options.base)
     rows = sft_data.read_rows(data_file)
     known = sft_data.known_instructions(data_file)

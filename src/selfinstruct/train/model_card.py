@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.llm.hf_models import EMBEDDED
+from selfinstruct.rundir import FINETUNE_DIR
 
 _PARAMETERS = (
     ("epochs", "epochs"),
@@ -109,7 +110,7 @@ def _usage(base: str, output_dir: Path, full: bool) -> str:
 
 
 def _run_dir(data_file: Path) -> Path:
-    return data_file.parent.parent if data_file.parent.name == "finetuning_data" else data_file.parent
+    return data_file.parent.parent if data_file.parent.name == FINETUNE_DIR else data_file.parent
 
 
 def _value(value: Any) -> str:

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import InputFileError
-from selfinstruct.pipeline import FINETUNE_DIR
 from selfinstruct.randomness import derive_seed
 from selfinstruct.records import iter_jsonl
+from selfinstruct.rundir import ALPACA_FILE, FINETUNE_DATA_GLOB, FINETUNE_DIR, GENERATED_INSTANCES_FILE
 
 IGNORE = -100  # the label PyTorch's cross-entropy skips
 END_MARKER = "<|endoftext|>"
-DATA_GLOB = "gpt3_finetuning_data_*.jsonl"
 
 
 @dataclass(frozen=True)
@@ -63,10 +62,10 @@ def find_data_file(source: Path) -> Path:
         return source
     if not source.is_dir():
         raise InputFileError(f"{source}: no such run directory")
-    files = sorted((source / FINETUNE_DIR).glob(DATA_GLOB))
+    files = sorted((source / FINETUNE_DIR).glob(FINETUNE_DATA_GLOB))
     if not files:
         raise InputFileError(
-            f"{source}: no fine-tuning data ({FINETUNE_DIR}/{DATA_GLOB}); "
+            f"{source}: no fine-tuning data ({FINETUNE_DIR}/{FINETUNE_DATA_GLOB}); "
             f"run `selfinstruct prepare --out {source}` first"
         )
     if len(files) > 1:
@@ -92,11 +91,11 @@ def known_instructions(data_file: Path) -> set[str]:
     """Instructions listed beside the data (alpaca_data.json and/or all_generated_instances.jsonl)."""
     folder = data_file.parent
     found: set[str] = set()
-    alpaca = folder / "alpaca_data.json"
+    alpaca = folder / ALPACA_FILE
     if alpaca.is_file():
         with contextlib.suppress(ValueError, TypeError):  # not ours to validate; fall back below
             found |= {r["instruction"] for r in json.loads(alpaca.read_text("utf-8")) if "instruction" in r}
-    generated = folder / "all_generated_instances.jsonl"
+    generated = folder / GENERATED_INSTANCES_FILE
     if generated.is_file():
         found |= {str(r.get("instruction", "")) for _, r in iter_jsonl(generated)}
     return {i.strip() for i in found if i.strip()}

@@ -32,11 +32,8 @@ from selfinstruct.analysis.review.ratings import RatingError, RatingsLog, parse_
 from selfinstruct.analysis.review.sample import ReviewItem, sample_items
 from selfinstruct.errors import InputFileError, SelfInstructError
 from selfinstruct.records import write_json, write_jsonl
+from selfinstruct.rundir import REVIEW_DIR, REVIEW_RATINGS_FILE, REVIEW_SAMPLE_FILE, REVIEW_SUMMARY_FILE
 
-REVIEW_DIR = "review"
-RATINGS_FILE = "ratings.jsonl"
-SUMMARY_FILE = "summary.json"
-SAMPLE_FILE = "sample.jsonl"
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'"
@@ -59,7 +56,7 @@ class ReviewServer(ThreadingHTTPServer):
         self.seed = seed
         self.items = items
         self.by_id = {item.id: item for item in items}
-        self.log = RatingsLog(run / REVIEW_DIR / RATINGS_FILE)
+        self.log = RatingsLog(run / REVIEW_DIR / REVIEW_RATINGS_FILE)
         self._summary_lock = threading.Lock()
 
     @property
@@ -82,7 +79,7 @@ class ReviewServer(ThreadingHTTPServer):
         """The summary of every rating in the file, also written to review/summary.json."""
         with self._summary_lock:
             summary = summarize(self.log.latest())
-            write_json(self.run / REVIEW_DIR / SUMMARY_FILE, summary)
+            write_json(self.run / REVIEW_DIR / REVIEW_SUMMARY_FILE, summary)
             return summary
 
 
@@ -193,7 +190,7 @@ def make_review_server(
     except OSError as exc:
         raise SelfInstructError(f"cannot listen on {host}:{port}: {exc.strerror}; try --port 0") from None
     # The sample itself, for the record: what was shown, in order.
-    write_jsonl(run / REVIEW_DIR / SAMPLE_FILE, (item.to_json() for item in items))
+    write_jsonl(run / REVIEW_DIR / REVIEW_SAMPLE_FILE, (item.to_json() for item in items))
     return server
 
 
@@ -211,7 +208,7 @@ def serve_review(
     log(f"review: {len(server.items)} items at {server.url} (Ctrl-C to stop)")
     if host not in LOOPBACK_NAMES:
         log(f"warning: listening on {host}: anyone who can reach this address can read and rate the sample")
-    log(f"ratings: {run / REVIEW_DIR / RATINGS_FILE}")
+    log(f"ratings: {run / REVIEW_DIR / REVIEW_RATINGS_FILE}")
     if open_browser and _has_display():
         import webbrowser
 
@@ -223,7 +220,7 @@ def serve_review(
         pass
     finally:
         server.server_close()
-    log(f"review: stopped; summary in {run / REVIEW_DIR / SUMMARY_FILE}")
+    log(f"review: stopped; summary in {run / REVIEW_DIR / REVIEW_SUMMARY_FILE}")
 
 
 def _has_display() -> bool:

@@ -1,0 +1,79 @@
+"""Every name in a run directory, defined once.
+
+Files are named and shaped like the reference's batch dir, so either tool can read the
+other's output:
+
+    RUN/config.yaml                              the resolved config
+    RUN/responses.sqlite                         every model response, committed before use
+    RUN/failed.jsonl                             requests that failed after every retry
+    RUN/summary.json                             the funnel and the request accounting
+    RUN/machine_generated_instructions.jsonl     stage 1
+    RUN/is_clf_or_not_<model>_template_1.jsonl   stage 2
+    RUN/machine_generated_instances.jsonl        stage 3
+    RUN/finetuning_data/                         stage 4 and the exports
+        all_generated_instances.jsonl            the kept (instruction, input, output) triples
+        gpt3_finetuning_data_<N>.jsonl           {prompt, completion} rows
+        alpaca_data.json, sharegpt.jsonl, openai_messages.jsonl
+        openai_finetune.jsonl                    `selfinstruct export openai`
+    RUN/finetune/                                `selfinstruct finetune` (adapter or model)
+    RUN/report/                                  `selfinstruct analyze`: index.html, report.json
+    RUN/review/                                  `selfinstruct review`: sample, ratings, summary
+
+An evaluation directory (`selfinstruct evaluate ... --out DIR`) has a store and a failure
+log of the same names. Nothing here does I/O; these are names only.
+"""
+
+from __future__ import annotations
+
+import re
+
+CONFIG_FILE = "config.yaml"
+STORE_FILE = "responses.sqlite"
+FAILED_FILE = "failed.jsonl"
+SUMMARY_FILE = "summary.json"
+
+# The stage files, in pipeline order.
+INSTRUCTIONS_FILE = "machine_generated_instructions.jsonl"
+CLASSIFICATION_GLOB = "is_clf_or_not_*_template_1.jsonl"
+INSTANCES_FILE = "machine_generated_instances.jsonl"
+
+FINETUNE_DIR = "finetuning_data"
+GENERATED_INSTANCES_FILE = "all_generated_instances.jsonl"
+FINETUNE_DATA_GLOB = "gpt3_finetuning_data_*.jsonl"
+ALPACA_FILE = "alpaca_data.json"
+SHAREGPT_FILE = "sharegpt.jsonl"
+OPENAI_MESSAGES_FILE = "openai_messages.jsonl"
+OPENAI_FINETUNE_FILE = "openai_finetune.jsonl"
+
+FINETUNE_OUT_DIR = "finetune"
+
+REPORT_DIR = "report"
+REPORT_HTML = "index.html"
+REPORT_JSON = "report.json"
+
+REVIEW_DIR = "review"
+REVIEW_SAMPLE_FILE = "sample.jsonl"
+REVIEW_RATINGS_FILE = "ratings.jsonl"
+REVIEW_SUMMARY_FILE = "summary.json"
+
+# What a run keeps besides its outputs: the config, the store (with SQLite's WAL files), the
+# failure log of the last invocation and the accounting. Outputs never depend on these.
+BOOKKEEPING_FILES = (
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    FAILED_FILE,
+    STORE_FILE,
+    f"{STORE_FILE}-wal",
+    f"{STORE_FILE}-shm",
+)
+
+
+def classification_file(model: str) -> str:
+    """Stage 2's file for `model`, made safe as a file name (the reference's pattern)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "model"
+    return CLASSIFICATION_GLOB.replace("*", safe)
+
+
+def finetune_data_file(rows: int) -> str:
+    """The prompt/completion file of `rows` rows (the reference names it by its size)."""
+    return FINETUNE_DATA_GLOB.replace("*", str(rows))
