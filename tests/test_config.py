@@ -71,3 +71,46 @@ def test_rejects_a_bad_config_with_one_line(tmp_path: Path, text: str, message: 
 def test_rejects_an_unknown_preset() -> None:
     with pytest.raises(ConfigError, match="unknown preset"):
         build_config("gpt-9")
+
+
+def test_relative_paths_are_made_absolute_so_a_run_config_works_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from selfinstruct.seeds import load_seed_tasks
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    seeds = project / "data" / "seeds.jsonl"
+    seeds.write_text(
+        '{"id": "s1", "name": "n", "instruction": "Say hi.", '
+        '"instances": [{"input": "", "output": "hi"}], "is_classification": false}\n',
+        encoding="utf-8",
+    )
+    (project / "my_classify.yaml").write_text("x: 1\n", encoding="utf-8")
+    monkeypatch.chdir(project)
+    cfg = build_config(
+        overrides={
+            "seed_tasks": "data/seeds.jsonl",
+            "prompts": {"classify": "my_classify.yaml", "bootstrap": "bootstrap.yaml"},
+            "backend": {"kind": "transformers", "model_path": "embedded", "adapter_path": "adapter"},
+        }
+    )
+    assert cfg.seed_tasks == str(seeds)
+    assert cfg.prompts["classify"] == str(project / "my_classify.yaml")
+    assert cfg.prompts["bootstrap"] == "bootstrap.yaml"  # a packaged name, not a path
+    assert cfg.backend.model_path == "embedded"  # a name, not a path
+    assert cfg.backend.adapter_path == str(project / "adapter")
+
+    recorded = project / "run" / "config.yaml"
+    recorded.parent.mkdir()
+    recorded.write_text(dump_config(cfg), encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = build_config(config_file=recorded)
+    assert again == cfg
+    assert [t.id for t in load_seed_tasks(again.seed_tasks)] == ["s1"]
+
+
+def test_no_seed_file_means_the_packaged_seeds() -> None:
+    assert build_config().seed_tasks is None

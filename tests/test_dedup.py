@@ -123,7 +123,7 @@ def test_a_utf8_byte_order_mark_does_not_hide_jsonl(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("bad_line", "message"),
     [
-        (b'{"instruction": "unterminated\n', "invalid JSON"),
+        (b'{"instruction": "unterminated\n', "not valid JSON"),
         (b"[1, 2, 3]\n", "expected a JSON object"),
         (b'{"input": "no instruction"}\n', "'instruction' is missing"),
         (b'{"instruction": 42}\n', "'instruction' is a int, not a string"),
@@ -146,7 +146,7 @@ def test_a_malformed_jsonl_line_raises_with_path_and_line_and_writes_nothing(
 def test_a_malformed_pool_line_raises_with_the_pool_path(tmp_path: Path) -> None:
     pool = write(tmp_path / "pool.jsonl", jsonl("ok") + b"{oops}\n")
     source = write(tmp_path / "in.jsonl", jsonl("Anything."))
-    with pytest.raises(InputFileError, match=rf"^{pool}:2: invalid JSON"):
+    with pytest.raises(InputFileError, match=rf"^{pool}:2: not valid JSON"):
         dedup_file(source, tmp_path / "out.jsonl", pool_path=pool, progress=False)
     assert not (tmp_path / "out.jsonl").exists()
 

@@ -230,7 +230,41 @@ def build_config(
     data = deep_merge(load_preset(str(preset_name)), user)
     data = deep_merge(data, overrides or {})
     data["preset"] = preset_name
-    return validate_config(data, source)
+    return validate_config(absolute_paths(data), source)
+
+
+def absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
+    """The config with its file paths made absolute (relative ones are taken from the CWD).
+
+    A run directory records its resolved config, and later stage commands read it back,
+    possibly from another directory: a relative seed file would then be looked for there.
+    Names that are not paths (a packaged prompt, the `embedded` model) stay as they are.
+    """
+
+    def absolute(value: Any) -> Any:
+        return str(Path(value).expanduser().absolute()) if isinstance(value, str) and value else value
+
+    out = dict(data)
+    out["seed_tasks"] = absolute(out.get("seed_tasks"))
+    if isinstance(out.get("backend"), dict):
+        backend = dict(out["backend"])
+        for key in ("api_key_file", "adapter_path", "model_path"):
+            if key in backend and backend[key] != "embedded":
+                backend[key] = absolute(backend[key])
+        out["backend"] = backend
+    if isinstance(out.get("prompts"), dict):
+        out["prompts"] = {
+            family: value if not isinstance(value, str) or _is_packaged_prompt(value) else absolute(value)
+            for family, value in out["prompts"].items()
+        }
+    if out["seed_tasks"] is None:
+        out.pop("seed_tasks")
+    return out
+
+
+def _is_packaged_prompt(name: str) -> bool:
+    """A prompt file shipped in the package (`classify.yaml`), which prompts/ prefers to a path."""
+    return "/" not in name and resources.files("selfinstruct.prompts").joinpath(name).is_file()
 
 
 def validate_config(data: dict[str, Any], source: str) -> RunConfig:

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from selfinstruct.errors import ConfigError, InputFileError
 from selfinstruct.filters.rouge import TOKENIZERS, RougeNoveltyIndex, TokenizerName
+from selfinstruct.records import json_object_line
 
 _PROGRESS_EVERY = 4096  # lines between progress-bar updates: updating per line costs more than ROUGE
 
@@ -56,12 +57,7 @@ def _records(path: Path, field: str, handle: IO[bytes]) -> Iterator[tuple[bytes,
         if not jsonl:
             yield raw, line.rstrip("\r\n")
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputFileError(f"{path}:{line_no}: invalid JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise InputFileError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+        record = json_object_line(line, path, line_no)
         text = record.get(field)
         if not isinstance(text, str):
             problem = "missing" if text is None else f"a {type(text).__name__}, not a string"

@@ -184,9 +184,11 @@ class Run:
         if not source.is_file():
             raise InputFileError(f"{source}: not found; run `selfinstruct prepare --out {source_run}` first")
         try:
-            triples = [Triple(r["instruction"], r.get("input", ""), r["output"]) for r in read_jsonl(source)]
+            triples = [Triple.from_json(r) for r in read_jsonl(source)]
         except KeyError as exc:
             raise InputFileError(f"{source}: a record lacks {exc}") from None
+        except TypeError as exc:
+            raise InputFileError(f"{source}: {exc}") from None
         relabelled, funnel = relabel_triples(self.context(), triples)
         data = finetune_data_from_triples(
             relabelled, self.seeds, self.config, self.prompts.finetune_templates, funnel

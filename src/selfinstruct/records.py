@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.errors import InputFileError
+from selfinstruct.errors import InputFileError, SelfInstructError
 
 
 @dataclass(frozen=True)
@@ -83,21 +83,31 @@ class Funnel:
         return {"generated": self.generated, "rejected": dict(self.rejected), "accepted": self.accepted}
 
 
+def json_object_line(
+    line: str, path: Path | str, lineno: int, error: type[SelfInstructError] = InputFileError
+) -> dict[str, Any]:
+    """One JSONL line as an object; anything else raises `error` naming path:line.
+
+    The one reader of a JSONL line (run files, seed files, dedup input), so every file
+    reports a bad line in the same words.
+    """
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise error(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; malformed lines name path:line."""
     if not path.is_file():
         raise InputFileError(f"{path}: file not found")
     with path.open("r", encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputFileError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+            if line.strip():
+                yield lineno, json_object_line(line, path, lineno)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -128,9 +128,7 @@ def _triples(
 
 
 def _as_triples(records: list[dict[str, Any]]) -> list[Triple]:
-    return [
-        Triple(r["instruction"].strip(), r.get("input", "").strip(), r["output"].strip()) for r in records
-    ]
+    return [Triple.from_json(r, strip=True) for r in records]
 
 
 def _records(path: Path, *required: str) -> list[dict[str, Any]] | None:

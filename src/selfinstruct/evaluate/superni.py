@@ -117,7 +117,7 @@ def evaluate_superni(
     """Predictions (one record per instance) and metrics (overall, per task, per category)."""
     items = [(task, inst) for task in tasks for inst in task.instances[:max_instances]]
     requests = [CompletionRequest(build_prompt(task, inst[1], n_positive), params) for task, inst in items]
-    completions = engine.run_all(requests, stage="superni")
+    completions = engine.complete_all(requests, stage="superni")
     predictions = []
     for (task, (inst_id, inst_input, refs)), completion in zip(items, completions, strict=True):
         prediction = completion.text.strip()

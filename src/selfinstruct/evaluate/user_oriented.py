@@ -94,7 +94,7 @@ def parse_grade(text: str) -> str | None:
 def evaluate_user_oriented(
     engine: RequestEngine, tasks: list[UserTask], judge: RequestEngine | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    responses = engine.run_all(
+    responses = engine.complete_all(
         [CompletionRequest(response_prompt(t), RESPONSE_PARAMS) for t in tasks], "respond"
     )
     rows: list[dict[str, Any]] = []
@@ -110,7 +110,7 @@ def evaluate_user_oriented(
             CompletionRequest(judge_prompt(t, r["response"]), JUDGE_PARAMS)
             for t, r in zip(tasks, rows, strict=True)
         ]
-        for row, verdict in zip(rows, judge.run_all(requests, "judge"), strict=True):
+        for row, verdict in zip(rows, judge.complete_all(requests, "judge"), strict=True):
             row["grade"] = parse_grade(verdict.text)
             row["judge_raw"] = verdict.text
         counts = Counter(r["grade"] for r in rows)

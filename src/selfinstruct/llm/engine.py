@@ -171,7 +171,7 @@ class RequestEngine:
                 stats.concurrency_limit = self.admission.limit
         return results
 
-    def run_all(
+    def complete_all(
         self, requests: Sequence[CompletionRequest], stage: str, progress: bool | None = None
     ) -> list[Completion]:
         """Every completion, or RequestsFailedError once all were tried and the good ones stored.
@@ -184,7 +184,7 @@ class RequestEngine:
         failed = sum(r is None for r in results)
         if failed:
             raise RequestsFailedError(
-                f"{stage}: {failed} of {len(results)} requests failed after retries (see failed.jsonl); "
+                f"{stage}: {failed} of {len(results)} requests failed after retries (see {self.failed_log.name}); "
                 "run the same command again to retry only those"
             )
         return [r for r in results if r is not None]

@@ -6,13 +6,12 @@ Every line is validated before a run starts; the first problem is reported as
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import SeedFileError
-from selfinstruct.records import Instance, SeedTask
+from selfinstruct.records import Instance, SeedTask, json_object_line
 
 PACKAGED = "seed_tasks.jsonl"
 
@@ -36,7 +35,7 @@ def load_seed_tasks(path: str | Path | None = None) -> list[SeedTask]:
         if not line.strip():
             continue
         where = f"{source}:{lineno}"
-        task = _parse_task(line, where)
+        task = _parse_task(json_object_line(line, source, lineno, SeedFileError), where)
         if task.id in seen:
             raise SeedFileError(f"{where}: duplicate id {task.id!r} (first on line {seen[task.id]})")
         seen[task.id] = lineno
@@ -46,13 +45,7 @@ def load_seed_tasks(path: str | Path | None = None) -> list[SeedTask]:
     return tasks
 
 
-def _parse_task(line: str, where: str) -> SeedTask:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise SeedFileError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(obj, dict):
-        raise SeedFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+def _parse_task(obj: dict[str, Any], where: str) -> SeedTask:
     for key, kind in (("id", str), ("name", str), ("instruction", str), ("instances", list)):
         _require(obj, key, kind, where)
     _require(obj, "is_classification", bool, where)

@@ -55,6 +55,6 @@ class StageContext:
     def complete_all(
         self, requests: Sequence[CompletionRequest], stage: str, progress: bool = True
     ) -> list[Completion]:
-        """Every completion or RequestsFailedError (see RequestEngine.run_all)."""
+        """Every completion or RequestsFailedError (see RequestEngine.complete_all)."""
         assert self.engine is not None, f"stage {stage} needs a model"
-        return self.engine.run_all(requests, stage=stage, progress=progress and self.progress)
+        return self.engine.complete_all(requests, stage=stage, progress=progress and self.progress)
