@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_analysis_fixture import POEM, SEEDS, TABLE1, make_run, write_jsonl
+from fixtures.analysis_run import POEM, SEEDS, TABLE1, make_run, write_jsonl
 
 from selfinstruct.cli import main
 

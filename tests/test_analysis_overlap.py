@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from fixtures.analysis_run import CAPITAL, POEM, SEEDS, SENTIMENT, STORY
 from rouge_score import rouge_scorer
-from test_analysis_fixture import CAPITAL, POEM, SEEDS, SENTIMENT, STORY
 
 from selfinstruct.analysis.overlap import histogram, max_overlap_with_seeds, summarize_overlap
 

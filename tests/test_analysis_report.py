@@ -6,7 +6,7 @@ import base64
 import re
 from pathlib import Path
 
-from test_analysis_fixture import INJECTION, SUMMARY, make_run
+from fixtures.analysis_run import INJECTION, SUMMARY, make_run
 
 from selfinstruct.analysis.analyze import build_report
 from selfinstruct.analysis.report import funnel_rows, render_html

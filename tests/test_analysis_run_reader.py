@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_analysis_fixture import CAPITAL, POEM, SEEDS, SENTIMENT, STORY, make_run, write_jsonl
+from fixtures.analysis_run import CAPITAL, POEM, SEEDS, SENTIMENT, STORY, make_run, write_jsonl
 
 from selfinstruct.analysis.run_reader import read_run, read_triples
 from selfinstruct.errors import InputFileError, SeedFileError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_analysis_fixture import CAPITAL, POEM, SENTIMENT, STORY, TABLE1, make_run
+from fixtures.analysis_run import CAPITAL, POEM, SENTIMENT, STORY, TABLE1, make_run
 
 from selfinstruct.analysis.run_reader import read_run
 from selfinstruct.analysis.stats import dataset_stats, length_distributions, summarize_lengths, word_count

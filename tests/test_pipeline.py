@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.pipeline import Run
 from selfinstruct.rundir import BOOKKEEPING_FILES, INSTANCES_FILE, INSTRUCTIONS_FILE
 
-PAPER_SEEDS = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "seed_tasks.jsonl")
+RunFactory = Callable[..., Run]
 
 
 class ScriptedModel:
@@ -51,16 +52,22 @@ class ScriptedModel:
         return Completion(answer.text, answer.finish_reason, answer.prompt_tokens, answer.completion_tokens)
 
 
-def make_run(out: Path, model: ScriptedModel, n: int = 12, **over: Any) -> Run:
-    overrides = {
-        "seed_tasks": PAPER_SEEDS,
-        "bootstrap": {"num_instructions": n, "prompts_per_round": 3},
-        "backend": {"max_retries": 2, "retry_base_s": 0.01},
-    }
-    cfg = build_config(overrides={**overrides, **over})
-    run = Run(out, cfg, progress=False, log=lambda _: None, backend=model)
-    run.open()
-    return run
+@pytest.fixture
+def make_run(shared_data: Path) -> RunFactory:
+    """An opened Run on the paper's seed tasks and a scripted model."""
+
+    def make(out: Path, model: ScriptedModel, n: int = 12, **over: Any) -> Run:
+        overrides = {
+            "seed_tasks": str(shared_data / "seed_tasks.jsonl"),
+            "bootstrap": {"num_instructions": n, "prompts_per_round": 3},
+            "backend": {"max_retries": 2, "retry_base_s": 0.01},
+        }
+        cfg = build_config(overrides={**overrides, **over})
+        run = Run(out, cfg, progress=False, log=lambda _: None, backend=model)
+        run.open()
+        return run
+
+    return make
 
 
 def snapshot(out: Path) -> dict[str, bytes]:
@@ -71,7 +78,7 @@ def snapshot(out: Path) -> dict[str, bytes]:
     }
 
 
-def test_run_writes_every_stage_file_and_the_funnel_adds_up(tmp_path: Path) -> None:
+def test_run_writes_every_stage_file_and_the_funnel_adds_up(tmp_path: Path, make_run: RunFactory) -> None:
     run = make_run(tmp_path / "run", ScriptedModel())
     summary = run.run_all()
     out = tmp_path / "run"
@@ -93,7 +100,9 @@ def test_run_writes_every_stage_file_and_the_funnel_adds_up(tmp_path: Path) -> N
     assert list(out.glob("finetuning_data/gpt3_finetuning_data_*.jsonl"))
 
 
-def test_rerun_replays_stored_responses_without_calling_the_model(tmp_path: Path) -> None:
+def test_rerun_replays_stored_responses_without_calling_the_model(
+    tmp_path: Path, make_run: RunFactory
+) -> None:
     out = tmp_path / "run"
     first = make_run(out, ScriptedModel())
     first.run_all()
@@ -105,7 +114,7 @@ def test_rerun_replays_stored_responses_without_calling_the_model(tmp_path: Path
     assert snapshot(out) == before
 
 
-def test_a_run_that_fails_midway_resumes_to_identical_output(tmp_path: Path) -> None:
+def test_a_run_that_fails_midway_resumes_to_identical_output(tmp_path: Path, make_run: RunFactory) -> None:
     reference = tmp_path / "reference"
     make_run(reference, ScriptedModel(), n=20).run_all()
 
@@ -117,20 +126,22 @@ def test_a_run_that_fails_midway_resumes_to_identical_output(tmp_path: Path) -> 
     assert snapshot(out) == snapshot(reference)
 
 
-def test_transient_failures_are_retried_and_do_not_change_the_result(tmp_path: Path) -> None:
+def test_transient_failures_are_retried_and_do_not_change_the_result(
+    tmp_path: Path, make_run: RunFactory
+) -> None:
     make_run(tmp_path / "a", ScriptedModel(), n=15).run_all()
     flaky = ScriptedModel(transient_every=3)
     make_run(tmp_path / "b", flaky, n=15, backend={"max_retries": 5, "retry_base_s": 0.01}).run_all()
     assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
 
 
-def test_concurrency_does_not_change_the_output(tmp_path: Path) -> None:
+def test_concurrency_does_not_change_the_output(tmp_path: Path, make_run: RunFactory) -> None:
     make_run(tmp_path / "c1", ScriptedModel(), n=15, backend={"concurrency": 1}).run_all()
     make_run(tmp_path / "c8", ScriptedModel(), n=15, backend={"concurrency": 8}).run_all()
     assert snapshot(tmp_path / "c1") == snapshot(tmp_path / "c8")
 
 
-def test_alpaca_preset_runs_one_stage(tmp_path: Path) -> None:
+def test_alpaca_preset_runs_one_stage(tmp_path: Path, make_run: RunFactory) -> None:
     class AlpacaModel(ScriptedModel):
         def complete(self, request: CompletionRequest, timeout: float) -> Completion:
             rng = random.Random(request.params.seed)
@@ -152,7 +163,9 @@ def test_alpaca_preset_runs_one_stage(tmp_path: Path) -> None:
     assert len(rows) == 6 and {r["input"] == "" for r in rows} == {True, False}
 
 
-def test_summary_projects_the_bootstrap_cost_when_prices_are_set(tmp_path: Path) -> None:
+def test_summary_projects_the_bootstrap_cost_when_prices_are_set(
+    tmp_path: Path, make_run: RunFactory
+) -> None:
     run = make_run(
         tmp_path / "run",
         ScriptedModel(),
@@ -168,7 +181,9 @@ def test_summary_projects_the_bootstrap_cost_when_prices_are_set(tmp_path: Path)
     assert summary["requests"]["bootstrap"]["cost"] == pytest.approx(expected)
 
 
-def test_relabel_replaces_outputs_with_the_teachers_and_keeps_the_tasks(tmp_path: Path) -> None:
+def test_relabel_replaces_outputs_with_the_teachers_and_keeps_the_tasks(
+    tmp_path: Path, make_run: RunFactory
+) -> None:
     class Teacher(ScriptedModel):
         def identity(self) -> dict[str, Any]:
             return {"kind": "scripted", "model": "teacher"}

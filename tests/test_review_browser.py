@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_analysis_fixture import INJECTION, TRIPLES, make_run
+from fixtures.analysis_run import INJECTION, TRIPLES, make_run
 
 from selfinstruct.analysis.review.ratings import load_latest
 from selfinstruct.analysis.review.server import ReviewServer, make_review_server

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_analysis_fixture import POEM, make_run, write_jsonl
+from fixtures.analysis_run import POEM, make_run, write_jsonl
 
 from selfinstruct.analysis.review.ratings import load_latest
 from selfinstruct.analysis.review.server import ReviewServer, make_review_server
