@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 from selfinstruct.config import BackendConfig, GenerationParams  # noqa: E402
 from selfinstruct.llm.base import Completion, CompletionRequest  # noqa: E402
 from selfinstruct.llm.embedded import EmbeddedBackend  # noqa: E402
-from selfinstruct.llm.model_files import default_model_path  # noqa: E402
+from selfinstruct.models.files import default_model_path  # noqa: E402
 
 N_CTX = 512
 TARGET = 1.6

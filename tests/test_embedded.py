@@ -16,7 +16,7 @@ from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm import make_backend
 from selfinstruct.llm.base import CompletionRequest
 from selfinstruct.llm.embedded import MIN_ANSWER_TOKENS, EmbeddedBackend
-from selfinstruct.llm.model_files import MODEL_FILE_NAME, model_fingerprint
+from selfinstruct.models.files import MODEL_FILE_NAME, model_fingerprint
 
 pytestmark = pytest.mark.model
 

@@ -92,7 +92,7 @@ def test_presence_and_frequency_penalties_count_generated_tokens_only() -> None:
 
 @pytest.fixture(scope="module")
 def base_dir() -> Path:
-    from selfinstruct.llm.hf_models import embedded_hf_dir
+    from selfinstruct.models.huggingface import embedded_hf_dir
 
     return embedded_hf_dir(cache_dir_for_tests())
 
@@ -102,7 +102,7 @@ def adapter(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """A random (not zero-initialised) LoRA adapter on disk, and the same model in memory."""
     import peft
 
-    from selfinstruct.llm.hf_models import load_model
+    from selfinstruct.models.huggingface import load_model
 
     torch.manual_seed(0)
     config = peft.LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -197,7 +197,7 @@ def test_a_stop_string_ends_the_answer_before_it_with_finish_reason_stop(
 def test_identity_names_the_model_and_fingerprints_weights_not_paths(
     backend: TransformersBackend, adapter: tuple[Path, Any], tmp_path: Path
 ) -> None:
-    from selfinstruct.llm.hf_models import weights_fingerprint
+    from selfinstruct.models.huggingface import weights_fingerprint
 
     identity = backend.identity()
     assert identity["kind"] == "transformers" and identity["model"] == "gemma-3-270m"

@@ -36,7 +36,7 @@ def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:
             ) from None
         return TransformersBackend.from_config(config, cache_dir)
     from selfinstruct.llm.embedded import EmbeddedBackend
-    from selfinstruct.llm.model_files import default_model_path
+    from selfinstruct.models.files import default_model_path
 
     model_path = Path(config.model_path).expanduser() if config.model_path else default_model_path(cache_dir)
     return EmbeddedBackend(config, model_path)

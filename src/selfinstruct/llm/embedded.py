@@ -20,7 +20,7 @@ from typing import Any
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError
 from selfinstruct.llm.base import Completion, CompletionRequest
-from selfinstruct.llm.model_files import model_fingerprint
+from selfinstruct.models.files import model_fingerprint
 
 # A prompt must leave at least this many tokens of the context window for the answer.
 MIN_ANSWER_TOKENS = 16

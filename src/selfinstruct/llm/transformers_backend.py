@@ -1,7 +1,7 @@
 """A Hugging Face transformers model (plus an optional LoRA adapter) as a backend.
 
 This is how a model tuned by `selfinstruct finetune` is used: the base HF directory (or
-`embedded` = the packaged Gemma converted to HF, see llm/hf_models.py) with the adapter
+`embedded` = the packaged Gemma converted to HF, see models/huggingface.py) with the adapter
 merged into its weights, so decoding costs the same as the base.
 
 Concurrent calls from the engine's threads are gathered by a small micro-batcher (up to
@@ -200,7 +200,7 @@ class TransformersBackend:
     """Completes prompts with a local HF causal LM (+ LoRA adapter), batching concurrent calls."""
 
     def __init__(self, config: BackendConfig, model_dir: Path, adapter_dir: Path | None = None) -> None:
-        from selfinstruct.llm.hf_models import load_model, load_tokenizer, weights_fingerprint
+        from selfinstruct.models.huggingface import load_model, load_tokenizer, weights_fingerprint
 
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
@@ -248,7 +248,7 @@ class TransformersBackend:
     @classmethod
     def from_config(cls, config: BackendConfig, cache_dir: Path) -> TransformersBackend:
         """model_path: an HF directory, or None / "embedded" for the packaged Gemma converted to HF."""
-        from selfinstruct.llm.hf_models import EMBEDDED, embedded_hf_dir
+        from selfinstruct.models.huggingface import EMBEDDED, embedded_hf_dir
 
         spec = config.model_path or EMBEDDED
         if spec == EMBEDDED:
