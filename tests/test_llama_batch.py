@@ -13,7 +13,7 @@ from servers.llama_server import model_path_for_tests
 
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.llama_batch import BatchDecoder, Generation, choose_token, find_stop, penalize
+from selfinstruct.runtimes.llama_batch import BatchDecoder, Generation, choose_token, find_stop, penalize
 
 GREEDY = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
 SAMPLED = GenerationParams(max_tokens=8, temperature=1.0, top_p=0.9)

@@ -24,11 +24,11 @@ torch = pytest.importorskip("torch")
 
 from servers.llama_server import cache_dir_for_tests  # noqa: E402
 
+from selfinstruct.backends import make_backend  # noqa: E402
 from selfinstruct.config import BackendConfig, GenerationParams  # noqa: E402
 from selfinstruct.errors import BackendError  # noqa: E402
-from selfinstruct.llm import make_backend  # noqa: E402
 from selfinstruct.llm.base import CompletionRequest  # noqa: E402
-from selfinstruct.llm.transformers_backend import (  # noqa: E402
+from selfinstruct.runtimes.transformers_backend import (  # noqa: E402
     TransformersBackend,
     choose_token,
     penalize,

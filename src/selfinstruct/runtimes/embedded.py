@@ -45,7 +45,7 @@ class EmbeddedBackend:
             "decoder": DECODER_VERSION,
         }
         try:
-            from selfinstruct.llm.llama_batch import BatchDecoder
+            from selfinstruct.runtimes.llama_batch import BatchDecoder
         except ModuleNotFoundError as exc:
             if not (exc.name or "").startswith("llama_cpp"):
                 raise
