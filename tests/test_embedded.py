@@ -16,7 +16,8 @@ from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.base import CompletionRequest
 from selfinstruct.models.files import MODEL_FILE_NAME, model_fingerprint
-from selfinstruct.runtimes.embedded import MIN_ANSWER_TOKENS, EmbeddedBackend
+from selfinstruct.runtimes.embedded import EmbeddedBackend
+from selfinstruct.runtimes.sampling import MIN_ANSWER_TOKENS
 
 pytestmark = pytest.mark.model
 
