@@ -126,7 +126,7 @@ def main() -> None:
 
     import torch
 
-    from selfinstruct.llm.hf_models import embedded_hf_dir, load_model, load_tokenizer
+    from selfinstruct.models.huggingface import embedded_hf_dir, load_model, load_tokenizer
     from selfinstruct.train.finetune import FinetuneOptions, _prepare_model, completion_loss
 
     if args.threads:

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from servers.llama_server import cache_dir_for_tests, model_path_for_tests
 
+from selfinstruct.backends import make_backend
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm import make_backend
 from selfinstruct.llm.base import CompletionRequest
-from selfinstruct.llm.embedded import MIN_ANSWER_TOKENS, EmbeddedBackend
-from selfinstruct.llm.model_files import MODEL_FILE_NAME, model_fingerprint
+from selfinstruct.models.files import MODEL_FILE_NAME, model_fingerprint
+from selfinstruct.runtimes.embedded import EmbeddedBackend
+from selfinstruct.runtimes.sampling import MIN_ANSWER_TOKENS
 
 pytestmark = pytest.mark.model
 

@@ -147,7 +147,7 @@ def test_the_saved_adapter_reloads_to_the_same_logits_and_greedy_text(trained: F
     import peft
     import torch
 
-    from selfinstruct.llm.hf_models import embedded_hf_dir, load_model
+    from selfinstruct.models.huggingface import embedded_hf_dir, load_model
 
     base = load_model(embedded_hf_dir(cache_dir_for_tests()))
     ids = trained.tokenizer(PROMPT, return_tensors="pt")["input_ids"]

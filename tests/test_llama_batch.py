@@ -1,4 +1,7 @@
-"""BatchDecoder: sampling rules (pure, on small arrays) and batched decoding on the real Gemma model."""
+"""BatchDecoder: stop strings (pure) and batched decoding on the real Gemma model.
+
+Its sampling rules (sampling.py) are tested in test_sampling.py.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from servers.llama_server import model_path_for_tests
 
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.llama_batch import BatchDecoder, Generation, choose_token, find_stop, penalize
+from selfinstruct.runtimes.llama_batch import BatchDecoder, Generation, find_stop
 
 GREEDY = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
 SAMPLED = GenerationParams(max_tokens=8, temperature=1.0, top_p=0.9)
@@ -33,72 +36,7 @@ SERIES = [
     "A, B, C, D, E,",
 ]
 
-# -- sampling rules ----------------------------------------------------------------------------
-
-
-def nucleus_by_full_sort(logits: np.ndarray, temperature: float, top_p: float, draw: float) -> int:
-    """The definition, done the slow way: sort the whole vocabulary (ties by id), cut at top_p."""
-    scaled = (logits / np.float32(temperature)).astype(np.float64)  # scaled in float32, as ours is
-    weights = np.exp(scaled - scaled.max())
-    order = np.argsort(-weights, kind="stable")
-    cumulative = np.cumsum(weights[order])
-    size = min(int(np.searchsorted(cumulative, top_p * weights.sum())) + 1, len(order))
-    pick = int(np.searchsorted(cumulative[:size], draw * cumulative[size - 1], side="right"))
-    return int(order[min(pick, size - 1)])
-
-
-@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.99])
-@pytest.mark.parametrize("temperature", [0.3, 1.0, 1.7])
-def test_nucleus_sampling_on_a_shortlist_equals_sorting_the_whole_vocabulary(
-    top_p: float, temperature: float
-) -> None:
-    logits_rng = np.random.default_rng(3)
-    for trial in range(5):
-        logits = (logits_rng.standard_normal(262_144) * (1 + 3 * trial)).astype(np.float32)
-        draw = float(np.random.default_rng(trial).random())
-        ours = choose_token(logits, temperature, top_p, np.random.default_rng(trial))
-        assert ours == nucleus_by_full_sort(logits, temperature, top_p, draw)
-
-
-def test_nucleus_reaching_into_a_flat_tail_breaks_ties_by_lowest_token_id() -> None:
-    logits = np.zeros(262_144, dtype=np.float32)
-    logits[7] = 10.0  # about 8% of the mass; the nucleus must take ~120k tied tokens more
-    picks = {choose_token(logits, 1.0, 0.5, np.random.default_rng(s)) for s in range(200)}
-    assert max(picks) < 125_000
-    assert max(picks) > 50_000  # the tail really is sampled, not just token 7
-
-
-def test_zero_temperature_is_argmax_and_zero_top_p_keeps_only_the_best_token() -> None:
-    logits = np.array([0.1, 2.5, 2.4, -1.0], dtype=np.float32)
-    assert choose_token(logits, 0.0, 0.9, np.random.default_rng(0)) == 1
-    assert {choose_token(logits, 1.5, 0.0, np.random.default_rng(s)) for s in range(50)} == {1}
-
-
-def test_top_p_one_samples_every_token_in_proportion_to_its_probability() -> None:
-    logits = np.log(np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32))
-    rng = np.random.default_rng(11)
-    counts = np.bincount([choose_token(logits, 1.0, 1.0, rng) for _ in range(4000)], minlength=4)
-    assert np.allclose(counts / 4000, [0.1, 0.2, 0.3, 0.4], atol=0.03)
-
-
-def test_presence_and_frequency_penalties_follow_openai() -> None:
-    logits = np.zeros(10, dtype=np.float32)
-    params = SAMPLED.with_(presence_penalty=0.5, frequency_penalty=0.25)
-    out = penalize(logits, generated=[5, 5, 9], recent=[], params=params)
-    assert out[5] == pytest.approx(-(0.5 + 2 * 0.25)) and out[9] == pytest.approx(-(0.5 + 0.25))
-    assert np.count_nonzero(out) == 2
-    assert not logits.any()  # the model's logits are left alone
-
-
-def test_repeat_penalty_divides_positive_and_multiplies_negative_logits_once_per_token() -> None:
-    logits = np.array([2.0, -2.0, 2.0, 1.0], dtype=np.float32)
-    out = penalize(logits, generated=[], recent=[0, 1, 1, 3], params=SAMPLED.with_(repeat_penalty=2.0))
-    assert out.tolist() == [1.0, -4.0, 2.0, 0.5]
-
-
-def test_no_penalty_returns_the_logits_uncopied() -> None:
-    logits = np.ones(4, dtype=np.float32)
-    assert penalize(logits, [1, 2], [1, 2], SAMPLED) is logits
+# -- stop strings ------------------------------------------------------------------------------
 
 
 def test_find_stop_returns_the_earliest_stop_after_start() -> None:

@@ -1,4 +1,4 @@
-"""model_files: the packaged Gemma GGUF is assembled once into the cache dir, then reused."""
+"""models.files: the packaged Gemma GGUF is assembled once into the cache dir, then reused."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from servers.llama_server import cache_dir_for_tests, model_path_for_tests
 
-from selfinstruct.llm.model_files import MODEL_FILE_NAME, default_model_path, model_fingerprint
+from selfinstruct.models.files import MODEL_FILE_NAME, default_model_path, model_fingerprint
 
 pytestmark = pytest.mark.model
 MODEL_SIZE = 253_113_024

@@ -165,7 +165,7 @@ def test_max_instructions_keeps_every_row_of_a_seeded_sample_of_instructions() -
 def tokenizer():  # type: ignore[no-untyped-def]
     from servers.llama_server import cache_dir_for_tests
 
-    from selfinstruct.llm.hf_models import embedded_hf_dir, load_tokenizer
+    from selfinstruct.models.huggingface import embedded_hf_dir, load_tokenizer
 
     return load_tokenizer(embedded_hf_dir(cache_dir_for_tests()))
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from selfinstruct.backends import build_engine
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import InputFileError
 from selfinstruct.evaluate.superni import build_prompt, evaluate_superni, load_task, load_tasks
-from selfinstruct.llm import build_engine
 from selfinstruct.llm.base import Completion, CompletionRequest
 
 

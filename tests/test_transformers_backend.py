@@ -1,8 +1,8 @@
-"""The transformers backend: sampling as specified, batching, adapters, and `evaluate --adapter`.
+"""The transformers backend: sampling with the shared sampler, batching, adapters, `evaluate --adapter`.
 
-The sampling functions are tested directly; the rest runs the real Gemma 3 270M (converted
-once into the shared test cache) with a random LoRA adapter, so that "the adapter is applied"
-shows in the text.
+The sampler itself (sampling.py) is tested in test_sampling.py; here, that the backend's
+draws are its draws. The rest runs the real Gemma 3 270M (converted once into the shared
+test cache) with a random LoRA adapter, so that "the adapter is applied" shows in the text.
 """
 
 from __future__ import annotations
@@ -24,67 +24,52 @@ torch = pytest.importorskip("torch")
 
 from servers.llama_server import cache_dir_for_tests  # noqa: E402
 
+from selfinstruct.backends import make_backend  # noqa: E402
 from selfinstruct.config import BackendConfig, GenerationParams  # noqa: E402
 from selfinstruct.errors import BackendError  # noqa: E402
-from selfinstruct.llm import make_backend  # noqa: E402
 from selfinstruct.llm.base import CompletionRequest  # noqa: E402
-from selfinstruct.llm.transformers_backend import (  # noqa: E402
-    TransformersBackend,
+from selfinstruct.runtimes.sampling import (  # noqa: E402
     choose_token,
     penalize,
+    recent_tokens,
+    seeded_rng,
 )
+from selfinstruct.runtimes.transformers_backend import TransformersBackend, _Job, _RowSampler  # noqa: E402
 
 GREEDY = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
 SAMPLED = GenerationParams(max_tokens=8, temperature=1.0, top_p=0.95, seed=1234)
 PROMPTS = ["Here is a list of fruits: apple, banana,", "The capital of France is", "1, 2, 3, 4,", "Dear Sir,"]
 
 
-# -- sampling (pure) --------------------------------------------------------------------------
+# -- sampling: the shared sampler's draws ---------------------------------------------------------
 
 
-def full_sort_nucleus(logits: Any, temperature: float, top_p: float, u: float) -> int:
-    """The textbook nucleus sampler (sort the whole vocabulary) to check the shortlist against."""
-    probs = torch.softmax(logits.double() / temperature, 0)
-    order = torch.sort(probs, descending=True, stable=True).indices
-    cumulative = torch.cumsum(probs[order], 0)
-    size = int((cumulative < top_p).sum()) + 1
-    kept = probs[order[:size]]
-    pick = int(torch.searchsorted(torch.cumsum(kept, 0), u * float(kept.sum()), right=True))
-    return int(order[min(pick, size - 1)])
-
-
-def test_temperature_zero_is_the_argmax() -> None:
-    logits = torch.tensor([0.1, 3.0, 2.9, -1.0])
-    assert choose_token(logits, 0.0, 0.5, torch.Generator().manual_seed(0)) == 1
-
-
-def test_nucleus_never_samples_outside_the_top_p_mass() -> None:
-    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
-    draws = {choose_token(logits, 1.0, 0.7, torch.Generator().manual_seed(s)) for s in range(200)}
-    assert draws == {0, 1}
-    assert {choose_token(logits, 1.0, 0.5, torch.Generator().manual_seed(s)) for s in range(50)} == {0}
-
-
-def test_the_shortlist_picks_what_a_full_sort_would() -> None:
-    for seed in range(30):
-        logits = torch.randn(5000, generator=torch.Generator().manual_seed(seed)) * (1 + seed % 4)
-        for top_p in (0.3, 0.9, 0.999):
-            generator = torch.Generator().manual_seed(seed)
-            u = float(torch.rand((), generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-            assert choose_token(logits, 0.8, top_p, generator) == full_sort_nucleus(logits, 0.8, top_p, u)
-
-
-def test_repeat_penalty_divides_positive_and_multiplies_negative_logits_once_per_token() -> None:
-    logits = torch.tensor([2.0, -2.0, 1.0, 4.0])
-    out = penalize(logits, [], [0, 1, 0], GREEDY.with_(repeat_penalty=2.0))
-    assert out.tolist() == [1.0, -4.0, 1.0, 4.0]
-    assert logits.tolist() == [2.0, -2.0, 1.0, 4.0]  # the input is not changed
-
-
-def test_presence_and_frequency_penalties_count_generated_tokens_only() -> None:
-    logits = torch.zeros(4)
-    params = GREEDY.with_(presence_penalty=0.5, frequency_penalty=0.25)
-    assert penalize(logits, [2, 2, 3], [0, 1, 2, 2, 3], params).tolist() == [0.0, 0.0, -1.0, -0.75]
+def test_each_row_draws_what_the_shared_sampler_draws_on_the_same_logits_and_seed() -> None:
+    rows = [
+        (SAMPLED, 1234),
+        (SAMPLED.with_(temperature=0.7, top_p=0.9, repeat_penalty=1.3, presence_penalty=0.5), 5),
+        (SAMPLED.with_(top_p=1.0, frequency_penalty=0.25), 2**63 + 7),  # seeds are taken modulo 2**64
+    ]
+    jobs = [_Job([3, 1, 4, 1], params, seed, timeout=600) for params, seed in rows]
+    width = 4
+    sampler = _RowSampler(jobs, width)
+    rngs = [seeded_rng(seed) for _, seed in rows]  # the embedded decoder's generators
+    input_ids = torch.tensor([job.prompt_ids for job in jobs])
+    logits_generator = torch.Generator().manual_seed(0)
+    for _ in range(6):  # several steps: each row keeps drawing from its own generator
+        scores = torch.randn(len(jobs), 5000, generator=logits_generator) * 3
+        chosen = sampler(input_ids, scores)
+        picked = chosen.argmax(dim=1).tolist()
+        expected = []
+        for row, job in enumerate(jobs):
+            generated = input_ids[row, width:].tolist()
+            logits = penalize(
+                scores[row].numpy(), generated, recent_tokens(job.prompt_ids, generated), job.params
+            )
+            expected.append(choose_token(logits, job.params.temperature, job.params.top_p, rngs[row]))
+        assert picked == expected
+        assert (chosen == 0).sum(dim=1).tolist() == [1] * len(jobs)  # one-hot: generate's greedy takes it
+        input_ids = torch.cat([input_ids, torch.tensor(picked)[:, None]], dim=1)
 
 
 # -- with the real model ------------------------------------------------------------------------
@@ -92,7 +77,7 @@ def test_presence_and_frequency_penalties_count_generated_tokens_only() -> None:
 
 @pytest.fixture(scope="module")
 def base_dir() -> Path:
-    from selfinstruct.llm.hf_models import embedded_hf_dir
+    from selfinstruct.models.huggingface import embedded_hf_dir
 
     return embedded_hf_dir(cache_dir_for_tests())
 
@@ -102,7 +87,7 @@ def adapter(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """A random (not zero-initialised) LoRA adapter on disk, and the same model in memory."""
     import peft
 
-    from selfinstruct.llm.hf_models import load_model
+    from selfinstruct.models.huggingface import load_model
 
     torch.manual_seed(0)
     config = peft.LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -197,7 +182,7 @@ def test_a_stop_string_ends_the_answer_before_it_with_finish_reason_stop(
 def test_identity_names_the_model_and_fingerprints_weights_not_paths(
     backend: TransformersBackend, adapter: tuple[Path, Any], tmp_path: Path
 ) -> None:
-    from selfinstruct.llm.hf_models import weights_fingerprint
+    from selfinstruct.models.huggingface import weights_fingerprint
 
     identity = backend.identity()
     assert identity["kind"] == "transformers" and identity["model"] == "gemma-3-270m"

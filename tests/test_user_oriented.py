@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from selfinstruct.backends import build_engine
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import InputFileError
 from selfinstruct.evaluate.user_oriented import (
@@ -19,7 +20,6 @@ from selfinstruct.evaluate.user_oriented import (
     parse_grade,
     response_prompt,
 )
-from selfinstruct.llm import build_engine
 from selfinstruct.llm.base import Completion, CompletionRequest
 
 

@@ -187,9 +187,9 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_superni(args: argparse.Namespace) -> int:
+    from selfinstruct.backends import build_engine, start_backend
     from selfinstruct.config import build_config, cache_dir
     from selfinstruct.evaluate.superni import evaluate_superni, format_table, load_tasks
-    from selfinstruct.llm import build_engine, start_backend
     from selfinstruct.records import write_json, write_jsonl
 
     tasks = load_tasks(args.tasks, args.task)
@@ -213,9 +213,9 @@ def cmd_evaluate_superni(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_user_oriented(args: argparse.Namespace) -> int:
+    from selfinstruct.backends import build_engine, start_backend
     from selfinstruct.config import build_config, cache_dir
     from selfinstruct.evaluate.user_oriented import evaluate_user_oriented, format_table, load_user_tasks
-    from selfinstruct.llm import build_engine, start_backend
     from selfinstruct.records import write_json, write_jsonl
 
     tasks = load_user_tasks(args.file)[: args.limit]

@@ -58,7 +58,7 @@ class Run:
     # -- set-up -----------------------------------------------------------------------------
     def open(self, needs_model: bool = True) -> None:
         """Start the backend (fails fast on a bad model or server), then create the directory."""
-        from selfinstruct.llm import build_engine, start_backend
+        from selfinstruct.backends import build_engine, start_backend
 
         if needs_model and self._backend is None:
             self._backend = start_backend(self.config.backend, cache_dir())

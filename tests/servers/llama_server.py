@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from selfinstruct.llm.model_files import default_model_path
+from selfinstruct.models.files import default_model_path
 
 REPO = Path(__file__).resolve().parents[2]
 

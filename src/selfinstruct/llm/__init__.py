@@ -1,72 +1,17 @@
-"""Model backends and the request engine.
+"""The request layer: what a backend is, and how requests reach one.
 
-`make_backend` is the one place that picks a backend from the config; each backend module
-is imported only when chosen, so that an unused heavy dependency (llama_cpp) is never loaded.
+- base: the `Backend` protocol, `CompletionRequest` and `Completion`;
+- engine: concurrency, retries, cost and the response store around a backend;
+- admission: adaptive concurrency; store: the SQLite response store;
+- openai_compat: the HTTP client for OpenAI-compatible servers.
+
+The in-process runtimes live in `selfinstruct.runtimes` and import this package (for
+`Completion` and `CompletionRequest`); this package never imports them. Choosing a backend
+from the config is `selfinstruct.backends`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-from selfinstruct.config import BackendConfig
-from selfinstruct.errors import BackendError
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
-from selfinstruct.rundir import FAILED_FILE, STORE_FILE
 
-if TYPE_CHECKING:
-    from selfinstruct.llm.engine import RequestEngine
-
-__all__ = ["Backend", "Completion", "CompletionRequest", "build_engine", "make_backend", "start_backend"]
-
-
-def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:
-    """The backend the config asks for; `cache_dir` holds the assembled default model."""
-    if config.kind == "openai":
-        from selfinstruct.llm.openai_compat import OpenAIBackend
-
-        return OpenAIBackend(config)
-    if config.kind == "transformers":
-        try:
-            from selfinstruct.llm.transformers_backend import TransformersBackend
-        except ModuleNotFoundError as exc:
-            raise BackendError(
-                f"the transformers backend needs {exc.name}: pip install torch==2.13.0 "
-                "&& pip install transformers==5.23.0 peft==0.21.2"
-            ) from None
-        return TransformersBackend.from_config(config, cache_dir)
-    from selfinstruct.llm.embedded import EmbeddedBackend
-    from selfinstruct.llm.model_files import default_model_path
-
-    model_path = Path(config.model_path).expanduser() if config.model_path else default_model_path(cache_dir)
-    return EmbeddedBackend(config, model_path)
-
-
-def start_backend(config: BackendConfig, cache_dir: Path) -> Backend:
-    """Make the backend and check it answers (a bad key or a dead server fails here, at once)."""
-    backend = make_backend(config, cache_dir)
-    check = getattr(backend, "check", None)
-    if callable(check):
-        check()
-    return backend
-
-
-def build_engine(
-    config: BackendConfig, folder: Path, backend: Backend, progress: bool = True
-) -> RequestEngine:
-    """A request engine whose store and failure log live in `folder` (a run or evaluation dir)."""
-    from selfinstruct.llm.engine import RequestEngine, RetryPolicy
-    from selfinstruct.llm.store import ResponseStore
-
-    return RequestEngine(
-        backend=backend,
-        store=ResponseStore(folder / STORE_FILE),
-        failed_log=folder / FAILED_FILE,
-        concurrency=config.concurrency,
-        max_retries=config.max_retries,
-        timeout_s=config.timeout_s,
-        price_per_1k_input=config.price_per_1k_input,
-        price_per_1k_output=config.price_per_1k_output,
-        progress=progress,
-        retry_policy=RetryPolicy(max_retries=config.max_retries, base_s=config.retry_base_s),
-    )
+__all__ = ["Backend", "Completion", "CompletionRequest"]

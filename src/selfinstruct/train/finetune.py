@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import ConfigError
-from selfinstruct.llm.hf_models import (
+from selfinstruct.models.huggingface import (
     EMBEDDED,
     check_base_spec,
     import_training_stack,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.llm.hf_models import EMBEDDED
+from selfinstruct.models.huggingface import EMBEDDED
 from selfinstruct.rundir import FINETUNE_DIR
 
 _PARAMETERS = (

@@ -1,7 +1,7 @@
 """A Hugging Face transformers model (plus an optional LoRA adapter) as a backend.
 
 This is how a model tuned by `selfinstruct finetune` is used: the base HF directory (or
-`embedded` = the packaged Gemma converted to HF, see llm/hf_models.py) with the adapter
+`embedded` = the packaged Gemma converted to HF, see models/huggingface.py) with the adapter
 merged into its weights, so decoding costs the same as the base.
 
 Concurrent calls from the engine's threads are gathered by a small micro-batcher (up to
@@ -9,29 +9,23 @@ Concurrent calls from the engine's threads are gathered by a small micro-batcher
 left-padded `generate` call: one forward pass per step serves every row, which matters
 because each step must read the 262k-vocabulary head (~3x the tokens/s at 8 rows).
 
-GenerationParams are applied per row by `_RowSampler` (a logits processor that picks each
-row's token itself; `generate` then runs greedy over its one-hot output):
-- temperature, top_p: temperature then nucleus sampling; temperature 0 = argmax;
-- repeat_penalty: llama.cpp's (distinct tokens among the last 64 of prompt + answer:
-  positive logits divided by it, negative ones multiplied);
-- presence/frequency_penalty: OpenAI's (`logit -= presence*(count>0) + frequency*count`
-  over the tokens generated so far);
-- stop strings: the text is cut before the first one, finish_reason "stop" (as is EOS);
-- seed: each request has its own torch.Generator (its seed, or one derived from the
-  prompt), so a request draws the same numbers whatever else shares its batch.
-The same meanings as the embedded backend (llama_batch.py), so a preset means the same
-thing on both. Batched matrix products may round the last bits of a row's logits
-differently from a lone row, so a near-tie can (rarely) resolve differently.
+GenerationParams are applied per row by `_RowSampler`, a logits processor that picks each
+row's token itself (`generate` then runs greedy over its one-hot output). It hands the
+row's logits to numpy and samples with the embedded backend's own functions (sampling.py:
+repeat/presence/frequency penalties, temperature + nucleus, and a per-request generator
+seeded from the request), so a preset means the same thing on both and a request draws the
+same numbers whatever else shares its batch. Stop strings: the text is cut before the
+first one, finish_reason "stop" (as is EOS). Batched matrix products may round the last
+bits of a row's logits differently from a lone row, so a near-tie can (rarely) resolve
+differently.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,74 +43,19 @@ from transformers import (
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.runtimes.sampling import (
+    choose_token,
+    fit_to_window,
+    penalize,
+    recent_tokens,
+    request_seed,
+    seeded_rng,
+)
 
 MAX_BATCH = 16
 GATHER_S = 0.01  # how long a batch waits for more requests after the first one
-MIN_ANSWER_TOKENS = 16
-REPEAT_LAST_N = 64  # llama.cpp's default look-back for repeat_penalty
-_SHORTLIST_GAPS = (8.0, 16.0, float("inf"))
-DECODER_VERSION = "hf-batched-1"
-
-
-# -- sampling (pure, one row) ------------------------------------------------------------------
-
-
-def penalize(
-    logits: torch.Tensor, generated: Sequence[int], recent: Sequence[int], params: GenerationParams
-) -> torch.Tensor:
-    """A row's logits after repeat_penalty (llama.cpp) then presence/frequency (OpenAI)."""
-    repeat = 1.0 if params.repeat_penalty is None else params.repeat_penalty
-    use_repeat = repeat != 1.0 and len(recent) > 0
-    use_counts = (params.presence_penalty != 0.0 or params.frequency_penalty != 0.0) and len(generated) > 0
-    if not (use_repeat or use_counts):
-        return logits
-    out = logits.clone()
-    if use_repeat:
-        ids = torch.unique(torch.tensor(list(recent), dtype=torch.long))
-        values = out[ids]
-        out[ids] = torch.where(values > 0, values / repeat, values * repeat)
-    if use_counts:
-        ids, counts = torch.unique(torch.tensor(list(generated), dtype=torch.long), return_counts=True)
-        out[ids] -= params.presence_penalty + params.frequency_penalty * counts.to(out.dtype)
-    return out
-
-
-def choose_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
-    """Argmax at temperature 0, else temperature + nucleus sampling with one uniform draw.
-
-    The nucleus is the smallest set of most probable tokens holding `top_p` of the mass
-    (ties by token id). Only a shortlist within a gap of the best logit is sorted; when it
-    holds `top_p` of the mass the nucleus lies inside it, so the result equals a full sort.
-    """
-    if temperature <= 0.0:
-        return int(torch.argmax(logits))
-    u = float(torch.rand((), generator=generator, dtype=torch.float64))
-    scaled = logits.to(torch.float64) / temperature
-    best = scaled.max()
-    weights = torch.exp(scaled - best)
-    total = float(weights.sum())
-    if top_p >= 1.0:
-        cumulative = torch.cumsum(weights, 0)
-        return min(int(torch.searchsorted(cumulative, u * total, right=True)), len(weights) - 1)
-    for gap in _SHORTLIST_GAPS:
-        ids = torch.nonzero(scaled >= best - gap).squeeze(1)
-        if float(weights[ids].sum()) >= top_p * total or gap == float("inf"):
-            break
-    order = torch.sort(weights[ids], descending=True, stable=True).indices
-    ranked = weights[ids][order]
-    cumulative = torch.cumsum(ranked, 0)
-    size = min(int(torch.searchsorted(cumulative, top_p * total)) + 1, len(ranked))
-    nucleus = cumulative[:size]
-    pick = min(int(torch.searchsorted(nucleus, u * float(nucleus[-1]), right=True)), size - 1)
-    return int(ids[order[pick]])
-
-
-def request_seed(request: CompletionRequest) -> int:
-    """The request's seed, or one derived from the request (reproducible whatever ran before)."""
-    if request.params.seed is not None:
-        return request.params.seed
-    blob = f"{request.sample_index}\0{request.prompt}".encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
+# -2: numpy sampling (sampling.py) draws unlike -1's torch sampler, so -1's stored answers are not reused.
+DECODER_VERSION = "hf-batched-2"
 
 
 # -- one batch -----------------------------------------------------------------------------------
@@ -141,7 +80,7 @@ class _RowSampler(LogitsProcessor):
 
     def __init__(self, jobs: list[_Job], width: int) -> None:
         self.jobs, self.width = jobs, width
-        self.generators = [torch.Generator().manual_seed(j.seed % 2**63) for j in jobs]
+        self.rngs = [seeded_rng(j.seed) for j in jobs]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         chosen = torch.full_like(scores, float("-inf"))
@@ -150,9 +89,9 @@ class _RowSampler(LogitsProcessor):
                 chosen[row, 0] = 0.0
                 continue
             generated = input_ids[row, self.width :].tolist()
-            recent = (job.prompt_ids + generated)[-REPEAT_LAST_N:]
-            logits = penalize(scores[row], generated, recent, job.params)
-            token = choose_token(logits, job.params.temperature, job.params.top_p, self.generators[row])
+            recent = recent_tokens(job.prompt_ids, generated)
+            logits = penalize(scores[row].float().numpy(), generated, recent, job.params)
+            token = choose_token(logits, job.params.temperature, job.params.top_p, self.rngs[row])
             chosen[row, token] = 0.0
         return chosen  # type: ignore[return-value]
 
@@ -200,7 +139,7 @@ class TransformersBackend:
     """Completes prompts with a local HF causal LM (+ LoRA adapter), batching concurrent calls."""
 
     def __init__(self, config: BackendConfig, model_dir: Path, adapter_dir: Path | None = None) -> None:
-        from selfinstruct.llm.hf_models import load_model, load_tokenizer, weights_fingerprint
+        from selfinstruct.models.huggingface import load_model, load_tokenizer, weights_fingerprint
 
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
@@ -248,7 +187,7 @@ class TransformersBackend:
     @classmethod
     def from_config(cls, config: BackendConfig, cache_dir: Path) -> TransformersBackend:
         """model_path: an HF directory, or None / "embedded" for the packaged Gemma converted to HF."""
-        from selfinstruct.llm.hf_models import EMBEDDED, embedded_hf_dir
+        from selfinstruct.models.huggingface import EMBEDDED, embedded_hf_dir
 
         spec = config.model_path or EMBEDDED
         if spec == EMBEDDED:
@@ -266,18 +205,10 @@ class TransformersBackend:
         return dict(self._identity)
 
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
-        params = request.params
         with self._tokenizer_lock:
             prompt_ids = self.tokenizer(request.prompt)["input_ids"]
-        room = self._n_ctx - len(prompt_ids)
-        if room < MIN_ANSWER_TOKENS:
-            raise BackendError(
-                f"prompt too long: {len(prompt_ids)} tokens leave {max(room, 0)} of the "
-                f"{self._n_ctx}-token context window for the answer (need {MIN_ANSWER_TOKENS}); "
-                "raise backend.n_ctx or shorten the prompt"
-            )
-        max_tokens = min(params.max_tokens, room)
-        job = _Job(prompt_ids, params.with_(max_tokens=max_tokens), request_seed(request), timeout)
+        params, extra = fit_to_window(len(prompt_ids), self._n_ctx, request.params)
+        job = _Job(prompt_ids, params, request_seed(request), timeout)
         with self._cond:
             if self._closed:
                 raise BackendError("the transformers backend is closed")
@@ -287,7 +218,6 @@ class TransformersBackend:
         if job.finish == "timeout":
             raise RetryableBackendError(f"no answer within {timeout:.0f} s of model time", kind="timeout")
         text = job.text if job.text is not None else self.decode(job.generated)
-        extra = {"max_tokens_lowered_to": max_tokens} if max_tokens < params.max_tokens else {}
         return Completion(
             text=text,
             finish_reason="length" if job.finish == "length" else "stop",

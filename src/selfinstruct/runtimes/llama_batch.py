@@ -13,15 +13,15 @@ Each slot has its own KV stream of `n_ctx` cells (`kv_unified=False`): a sequenc
 same window as alone, and attention reads only its own cells (8 sequences of 900 tokens:
 169 tok/s, against 150 with one cache shared by all).
 
-Sampling happens here, in numpy, on each sequence's logits, with OpenAI's meaning of the
-parameters (`penalize`, `choose_token`); each request has its own seeded generator, so the
-same logits always give the same draws. The logits themselves are not batch-invariant: the
-order of floating-point sums in llama.cpp's CPU kernels depends on the shape of each call,
-hence on the other sequences. A prompt's logits are (each prompt is read in calls of its
-own, cut as when alone), but later ones move by up to ~1 (of a ~30 spread), so greedy
-choices within ~0.2 of each other can flip. Measured: of 8 prompts started together, 3 kept
-their solo answer over 32 tokens, the others for 6 to 24; clear continuations ("Monday,
-Tuesday,") never changed.
+Sampling happens on the decode thread, on each sequence's logits, with sampling.py's
+`penalize` and `choose_token` (shared with the transformers backend); each request has its
+own seeded generator, so the same logits always give the same draws. The logits themselves
+are not batch-invariant: the order of floating-point sums in llama.cpp's CPU kernels
+depends on the shape of each call, hence on the other sequences. A prompt's logits are
+(each prompt is read in calls of its own, cut as when alone), but later ones move by up to
+~1 (of a ~30 spread), so greedy choices within ~0.2 of each other can flip. Measured: of
+8 prompts started together, 3 kept their solo answer over 32 tokens, the others for 6 to
+24; clear continuations ("Monday, Tuesday,") never changed.
 
 Timeouts are charged by share: each call's wall time is split between its sequences by
 token count, and a request fails when its share passes its budget. Sharing the model, or
@@ -50,16 +50,12 @@ from llama_cpp._internals import LlamaModel
 
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.runtimes.sampling import choose_token, penalize, recent_tokens, seeded_rng
 
 # More slots stop paying off on a CPU (embedded-model.md: 131 tok/s at 16, 114 at 8).
 MAX_SLOTS = 16
 # The longest prompt chunk per llama_decode call, and the prompt tokens read per step.
 N_BATCH = 512
-# llama.cpp's repeat penalty looks back over this many tokens (its default), prompt included.
-REPEAT_LAST_N = 64
-# Nucleus sampling first looks only at tokens within this many nats of the best one; it
-# widens (up to the whole vocabulary) until the shortlist holds the top_p mass.
-_SHORTLIST_GAPS = (8.0, 16.0, float("inf"))
 
 
 @dataclass(frozen=True)
@@ -72,65 +68,7 @@ class Generation:
     completion_tokens: int
 
 
-# -- sampling (pure) -------------------------------------------------------------------------
-
-
-def penalize(
-    logits: np.ndarray, generated: Sequence[int], recent: Sequence[int], params: GenerationParams
-) -> np.ndarray:
-    """Logits after the repetition penalties, in llama.cpp's order (repeat, then the others).
-
-    - `repeat_penalty` (llama.cpp): each distinct token of `recent` (the last REPEAT_LAST_N
-      tokens of prompt + answer) has its logit divided by the penalty if positive, else
-      multiplied by it.
-    - presence/frequency (OpenAI): `logit -= presence * (count > 0) + frequency * count`,
-      counting every token generated so far (the prompt is not counted).
-    Returns `logits` itself when no penalty applies, else a penalised copy.
-    """
-    repeat = 1.0 if params.repeat_penalty is None else params.repeat_penalty
-    use_repeat = repeat != 1.0 and len(recent) > 0
-    use_counts = (params.presence_penalty != 0.0 or params.frequency_penalty != 0.0) and len(generated) > 0
-    if not (use_repeat or use_counts):
-        return logits
-    out = np.array(logits, dtype=np.float32, copy=True)
-    if use_repeat:
-        ids = np.unique(np.asarray(recent, dtype=np.int64))
-        values = out[ids]
-        out[ids] = np.where(values > 0, values / repeat, values * repeat)
-    if use_counts:
-        ids, counts = np.unique(np.asarray(generated, dtype=np.int64), return_counts=True)
-        out[ids] -= params.presence_penalty + params.frequency_penalty * counts
-    return out
-
-
-def choose_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
-    """The next token: argmax at temperature 0, else temperature then nucleus (top_p) sampling.
-
-    The nucleus is the smallest set of most probable tokens whose mass reaches `top_p`
-    (ties broken by token id). Sorting a 262k vocabulary every step would cost more than the
-    model, so only a shortlist is sorted: all tokens within a gap of the best one. That set
-    is a prefix of the full ordering, so when it holds `top_p` of the mass, the nucleus lies
-    inside it and the result is exactly that of a full sort. One `rng.random()` per call.
-    """
-    if temperature <= 0.0:
-        return int(np.argmax(logits))
-    scaled = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
-    best = float(scaled.max())
-    if top_p >= 1.0:  # the whole vocabulary: no need to order it
-        weights = np.exp(scaled.astype(np.float64) - best)
-        cumulative = np.cumsum(weights)
-        return int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
-    total = float(np.exp(scaled - best).sum(dtype=np.float64))
-    for gap in _SHORTLIST_GAPS:
-        ids = np.flatnonzero(scaled >= best - gap)
-        weights = np.exp(scaled[ids].astype(np.float64) - best)
-        if weights.sum() >= top_p * total or gap == float("inf"):
-            break
-    order = np.argsort(-weights, kind="stable")  # ids ascend, so ties keep the lower id first
-    cumulative = np.cumsum(weights[order])
-    size = min(int(np.searchsorted(cumulative, top_p * total)) + 1, len(order))
-    pick = int(np.searchsorted(cumulative[:size], rng.random() * cumulative[size - 1], side="right"))
-    return int(ids[order[min(pick, size - 1)]])
+# -- stop strings (pure) ---------------------------------------------------------------------
 
 
 def find_stop(text: bytes, stops: Sequence[bytes], start: int) -> int:
@@ -161,10 +99,6 @@ class _Sequence:
 
     def next_position(self) -> int:
         return self.fed + len(self.generated) - 1 if self.pending is not None else self.fed
-
-    def recent_tokens(self, n: int) -> list[int]:
-        """The last `n` tokens of prompt + answer."""
-        return (self.prompt[-n:] + self.generated[-n:])[-n:]
 
     def accept(self, token: int, piece: bytes, is_end: bool) -> None:
         """Take the sampled token; set `result` when the answer is complete."""
@@ -272,8 +206,7 @@ class BatchDecoder:
             raise ValueError(f"{len(prompt_tokens)} prompt tokens + max_tokens do not fit {self.n_ctx}")
         future: Future[Generation] = Future()
         stops = tuple(s.encode("utf-8") for s in params.stop if s)
-        rng = np.random.default_rng(seed % 2**64)
-        sequence = _Sequence(list(prompt_tokens), params, rng, timeout_s, future, stops)
+        sequence = _Sequence(list(prompt_tokens), params, seeded_rng(seed), timeout_s, future, stops)
         with self._cond:
             if self._closing:
                 raise BackendError("the embedded model is closed")
@@ -390,7 +323,7 @@ class BatchDecoder:
         pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
         logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
         params = sequence.params
-        recent = sequence.recent_tokens(REPEAT_LAST_N)
+        recent = recent_tokens(sequence.prompt, sequence.generated)
         adjusted = penalize(logits, sequence.generated, recent, params)
         token = choose_token(adjusted, params.temperature, params.top_p, sequence.rng)
         is_end = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))

@@ -1,6 +1,6 @@
 """Hugging Face causal LMs: resolve, convert (the packaged GGUF, once) and load them.
 
-Shared by fine-tuning (train/) and the transformers backend (llm/), so it lives below both.
+Shared by fine-tuning (train/) and the transformers backend (runtimes/), so it lives below both.
 
 A base is either `embedded` (the packaged Gemma 3 270M GGUF) or a local Hugging Face
 causal-LM directory. transformers can read the GGUF, but it dequantizes it on every load
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import BackendError, ConfigError
-from selfinstruct.llm.model_files import default_model_path, model_fingerprint
+from selfinstruct.models.files import default_model_path, model_fingerprint
 
 EMBEDDED = "embedded"
 EMBEDDED_HF_NAME = "gemma-3-270m"

@@ -9,7 +9,6 @@ the CLI starts fast (and works without llama_cpp) when this backend is unused.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import tempfile
@@ -20,11 +19,10 @@ from typing import Any
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError
 from selfinstruct.llm.base import Completion, CompletionRequest
-from selfinstruct.llm.model_files import model_fingerprint
+from selfinstruct.models.files import model_fingerprint
+from selfinstruct.runtimes.sampling import fit_to_window, request_seed
 
-# A prompt must leave at least this many tokens of the context window for the answer.
-MIN_ANSWER_TOKENS = 16
-# Part of the identity: sampling is our own (numpy, llama_batch.py), so answers stored by
+# Part of the identity: sampling is our own (numpy, sampling.py), so answers stored by
 # an earlier decoder are not taken for this one's.
 DECODER_VERSION = "batched-1"
 
@@ -45,7 +43,7 @@ class EmbeddedBackend:
             "decoder": DECODER_VERSION,
         }
         try:
-            from selfinstruct.llm.llama_batch import BatchDecoder
+            from selfinstruct.runtimes.llama_batch import BatchDecoder
         except ModuleNotFoundError as exc:
             if not (exc.name or "").startswith("llama_cpp"):
                 raise
@@ -73,23 +71,12 @@ class EmbeddedBackend:
         return len(self._decoder.tokenize(prompt))
 
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
-        params = request.params
         tokens = self._decoder.tokenize(request.prompt)
-        room = self._n_ctx - len(tokens)
-        if room < MIN_ANSWER_TOKENS:
-            raise BackendError(
-                f"prompt too long: {len(tokens)} tokens leave {max(room, 0)} of the "
-                f"{self._n_ctx}-token context window for the answer (need {MIN_ANSWER_TOKENS}); "
-                "raise backend.n_ctx or shorten the prompt"
-            )
-        max_tokens = min(params.max_tokens, room)
+        params, extra = fit_to_window(len(tokens), self._n_ctx, request.params)
         # The timeout counts this request's share of the decode steps it is part of, from
         # the moment it has a slot: sharing the model with others is not the model being slow.
-        future = self._decoder.submit(
-            tokens, params.with_(max_tokens=max_tokens), _sampling_seed(request), timeout
-        )
+        future = self._decoder.submit(tokens, params, request_seed(request), timeout)
         generation = future.result()  # raises RetryableBackendError on timeout
-        extra = {"max_tokens_lowered_to": max_tokens} if max_tokens < params.max_tokens else {}
         return Completion(
             text=generation.text,
             finish_reason=generation.finish_reason,
@@ -102,18 +89,6 @@ class EmbeddedBackend:
         decoder = getattr(self, "_decoder", None)
         if decoder is not None:
             decoder.close()
-
-
-def _sampling_seed(request: CompletionRequest) -> int:
-    """The request's own seed, or one derived from the request itself.
-
-    Deriving it (rather than drawing one) keeps an unseeded request reproducible whatever
-    ran before it or beside it.
-    """
-    if request.params.seed is not None:
-        return request.params.seed
-    blob = f"{request.sample_index}\0{request.prompt}".encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
 
 
 @contextlib.contextmanager
