@@ -124,15 +124,19 @@ ALL_FLAGS = (PRESET_FLAG, *RUN_FLAGS.values(), *BACKEND_FLAGS)
 
 
 def add_run_options(p: argparse.ArgumentParser, run_flags: tuple[str, ...], model: bool) -> None:
-    """--out, the configuration group with `run_flags` (names in RUN_FLAGS), the backend if `model`."""
+    """--out, the configuration group with `run_flags` (names in RUN_FLAGS), and, for a command
+    that calls a model, the backend group and --no-progress (only model requests show progress)."""
+    unknown = set(run_flags) - set(RUN_FLAGS)
+    assert not unknown, f"not in RUN_FLAGS: {sorted(unknown)}"
     p.add_argument(
         "--out", required=True, type=Path, metavar="RUN", help="run directory (created if missing)"
     )
     g = p.add_argument_group("configuration (preset < --config file < flags)")
     PRESET_FLAG.add_to(g)
     g.add_argument("--config", type=Path, metavar="YAML", help="YAML file overriding the preset")
-    for name in run_flags:
-        RUN_FLAGS[name].add_to(g)
+    for name, flag in RUN_FLAGS.items():  # always in the same order
+        if name in run_flags:
+            flag.add_to(g)
     if model:
         add_backend_options(p)
         add_no_progress(p)

@@ -32,12 +32,20 @@ from selfinstruct.rundir import FINETUNE_DIR, FINETUNE_OUT_DIR, OPENAI_FINETUNE_
 PROG = "selfinstruct"
 Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
 
-# (command = the Run method, calls a model, help, the run flags it takes)
+# The stage commands: (command = the Run method, calls a model, help, the RUN_FLAGS it reads).
+# Stage 1 draws from the seeds with the run seed; stages 2 and 3 only send the stored instructions
+# to the model (greedy, no seed); stage 4 calls no model, subsamples, draws templates and shuffles
+# with the run seed, and adds the seed tasks if asked.
 STAGE_COMMANDS: tuple[tuple[str, bool, str, tuple[str, ...]], ...] = (
-    ("bootstrap", True, "stage 1: generate new instructions", tuple(RUN_FLAGS)),
-    ("classify", True, "stage 2: identify classification tasks", tuple(RUN_FLAGS)),
-    ("instances", True, "stage 3: generate instances", tuple(RUN_FLAGS)),
-    ("prepare", False, "stage 4: filter instances, write fine-tuning data and exports", tuple(RUN_FLAGS)),
+    ("bootstrap", True, "stage 1: generate new instructions", ("seed_tasks", "num_instructions", "seed")),
+    ("classify", True, "stage 2: identify classification tasks", ()),
+    ("instances", True, "stage 3: generate instances", ()),
+    (
+        "prepare",
+        False,
+        "stage 4: filter instances, write fine-tuning data and exports",
+        ("seed_tasks", "seed", "include_seed_tasks", "max_instructions"),
+    ),
 )
 
 
@@ -58,11 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_generate_commands(sub: Subparsers) -> None:
     p = sub.add_parser("run", help="all stages: bootstrap, classify, instances, prepare")
-    add_run_options(p, tuple(RUN_FLAGS), model=True)
+    add_run_options(p, tuple(RUN_FLAGS), model=True)  # every stage: every flag
     p.set_defaults(func=cmd_run)
     for stage, needs_model, text, run_flags in STAGE_COMMANDS:
         p = sub.add_parser(stage, help=text)
-        add_run_options(p, run_flags, model=True)
+        add_run_options(p, run_flags, model=needs_model)
         p.set_defaults(func=stage_command(stage, needs_model))
 
     p = sub.add_parser(
