@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from selfinstruct.cli.options import backend_overrides, progress
 from selfinstruct.cli.summary import note
+
+if TYPE_CHECKING:
+    from selfinstruct.config import BackendConfig
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -32,25 +40,60 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate_superni(args: argparse.Namespace) -> int:
-    from selfinstruct.config import build_config, cache_dir
-    from selfinstruct.evaluate.superni import evaluate_superni, format_table, load_tasks
+@dataclass(frozen=True)
+class Model:
+    """A started backend and the request engine in front of it."""
+
+    engine: Any
+    backend: Any
+
+    def identity(self) -> dict[str, Any]:
+        return self.backend.identity()
+
+
+@contextlib.contextmanager
+def started_models(
+    out: Path, show_progress: bool, config: BackendConfig, judge_config: BackendConfig | None = None
+) -> Iterator[tuple[Model, Model | None]]:
+    """The model to evaluate and, if configured, a judge, with their store and failure log in `out`.
+
+    Every backend is started (a bad model or server fails here) before `out` is created;
+    all of them are closed on the way out, in the order they were started.
+    """
+    from selfinstruct.config import cache_dir
     from selfinstruct.llm import build_engine, start_backend
+
+    configs = [config] if judge_config is None else [config, judge_config]
+    backends: list[Any] = []
+    try:
+        for c in configs:
+            backends.append(start_backend(c, cache_dir()))
+        out.mkdir(parents=True, exist_ok=True)
+        models = [
+            Model(build_engine(c, out, backend, show_progress), backend)
+            for c, backend in zip(configs, backends, strict=True)
+        ]
+        yield models[0], (models[1] if judge_config is not None else None)
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+def cmd_evaluate_superni(args: argparse.Namespace) -> int:
+    from selfinstruct.config import build_config
+    from selfinstruct.evaluate.superni import evaluate_superni, format_table, load_tasks
     from selfinstruct.records import write_json, write_jsonl
 
     tasks = load_tasks(args.tasks, args.task)
     backend_config = build_config(config_file=args.config, overrides=backend_overrides(args)).backend
-    backend = start_backend(backend_config, cache_dir())
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        engine = build_engine(backend_config, args.out, backend, progress(args))
-        predictions, metrics = evaluate_superni(engine, tasks, args.positive_examples, args.max_instances)
-    finally:
-        backend.close()
+    with started_models(args.out, progress(args), backend_config) as (model, _):
+        predictions, metrics = evaluate_superni(
+            model.engine, tasks, args.positive_examples, args.max_instances
+        )
     metrics["settings"] = {
         "positive_examples": args.positive_examples,
         "max_instances": args.max_instances,
-        "backend": backend.identity(),
+        "backend": model.identity(),
     }
     write_jsonl(args.out / "superni_predictions.jsonl", predictions)
     write_json(args.out / "superni_metrics.json", metrics)
@@ -59,32 +102,18 @@ def cmd_evaluate_superni(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_user_oriented(args: argparse.Namespace) -> int:
-    from selfinstruct.config import build_config, cache_dir
+    from selfinstruct.config import build_config
     from selfinstruct.evaluate.user_oriented import evaluate_user_oriented, format_table, load_user_tasks
-    from selfinstruct.llm import build_engine, start_backend
     from selfinstruct.records import write_json, write_jsonl
 
     tasks = load_user_tasks(args.file)[: args.limit]
     backend_config = build_config(config_file=args.config, overrides=backend_overrides(args)).backend
     judge_config = build_config(config_file=args.judge_config).backend if args.judge_config else None
-    backend = start_backend(backend_config, cache_dir())
-    judge_backend = start_backend(judge_config, cache_dir()) if judge_config else None
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        engine = build_engine(backend_config, args.out, backend, progress(args))
-        judge = (
-            build_engine(judge_config, args.out, judge_backend, progress(args))
-            if judge_config and judge_backend
-            else None
-        )
-        rows, metrics = evaluate_user_oriented(engine, tasks, judge)
-    finally:
-        backend.close()
-        if judge_backend is not None:
-            judge_backend.close()
-    metrics["backend"] = backend.identity()
-    if judge_backend is not None:
-        metrics["judge"] = judge_backend.identity()
+    with started_models(args.out, progress(args), backend_config, judge_config) as (model, judge):
+        rows, metrics = evaluate_user_oriented(model.engine, tasks, judge.engine if judge else None)
+    metrics["backend"] = model.identity()
+    if judge is not None:
+        metrics["judge"] = judge.identity()
     write_jsonl(args.out / "user_oriented_responses.jsonl", rows)
     write_json(args.out / "user_oriented_metrics.json", metrics)
     print(format_table(metrics))

@@ -1,0 +1,157 @@
+"""`selfinstruct evaluate` against a real HTTP server on loopback: outputs, errors, backends closed."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers.openai_stub import OpenAIStub
+from test_superni import task_file
+
+from selfinstruct.cli import main
+
+
+@pytest.fixture(autouse=True)
+def no_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # loopback needs none
+
+
+def backend_flags(stub: OpenAIStub) -> list[str]:
+    return ["--backend", "openai", "--base-url", stub.base_url, "--model", stub.model, "--no-progress"]
+
+
+def user_tasks(path: Path, n: int) -> Path:
+    rows = [
+        {"id": f"u{i}", "instruction": f"Say {i}.", "instances": [{"input": "", "output": str(i)}]}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def judge_config(path: Path, stub: OpenAIStub) -> Path:
+    path.write_text(
+        json.dumps({"backend": {"kind": "openai", "base_url": stub.base_url, "model": stub.model}}),
+        encoding="utf-8",
+    )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Closes:
+    """Records the backends that the commands start and close (wraps start_backend)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started: list[str] = []
+        self.closed: list[str] = []
+        # Wherever start_backend lives (selfinstruct.llm today; selfinstruct.backends is planned).
+        for name in ("selfinstruct.llm", "selfinstruct.backends"):
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            if hasattr(module, "start_backend"):
+                monkeypatch.setattr(module, "start_backend", self._wrap(module.start_backend))
+
+    def _wrap(self, real: Any) -> Any:
+        def start_backend(config: Any, cache_dir: Path) -> Any:
+            backend = real(config, cache_dir)
+            self.started.append(config.model)
+            close = backend.close
+
+            def closing() -> None:
+                self.closed.append(config.model)
+                close()
+
+            backend.close = closing
+            return backend
+
+        return start_backend
+
+
+def test_superni_writes_predictions_and_metrics_and_closes_the_backend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    task_file(tasks, "a", "Cat1", [("say blue", ["blue"]), ("say red", ["red"])])
+    out = tmp_path / "eval"
+    closes = Closes(monkeypatch)
+    with OpenAIStub("m") as stub:
+        code = main(["evaluate", "superni", "--tasks", str(tasks), "--out", str(out), *backend_flags(stub)])
+        assert code == 0, capsys.readouterr().err
+        assert stub.hits() == 2
+    assert closes.started == closes.closed == ["m"]
+    predictions = [json.loads(line) for line in (out / "superni_predictions.jsonl").open()]
+    assert len(predictions) == 2
+    metrics = json.loads((out / "superni_metrics.json").read_text())
+    assert metrics["settings"]["backend"] == {
+        "kind": "openai",
+        "api": "completions",
+        "model": "m",
+        "base_url": stub.base_url,
+    }
+    assert metrics["settings"]["max_instances"] == 100 and metrics["overall"]["instances"] == 2
+    assert (out / "responses.sqlite").is_file()
+    assert "Cat1" in capsys.readouterr().out
+
+
+def test_user_oriented_with_a_judge_uses_both_models_and_closes_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = user_tasks(tmp_path / "u.jsonl", 3)
+    out = tmp_path / "eval"
+    closes = Closes(monkeypatch)
+    with OpenAIStub("m") as model, OpenAIStub("judge") as judge:
+        judge_yaml = judge_config(tmp_path / "judge.yaml", judge)
+        args = ["evaluate", "user-oriented", "--file", str(file), "--out", str(out), "--limit", "2"]
+        code = main([*args, "--judge-config", str(judge_yaml), *backend_flags(model)])
+        assert code == 0, capsys.readouterr().err
+        assert model.hits() == 2 and judge.hits() == 2
+    assert closes.started == closes.closed == ["m", "judge"]
+    rows = [json.loads(line) for line in (out / "user_oriented_responses.jsonl").open()]
+    assert [r["id"] for r in rows] == ["u0", "u1"]
+    metrics = json.loads((out / "user_oriented_metrics.json").read_text())
+    assert metrics["backend"]["model"] == "m" and metrics["judge"]["model"] == "judge"
+    assert "user-oriented: 2 instructions" in capsys.readouterr().out
+
+
+def test_user_oriented_without_a_judge_has_no_ratings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval"
+    with OpenAIStub("m") as model:
+        args = ["evaluate", "user-oriented", "--file", str(user_tasks(tmp_path / "u.jsonl", 2))]
+        assert main([*args, "--out", str(out), *backend_flags(model)]) == 0
+    metrics = json.loads((out / "user_oriented_metrics.json").read_text())
+    assert "judge" not in metrics and "ratings" not in metrics
+
+
+def test_an_unreachable_judge_is_one_line_closes_the_model_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    judge_yaml = tmp_path / "judge.yaml"
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    judge_yaml.write_text(json.dumps({"backend": {"kind": "openai", "base_url": url, "model": "judge"}}))
+    out = tmp_path / "eval"
+    closes = Closes(monkeypatch)
+    with OpenAIStub("m") as model:
+        args = ["evaluate", "user-oriented", "--file", str(user_tasks(tmp_path / "u.jsonl", 2))]
+        code = main([*args, "--out", str(out), "--judge-config", str(judge_yaml), *backend_flags(model)])
+        assert model.hits() == 0
+    assert code == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("selfinstruct: error: ") and url in lines[0]
+    assert not out.exists()
+    # The model's backend was started before the judge failed, and is closed all the same.
+    assert closes.started == closes.closed == ["m"]
