@@ -1,4 +1,5 @@
-"""`selfinstruct evaluate` against a real HTTP server on loopback: outputs, errors, backends closed."""
+"""`selfinstruct evaluate` against a real HTTP server on loopback (outputs, errors, backends
+closed), and `selfinstruct export`."""
 
 from __future__ import annotations
 
@@ -155,3 +156,54 @@ def test_an_unreachable_judge_is_one_line_closes_the_model_and_writes_nothing(
     assert not out.exists()
     # The model's backend was started before the judge failed, and is closed all the same.
     assert closes.started == closes.closed == ["m"]
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+
+def alpaca_run(run: Path, rows: object) -> Path:
+    (run / "finetuning_data").mkdir(parents=True)
+    (run / "finetuning_data" / "alpaca_data.json").write_text(json.dumps(rows), encoding="utf-8")
+    return run
+
+
+def test_export_openai_writes_chat_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [
+        {"instruction": "Add the numbers.", "input": "2 3", "output": "5"},
+        {"instruction": "Say hi.", "output": "hi"},  # no input: an empty one
+    ]
+    run = alpaca_run(tmp_path / "run", rows)
+    assert main(["export", "openai", str(run), "--system", "Be brief."]) == 0
+    out = run / "finetuning_data" / "openai_finetune.jsonl"
+    examples = [json.loads(line) for line in out.open()]
+    assert [m["role"] for m in examples[0]["messages"]] == ["system", "user", "assistant"]
+    assert examples[0]["messages"][0]["content"] == "Be brief."
+    assert examples[1]["messages"][-1]["content"] == "hi"
+    err = capsys.readouterr().err
+    assert f"export openai: 2 chat examples -> {out}" in err and "at least 10 examples" in err
+
+
+@pytest.mark.parametrize(
+    ("rows", "needle"),
+    [
+        ([{"instruction": "Say hi."}], "'output'"),
+        ([{"instruction": "Say hi.", "output": 3}], "must be strings"),
+        ({"instruction": "x"}, "string indices"),  # an object, not a list
+    ],
+)
+def test_export_of_malformed_data_is_one_line(
+    rows: object, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = alpaca_run(tmp_path / "run", rows)
+    assert main(["export", "openai", str(run)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "alpaca_data.json: not a list of instruction/input/output records" in lines[0]
+    assert needle in lines[0]
+    assert not (run / "finetuning_data" / "openai_finetune.jsonl").exists()
+
+
+def test_export_of_a_run_without_data_names_the_command_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", "openai", str(tmp_path)]) == 2
+    assert f"run `selfinstruct prepare --out {tmp_path}` first" in capsys.readouterr().err

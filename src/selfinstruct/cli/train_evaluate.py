@@ -133,7 +133,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise InputFileError(f"{source}: not found; run `selfinstruct prepare --out {args.run}` first")
     try:
         rows = json.loads(source.read_text("utf-8"))
-        triples = [Triple(r["instruction"], r.get("input", ""), r["output"]) for r in rows]
+        triples = [Triple.from_json(row) for row in rows]
     except (ValueError, KeyError, TypeError) as exc:
         raise InputFileError(f"{source}: not a list of instruction/input/output records ({exc})") from None
     out = args.out or args.run / FINETUNE_DIR / OPENAI_FINETUNE_FILE
