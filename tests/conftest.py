@@ -1,10 +1,16 @@
-"""Shared fixtures: where the real external data lives (../shared beside the repository)."""
+"""Shared fixtures: where the real external data lives (../shared beside the repository), and a scripted run."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from servers.scripted_answers import ScriptedModel
+
+from selfinstruct.config import build_config
+from selfinstruct.pipeline import Run
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -15,3 +21,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"{SHARED_DATA} is missing: the tests need ../shared beside the repository")
     return SHARED_DATA
+
+
+RunFactory = Callable[..., Run]
+
+
+@pytest.fixture
+def make_run(shared_data: Path) -> RunFactory:
+    """An opened Run on the paper's seed tasks and a scripted model."""
+
+    def make(out: Path, model: ScriptedModel, n: int = 12, **over: Any) -> Run:
+        overrides = {
+            "seed_tasks": str(shared_data / "seed_tasks.jsonl"),
+            "bootstrap": {"num_instructions": n, "prompts_per_round": 3},
+            "backend": {"max_retries": 2, "retry_base_s": 0.01},
+        }
+        cfg = build_config(overrides={**overrides, **over})
+        run = Run(out, cfg, progress=False, log=lambda _: None, backend=model)
+        run.open()
+        return run
+
+    return make

@@ -36,6 +36,42 @@ def test_help_starts_fast_and_lists_every_stage() -> None:
         assert command in result.stdout
 
 
+HEAVY_MODULES = [
+    "torch",
+    "transformers",
+    "peft",
+    "llama_cpp",
+    "matplotlib",
+    "spacy",
+    "numpy",
+    "rapidfuzz",
+    "rouge_score",
+    "httpx",
+    "pydantic",
+    "yaml",
+    "tqdm",
+    "selfinstruct.config",
+    "selfinstruct.pipeline",
+    "selfinstruct.stages",
+    "selfinstruct.llm",
+    "selfinstruct.train",
+    "selfinstruct.evaluate",
+    "selfinstruct.analysis",
+    "selfinstruct.dedup",
+]
+
+
+def test_the_command_line_imports_no_heavy_module_before_a_command_runs() -> None:
+    # Importing the CLI and building every command's parser (what `--help` does) stays light.
+    code = "import sys, selfinstruct.cli as c; c.build_parser(); print('\\n'.join(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    assert "selfinstruct.cli.parser" in loaded
+    heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY_MODULES)]
+    assert heavy == []
+
+
 def test_bad_seed_file_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text(

@@ -8,66 +8,18 @@ from __future__ import annotations
 
 import json
 import random
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servers.scripted_answers import WORDS, scripted_answer
+from conftest import RunFactory
+from servers.scripted_answers import WORDS, ScriptedModel
 
 from selfinstruct.config import build_config
-from selfinstruct.errors import RequestsFailedError, RetryableBackendError
+from selfinstruct.errors import RequestsFailedError
 from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.pipeline import Run
 from selfinstruct.rundir import BOOKKEEPING_FILES, INSTANCES_FILE, INSTRUCTIONS_FILE
-
-RunFactory = Callable[..., Run]
-
-
-class ScriptedModel:
-    """Answers like a (very small) model would, and can be told to fail."""
-
-    def __init__(self, fail_after: int | None = None, transient_every: int | None = None) -> None:
-        self.calls = 0
-        self.fail_after = fail_after
-        self.transient_every = transient_every
-        self.lock = threading.Lock()
-
-    def identity(self) -> dict[str, Any]:
-        return {"kind": "scripted", "model": "scripted-1"}
-
-    def close(self) -> None:
-        pass
-
-    def complete(self, request: CompletionRequest, timeout: float) -> Completion:
-        with self.lock:
-            self.calls += 1
-            calls = self.calls
-        if self.fail_after is not None and calls > self.fail_after:
-            raise RetryableBackendError("scripted outage")
-        if self.transient_every and calls % self.transient_every == 0:
-            raise RetryableBackendError("scripted blip")
-        answer = scripted_answer(request.prompt, request.params.seed)
-        return Completion(answer.text, answer.finish_reason, answer.prompt_tokens, answer.completion_tokens)
-
-
-@pytest.fixture
-def make_run(shared_data: Path) -> RunFactory:
-    """An opened Run on the paper's seed tasks and a scripted model."""
-
-    def make(out: Path, model: ScriptedModel, n: int = 12, **over: Any) -> Run:
-        overrides = {
-            "seed_tasks": str(shared_data / "seed_tasks.jsonl"),
-            "bootstrap": {"num_instructions": n, "prompts_per_round": 3},
-            "backend": {"max_retries": 2, "retry_base_s": 0.01},
-        }
-        cfg = build_config(overrides={**overrides, **over})
-        run = Run(out, cfg, progress=False, log=lambda _: None, backend=model)
-        run.open()
-        return run
-
-    return make
 
 
 def snapshot(out: Path) -> dict[str, bytes]:

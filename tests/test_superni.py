@@ -8,26 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.superni_tasks import task_file
 
 from selfinstruct.backends import build_engine
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import InputFileError
 from selfinstruct.evaluate.superni import build_prompt, evaluate_superni, load_task, load_tasks
 from selfinstruct.llm.base import Completion, CompletionRequest
-
-
-def task_file(folder: Path, name: str, category: str, instances: list[tuple[str, list[str]]]) -> Path:
-    data = {
-        "Definition": [f"Answer the {name} question"],
-        "Categories": [category],
-        "Positive Examples": [{"input": "2+2", "output": "4"}, {"input": "1+1", "output": "2"}],
-        "Instances": [
-            {"id": f"{name}-{i}", "input": inp, "output": refs} for i, (inp, refs) in enumerate(instances)
-        ],
-    }
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
 
 
 class EchoModel:

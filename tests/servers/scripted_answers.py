@@ -2,7 +2,7 @@
 
 The same (prompt, seed) always gets the same answer, in this process or in another one, so
 a test can compare a run with a resumed or re-ordered one byte for byte. The in-process
-`ScriptedModel` of tests/test_pipeline.py and the HTTP stub's scripted mode both use it.
+`ScriptedModel` below and the HTTP stub's scripted mode both use it.
 
     bootstrap  (a numbered list left open)      -> 1-4 new items of random words, sometimes
                                                    cut by the token limit ("length")
@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 from dataclasses import dataclass
+from typing import Any
+
+from selfinstruct.errors import RetryableBackendError
+from selfinstruct.llm.base import Completion, CompletionRequest
 
 CLASSIFY_QUESTION = "Is it a classification task?"
 WORDS = [
@@ -105,3 +110,30 @@ def _answer(text: str, finish_reason: str, prompt: str) -> ScriptedAnswer:
 
 def _stable_seed(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "big")
+
+
+class ScriptedModel:
+    """Answers like a (very small) model would, and can be told to fail."""
+
+    def __init__(self, fail_after: int | None = None, transient_every: int | None = None) -> None:
+        self.calls = 0
+        self.fail_after = fail_after
+        self.transient_every = transient_every
+        self.lock = threading.Lock()
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "scripted", "model": "scripted-1"}
+
+    def close(self) -> None:
+        pass
+
+    def complete(self, request: CompletionRequest, timeout: float) -> Completion:
+        with self.lock:
+            self.calls += 1
+            calls = self.calls
+        if self.fail_after is not None and calls > self.fail_after:
+            raise RetryableBackendError("scripted outage")
+        if self.transient_every and calls % self.transient_every == 0:
+            raise RetryableBackendError("scripted blip")
+        answer = scripted_answer(request.prompt, request.params.seed)
+        return Completion(answer.text, answer.finish_reason, answer.prompt_tokens, answer.completion_tokens)

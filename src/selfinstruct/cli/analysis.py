@@ -1,0 +1,33 @@
+"""Commands that show a run to a person: analyze (the report page) and review (rating by hand)."""
+
+from __future__ import annotations
+
+import argparse
+
+from selfinstruct.cli.options import progress
+from selfinstruct.cli.summary import note
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from selfinstruct.analysis.analyze import analyze_run
+
+    result = analyze_run(args.run, args.seed_tasks, args.verb_rule, progress=progress(args))
+    table, diversity = result.report["table1"], result.report["diversity"]
+    share = diversity["share_verb_noun"]
+    note(
+        f"analyze: {table['instructions']} instructions, {table['instances'] or 0} instances; "
+        f"verb-noun structure in {100 * (share or 0):.1f}% -> {result.html_path}"
+    )
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from selfinstruct.analysis.review.ratings import format_summary, load_latest, summarize
+    from selfinstruct.analysis.review.server import serve_review
+    from selfinstruct.rundir import REVIEW_DIR, REVIEW_RATINGS_FILE
+
+    if args.summary:
+        print(format_summary(summarize(load_latest(args.run / REVIEW_DIR / REVIEW_RATINGS_FILE))))
+        return 0
+    serve_review(args.run, args.host, args.port, args.sample, args.seed, not args.no_browser, log=note)
+    return 0

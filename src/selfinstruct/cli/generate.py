@@ -1,0 +1,113 @@
+"""Commands that make or check data: run, the four stages, relabel, dedup, check-seeds, config."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from selfinstruct.cli.options import backend_overrides, overrides, progress
+from selfinstruct.cli.summary import note, print_summary
+
+
+def resolve_config(args: argparse.Namespace, reuse_run_config: bool) -> Any:
+    from selfinstruct.config import build_config
+    from selfinstruct.rundir import CONFIG_FILE
+
+    config_file = args.config
+    # A stage run on its own inside an existing run directory continues with that run's config.
+    if (
+        reuse_run_config
+        and config_file is None
+        and args.preset is None
+        and (args.out / CONFIG_FILE).is_file()
+    ):
+        config_file = args.out / CONFIG_FILE
+    return build_config(preset=None, config_file=config_file, overrides=overrides(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from selfinstruct.pipeline import Run
+
+    run = Run(args.out, resolve_config(args, reuse_run_config=False), progress=progress(args), log=note)
+    with run.opened():
+        summary = run.run_all()
+    print_summary(args.out, run.summary() or summary)
+    return 0
+
+
+def stage_command(stage: str, needs_model: bool) -> Callable[[argparse.Namespace], int]:
+    """The command of one stage: `Run.<stage>()` in the run directory `--out`."""
+
+    def command(args: argparse.Namespace) -> int:
+        from selfinstruct.pipeline import Run
+
+        run = Run(args.out, resolve_config(args, reuse_run_config=True), progress=progress(args), log=note)
+        with run.opened(needs_model=needs_model):
+            getattr(run, stage)()
+        print_summary(args.out, run.summary())
+        return 0
+
+    return command
+
+
+def cmd_relabel(args: argparse.Namespace) -> int:
+    from selfinstruct.config import build_config, deep_merge, read_yaml_mapping
+    from selfinstruct.errors import InputFileError
+    from selfinstruct.pipeline import Run
+    from selfinstruct.rundir import CONFIG_FILE
+
+    source_config = args.run / CONFIG_FILE
+    if not source_config.is_file():
+        raise InputFileError(f"{source_config}: not found; is {args.run} a run directory?")
+    teacher: dict[str, Any] = {}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise InputFileError(f"{args.config}: config file not found")
+        teacher = read_yaml_mapping(args.config.read_text("utf-8"), str(args.config))
+    # The source run's settings (seed, templates, seeds) with the teacher as the model.
+    config = build_config(config_file=source_config, overrides=deep_merge(teacher, backend_overrides(args)))
+    run = Run(args.out, config, progress=progress(args), log=note)
+    with run.opened():
+        run.relabel(args.run)
+    print_summary(args.out, run.summary())
+    return 0
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from selfinstruct.dedup import dedup_file
+
+    report = dedup_file(
+        args.input,
+        args.out,
+        pool_path=args.pool,
+        threshold=args.threshold,
+        tokenizer=args.tokenizer,
+        field=args.field,
+        progress=progress(args),
+    )
+    note(
+        f"dedup: read {report.read}, kept {report.kept}, dropped {report.dropped} "
+        f"(ROUGE-L > {args.threshold}) in {report.elapsed:.2f} s -> {args.out}"
+    )
+    return 0
+
+
+def cmd_check_seeds(args: argparse.Namespace) -> int:
+    from selfinstruct.seeds import load_seed_tasks
+
+    tasks = load_seed_tasks(args.path)
+    n_clf = sum(t.is_classification for t in tasks)
+    n_empty = sum(all(not i.input for i in t.instances) for t in tasks)
+    print(
+        f"{args.path or 'packaged seeds'}: {len(tasks)} tasks, {n_clf} classification, "
+        f"{n_empty} with empty input"
+    )
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from selfinstruct.config import build_config, dump_config
+
+    print(dump_config(build_config(preset=args.preset, config_file=args.config)), end="")
+    return 0

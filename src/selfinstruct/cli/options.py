@@ -1,0 +1,175 @@
+"""The flags shared by several commands, and the config key each one sets.
+
+A flag that overrides the config is declared once here, with its config key; `overrides()`
+turns whichever of them a command has into a nested config mapping.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# config.PRESETS, spelled out so that `--help` needs no pydantic (a test keeps them equal).
+PRESETS = ["selfinstruct-2022", "alpaca-2023"]
+
+
+@dataclass(frozen=True)
+class ConfigFlag:
+    """A command-line flag that sets one config key (dotted path)."""
+
+    names: tuple[str, ...]
+    dest: str
+    key: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def add_to(self, group: argparse._ActionsContainer) -> None:
+        group.add_argument(*self.names, dest=self.dest, **self.options)
+
+
+# The run's parameters; a stage command gets those its stage reads (parser.STAGE_COMMANDS).
+RUN_FLAGS = {
+    flag.dest: flag
+    for flag in (
+        ConfigFlag(
+            ("--seed-tasks",),
+            "seed_tasks",
+            "seed_tasks",
+            {"metavar": "PATH", "help": "seed file in the paper's JSONL schema"},
+        ),
+        ConfigFlag(
+            ("--num-instructions", "-n"),
+            "num_instructions",
+            "bootstrap.num_instructions",
+            {"type": int, "metavar": "N", "help": "instructions to generate"},
+        ),
+        ConfigFlag(("--seed",), "seed", "seed", {"type": int, "help": "random seed of the run"}),
+        ConfigFlag(
+            ("--include-seed-tasks",),
+            "include_seed_tasks",
+            "finetune_data.include_seed_tasks",
+            {"action": "store_true", "default": None, "help": "add seed tasks to the fine-tuning data"},
+        ),
+        ConfigFlag(
+            ("--max-instructions",),
+            "max_instructions",
+            "finetune_data.max_instructions",
+            {"type": int, "metavar": "N", "help": "keep at most N instructions in the fine-tuning data"},
+        ),
+    )
+}
+
+# The model backend: every command that calls a model.
+BACKEND_FLAGS = (
+    ConfigFlag(
+        ("--backend",),
+        "backend",
+        "backend.kind",
+        {
+            "choices": ["embedded", "openai", "transformers"],
+            "help": "embedded llama.cpp model, an OpenAI-compatible server, or a Hugging Face model (transformers)",
+        },
+    ),
+    ConfigFlag(
+        ("--model",),
+        "model",
+        "backend.model",
+        {"help": "model name (sent to the server; a label for the embedded model)"},
+    ),
+    ConfigFlag(
+        ("--model-path",),
+        "model_path",
+        "backend.model_path",
+        {
+            "metavar": "PATH",
+            "help": "embedded: a GGUF file instead of the packaged Gemma 3 270M; "
+            "transformers: a Hugging Face model directory, or 'embedded' (the default)",
+        },
+    ),
+    ConfigFlag(
+        ("--adapter",),
+        "adapter",
+        "backend.adapter_path",
+        {"metavar": "DIR", "help": "transformers: a LoRA adapter from `selfinstruct finetune`"},
+    ),
+    ConfigFlag(
+        ("--base-url",),
+        "base_url",
+        "backend.base_url",
+        {"metavar": "URL", "help": "OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1"},
+    ),
+    ConfigFlag(
+        ("--api",),
+        "api",
+        "backend.api",
+        {"choices": ["completions", "chat"], "help": "OpenAI endpoint to use"},
+    ),
+    ConfigFlag(
+        ("--api-key-file",),
+        "api_key_file",
+        "backend.api_key_file",
+        {"metavar": "PATH", "help": "file holding the API key (default: $OPENAI_API_KEY)"},
+    ),
+    ConfigFlag(
+        ("--concurrency",),
+        "concurrency",
+        "backend.concurrency",
+        {"type": int, "metavar": "N", "help": "requests in flight at once"},
+    ),
+)
+
+PRESET_FLAG = ConfigFlag(("--preset",), "preset", "preset", {"choices": PRESETS, "help": "parameter preset"})
+ALL_FLAGS = (PRESET_FLAG, *RUN_FLAGS.values(), *BACKEND_FLAGS)
+
+
+def add_run_options(p: argparse.ArgumentParser, run_flags: tuple[str, ...], model: bool) -> None:
+    """--out, the configuration group with `run_flags` (names in RUN_FLAGS), and, for a command
+    that calls a model, the backend group and --no-progress (only model requests show progress)."""
+    unknown = set(run_flags) - set(RUN_FLAGS)
+    assert not unknown, f"not in RUN_FLAGS: {sorted(unknown)}"
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="RUN", help="run directory (created if missing)"
+    )
+    g = p.add_argument_group("configuration (preset < --config file < flags)")
+    PRESET_FLAG.add_to(g)
+    g.add_argument("--config", type=Path, metavar="YAML", help="YAML file overriding the preset")
+    for name, flag in RUN_FLAGS.items():  # always in the same order
+        if name in run_flags:
+            flag.add_to(g)
+    if model:
+        add_backend_options(p)
+        add_no_progress(p)
+
+
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    b = p.add_argument_group("model backend")
+    for flag in BACKEND_FLAGS:
+        flag.add_to(b)
+
+
+def add_no_progress(p: argparse.ArgumentParser, text: str = "no progress bars") -> None:
+    p.add_argument("--no-progress", action="store_true", help=text)
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config flags given on the command line, as a nested config mapping."""
+    o: dict[str, Any] = {}
+    for flag in ALL_FLAGS:
+        value = getattr(args, flag.dest, None)
+        if value is None:
+            continue
+        node = o
+        *parents, leaf = flag.key.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return o
+
+
+def backend_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {"backend": overrides(args).get("backend", {})}
+
+
+def progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "no_progress", False)

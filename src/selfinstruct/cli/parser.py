@@ -1,0 +1,209 @@
+"""The argument parser: every command, its flags, and the function that runs it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from selfinstruct.cli.analysis import cmd_analyze, cmd_review
+from selfinstruct.cli.generate import (
+    cmd_check_seeds,
+    cmd_config,
+    cmd_dedup,
+    cmd_relabel,
+    cmd_run,
+    stage_command,
+)
+from selfinstruct.cli.options import (
+    PRESETS,
+    RUN_FLAGS,
+    add_backend_options,
+    add_no_progress,
+    add_run_options,
+)
+from selfinstruct.cli.train_evaluate import (
+    cmd_evaluate_superni,
+    cmd_evaluate_user_oriented,
+    cmd_export,
+    cmd_finetune,
+)
+from selfinstruct.rundir import FINETUNE_DIR, FINETUNE_OUT_DIR, OPENAI_FINETUNE_FILE, REPORT_DIR, REPORT_HTML
+
+PROG = "selfinstruct"
+Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
+
+# The stage commands: (command = the Run method, calls a model, help, the RUN_FLAGS it reads).
+# Stage 1 draws from the seeds with the run seed; stages 2 and 3 only send the stored instructions
+# to the model (greedy, no seed); stage 4 calls no model, subsamples, draws templates and shuffles
+# with the run seed, and adds the seed tasks if asked.
+STAGE_COMMANDS: tuple[tuple[str, bool, str, tuple[str, ...]], ...] = (
+    ("bootstrap", True, "stage 1: generate new instructions", ("seed_tasks", "num_instructions", "seed")),
+    ("classify", True, "stage 2: identify classification tasks", ()),
+    ("instances", True, "stage 3: generate instances", ()),
+    (
+        "prepare",
+        False,
+        "stage 4: filter instances, write fine-tuning data and exports",
+        ("seed_tasks", "seed", "include_seed_tasks", "max_instructions"),
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Self-Instruct: turn a pool of seed tasks and a language model into an "
+        "instruction-tuning dataset.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # In this order in `selfinstruct --help`.
+    _add_generate_commands(sub)
+    _add_train_evaluate_commands(sub)
+    _add_analysis_commands(sub)
+    _add_config_commands(sub)
+    return parser
+
+
+def _add_generate_commands(sub: Subparsers) -> None:
+    p = sub.add_parser("run", help="all stages: bootstrap, classify, instances, prepare")
+    add_run_options(p, tuple(RUN_FLAGS), model=True)  # every stage: every flag
+    p.set_defaults(func=cmd_run)
+    for stage, needs_model, text, run_flags in STAGE_COMMANDS:
+        p = sub.add_parser(stage, help=text)
+        add_run_options(p, run_flags, model=needs_model)
+        p.set_defaults(func=stage_command(stage, needs_model))
+
+    p = sub.add_parser(
+        "relabel", help="rebuild a run's fine-tuning data with a teacher model writing the outputs"
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="the run to relabel (after `prepare`)")
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="RUN2", help="new run directory for the relabelled data"
+    )
+    p.add_argument("--config", type=Path, metavar="YAML", help="YAML with the teacher's backend: section")
+    add_backend_options(p)
+    add_no_progress(p)
+    p.set_defaults(func=cmd_relabel)
+
+    p = sub.add_parser("dedup", help="drop near-duplicate instructions (ROUGE-L) from a dataset")
+    p.add_argument("input", type=Path, help="JSONL with an instruction field, or plain text lines")
+    p.add_argument("--out", required=True, type=Path, help="output file (kept lines, byte for byte)")
+    p.add_argument("--pool", type=Path, help="records to compare against but not to output")
+    p.add_argument("--threshold", type=float, default=0.7, help="drop if ROUGE-L F > this (default 0.7)")
+    p.add_argument(
+        "--tokenizer",
+        choices=["rouge", "unicode"],
+        default="rouge",
+        help="rouge = rouge-score's (a-z0-9 only)",
+    )
+    p.add_argument("--field", default="instruction", help="JSONL field to compare (default: instruction)")
+    add_no_progress(p, "no progress bar")
+    p.set_defaults(func=cmd_dedup)
+
+
+def _add_train_evaluate_commands(sub: Subparsers) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a model: SuperNI zero-shot, user-oriented instructions")
+    ev = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    p = ev.add_parser("superni", help="zero-shot SuperNI: ROUGE-L and exact match per task and category")
+    p.add_argument(
+        "--tasks", required=True, type=Path, metavar="DIR", help="folder of SuperNI task JSON files"
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="evaluation directory (store, results)"
+    )
+    p.add_argument("--task", action="append", metavar="NAME", help="only this task (repeatable)")
+    p.add_argument(
+        "--positive-examples", type=int, default=0, choices=[0, 1, 2], help="examples in the prompt"
+    )
+    p.add_argument(
+        "--max-instances", type=int, default=100, metavar="N", help="instances per task (default 100)"
+    )
+    p.add_argument("--config", type=Path, metavar="YAML", help="YAML file with a backend: section")
+    add_backend_options(p)
+    add_no_progress(p)
+    p.set_defaults(func=cmd_evaluate_superni)
+
+    p = ev.add_parser("user-oriented", help="the 252 user-oriented instructions: ROUGE-L and A-D ratings")
+    p.add_argument("--file", required=True, type=Path, help="JSONL in the user_oriented_instructions format")
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="evaluation directory (store, results)"
+    )
+    p.add_argument(
+        "--judge-config", type=Path, metavar="YAML", help="YAML with a backend: section for the judge"
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N instructions")
+    p.add_argument("--config", type=Path, metavar="YAML", help="YAML file with a backend: section")
+    add_backend_options(p)
+    add_no_progress(p)
+    p.set_defaults(func=cmd_evaluate_user_oriented)
+
+    p = sub.add_parser("export", help="export a run's fine-tuning data for a hosted fine-tuning API")
+    p.add_argument("format", choices=["openai"], help="openai: chat fine-tuning JSONL ({messages: [...]})")
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory (after `prepare`)")
+    p.add_argument(
+        "--out", type=Path, help=f"output file (default RUN/{FINETUNE_DIR}/{OPENAI_FINETUNE_FILE})"
+    )
+    p.add_argument("--system", help="a system message to put first in every example")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("finetune", help="fine-tune a model on a run's data (LoRA by default)")
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory (after `prepare`), or its data JSONL")
+    p.add_argument(
+        "--base", required=True, metavar="MODEL", help="'embedded' (Gemma 3 270M) or a Hugging Face model dir"
+    )
+    p.add_argument(
+        "--out", type=Path, metavar="DIR", help=f"output directory (default RUN/{FINETUNE_OUT_DIR})"
+    )
+    p.add_argument("--epochs", type=int, default=2, help="passes over the data (default 2, as the paper)")
+    p.add_argument("--full", action="store_true", help="train every weight instead of a LoRA adapter")
+    p.add_argument("--lora-r", type=int, default=8, metavar="R", help="LoRA rank (default 8)")
+    p.add_argument("--lora-alpha", type=int, metavar="A", help="LoRA alpha (default 2 x rank)")
+    p.add_argument("--lr", type=float, help="learning rate (default 2e-4 LoRA, 2e-5 full)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="rows per step (default 4)")
+    p.add_argument("--max-length", type=int, default=256, metavar="N", help="tokens per row (default 256)")
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after step N (run again to continue)")
+    p.add_argument(
+        "--train-on-prompt", action="store_true", help="learn the prompt too (default: the completion only)"
+    )
+    p.add_argument("--max-instructions", type=int, metavar="N", help="train on the rows of N instructions")
+    p.add_argument("--save-every", type=int, default=50, metavar="N", help="checkpoint every N steps")
+    p.add_argument("--seed", type=int, default=42, help="seed of the data order and the LoRA init")
+    add_no_progress(p, "no progress bar")
+    p.set_defaults(func=cmd_finetune)
+
+
+def _add_analysis_commands(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "analyze", help=f"write RUN/{REPORT_DIR}/{REPORT_HTML}: statistics, diversity, seed overlap"
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory (any stage; the reference's too)")
+    p.add_argument("--seed-tasks", metavar="PATH", help="seeds to compare with (default: the run's)")
+    p.add_argument(
+        "--verb-rule",
+        choices=["closest", "reference"],
+        default="closest",
+        help="verb-noun rule: the verb closest to the root (default) or the reference notebook's walk",
+    )
+    add_no_progress(p, "no progress bar")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("review", help="rate a random sample by hand on a local page (the paper's review)")
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory with instances")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    p.add_argument("--sample", type=int, default=200, metavar="N", help="instructions to rate (default 200)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the sample (default 42)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--summary", action="store_true", help="print the ratings summary and exit")
+    p.set_defaults(func=cmd_review)
+
+
+def _add_config_commands(sub: Subparsers) -> None:
+    p = sub.add_parser("check-seeds", help="validate a seed-task file")
+    p.add_argument("path", nargs="?", help="seed file (default: the packaged seeds)")
+    p.set_defaults(func=cmd_check_seeds)
+
+    p = sub.add_parser("config", help="print the resolved configuration as YAML")
+    p.add_argument("--preset", choices=PRESETS)
+    p.add_argument("--config", type=Path, metavar="YAML")
+    p.set_defaults(func=cmd_config)

@@ -1,0 +1,46 @@
+"""What the commands tell the user on stderr: notes, and a run's funnel after a stage."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def print_summary(out: Path, summary: dict[str, Any]) -> None:
+    funnel = summary.get("funnel", {})
+    lines = [f"run directory: {out}"]
+    if "bootstrap" in funnel:
+        f = funnel["bootstrap"]
+        rejected = ", ".join(f"{k} {v}" for k, v in sorted(f.get("rejected", {}).items())) or "none"
+        lines.append(
+            f"  bootstrap: generated {f['generated']}, accepted {f['accepted']} (rejected: {rejected})"
+        )
+    if "classify" in funnel:
+        f = funnel["classify"]
+        lines.append(f"  classify:  {f['classification']} of {f['instructions']} are classification tasks")
+    if "instances" in funnel:
+        lines.append(f"  instances: raw instances for {funnel['instances']['tasks']} tasks")
+    for stage in ("prepare", "relabel"):
+        if stage not in funnel:
+            continue
+        f = funnel[stage]
+        inst = f["instances"]
+        rejected = ", ".join(f"{k} {v}" for k, v in sorted(inst.get("rejected", {}).items())) or "none"
+        lines.append(
+            f"  {stage}:{' ' * (10 - len(stage))}parsed {inst['generated']} instances, kept {inst['accepted']} "
+            f"(rejected: {rejected}); "
+            f"{f['finetuning_rows']} fine-tuning rows"
+        )
+    for stage, s in (summary.get("requests") or {}).items():
+        cost = f", ${s['cost']:.4f}" if s.get("cost") is not None else ""
+        lines.append(
+            f"  requests[{stage}]: {s.get('sent', 0)} sent, {s.get('cached', 0)} from store, "
+            f"{s.get('retries', 0)} retries, {s.get('failed', 0)} failed, "
+            f"{s.get('prompt_tokens', 0)}+{s.get('completion_tokens', 0)} tokens{cost}"
+        )
+    note("\n".join(lines))
