@@ -73,8 +73,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def fixed_delay_server(delay_s: float, capacity: int) -> Iterator[Server]:
-    command = [sys.executable, str(SERVER), "--delay", str(delay_s), "--capacity", str(capacity)]
+def fixed_delay_server(delay_s: float, capacity: int, answers: str = "lorem") -> Iterator[Server]:
+    command = [
+        *(sys.executable, str(SERVER), "--delay", str(delay_s), "--capacity", str(capacity)),
+        *("--answers", answers),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
+import pytest
+
 from selfinstruct.config import CompatConfig, build_config
-from selfinstruct.llm.base import Completion
+from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.records import Instance, SeedTask
 from selfinstruct.stages.bootstrap import (
     bootstrap_instructions,
@@ -74,24 +79,42 @@ def test_sampling_is_a_function_of_the_rng_seed() -> None:
 
 
 class ScriptedEngine:
-    """Answers each bootstrap prompt with the next scripted continuation; keeps every prompt."""
+    """Answers prompt k with the k-th scripted continuation ("" when they run out); keeps every prompt."""
 
-    def __init__(self, answers: list[str]) -> None:
+    def __init__(self, answers: list[str], concurrency: int = 4) -> None:
         self.answers = list(answers)
-        self.rounds: list[list[str]] = []
+        self.prompts: list[str] = []
+        self.concurrency = concurrency
 
-    def complete_all(self, requests: Any, stage: str, progress: bool | None = None) -> list[Completion]:
-        self.rounds.append([r.prompt for r in requests])
-        return [Completion(self.answers.pop(0) if self.answers else "", "stop", 10, 10) for _ in requests]
+    @contextlib.contextmanager
+    def stream(
+        self, stage: str, progress: bool = False, total: int | None = None
+    ) -> Iterator[ScriptedEngine]:
+        yield self
+
+    def submit(self, request: CompletionRequest) -> Future[Completion | None]:
+        k = len(self.prompts)
+        self.prompts.append(request.prompt)
+        future: Future[Completion | None] = Future()
+        future.set_result(Completion(self.answers[k] if k < len(self.answers) else "", "stop", 10, 10))
+        return future
+
+    def result(self, future: Future[Completion | None]) -> Completion | None:
+        return future.result()
 
     def project(self, stage: str, done: int, total: int) -> dict[str, Any]:
         return {"projected_cost": None, "projected_tokens": None}
 
 
-def loop_context(engine: ScriptedEngine, seeds: list[str], n: int) -> StageContext:
+def loop_context(engine: ScriptedEngine, seeds: list[str], n: int, window: int | None = 64) -> StageContext:
     config = build_config(
         overrides={
-            "bootstrap": {"num_instructions": n, "prompts_per_round": 2, "max_idle_rounds": 2},
+            "bootstrap": {
+                "num_instructions": n,
+                "prompts_per_round": 2,
+                "max_idle_rounds": 2,
+                "window": window,
+            },
             "filters": {"enabled": {"blacklist": False}},
         }
     )
@@ -104,22 +127,24 @@ SEEDS = [
     "Sort the numbers from small to large.",
     "Name the capital of the country.",
 ]
+WORDS_OF_TASKS = ["red", "blue", "green", "amber", "violet", "silver", "olive", "coral"]
+TIDES, BIRDS = "Explain how the tides work.", "List three birds that cannot fly."
 
 
-def test_rejects_candidates_too_similar_to_a_seed_or_an_earlier_candidate_of_the_same_round() -> None:
+def test_rejects_candidates_too_similar_to_a_seed_or_an_earlier_candidate() -> None:
     engine = ScriptedEngine(
         [
-            # prompt 0 of round 0: a near-copy of a seed, a new task, a near-copy of that new task
+            # prompt 0: a near-copy of a seed, a new task, a near-copy of that new task
             " Write a poem about the sea today.\n10. Explain how the tides work.\n11. Explain how tides work.",
-            # prompt 1 of round 0: a near-copy of prompt 0's accepted task, and a new one
+            # prompt 1: a near-copy of prompt 0's accepted task, and a new one
             " Explain how the tides work please.\n10. List three birds that cannot fly.",
             " Describe a rainy afternoon in a big city.",
         ]
     )
     result = bootstrap_instructions(loop_context(engine, SEEDS, n=3))
     assert [r["instruction"] for r in result.records] == [
-        "Explain how the tides work.",
-        "List three birds that cannot fly.",
+        TIDES,
+        BIRDS,
         "Describe a rainy afternoon in a big city.",
     ]
     assert result.funnel.rejected == {"rouge_similarity": 3}
@@ -127,22 +152,49 @@ def test_rejects_candidates_too_similar_to_a_seed_or_an_earlier_candidate_of_the
     assert result.complete
 
 
-def test_accepted_machine_instructions_appear_in_later_prompts_only() -> None:
-    engine = ScriptedEngine([" Explain how the tides work.", " List three birds that cannot fly.", ""])
-    bootstrap_instructions(loop_context(engine, SEEDS, n=3))
-    first_round, second_round = engine.rounds[0], engine.rounds[1]
-    assert not any("tides" in p or "birds" in p for p in first_round)
-    # The pool holds exactly two machine instructions, and each prompt shows two of them.
-    for prompt in second_round:
-        assert "Explain how the tides work." in prompt and "List three birds that cannot fly." in prompt
-        assert sum(seed in prompt for seed in SEEDS) == 3  # and every seed (fewer than 6 exist)
+@pytest.mark.parametrize(
+    ("window", "pool_of_prompt_2"),
+    [
+        (None, {TIDES, BIRDS}),  # the reference's rounds of 2: prompt 2 opens round 1
+        (0, {TIDES, BIRDS}),  # strictly sequential: each prompt sees every earlier answer
+        (1, {TIDES}),  # prompt 2 sees the pool after prompt 0 only
+        (2, set()),  # prompt 2 sees the seeds only
+    ],
+)
+def test_each_prompt_shows_the_pool_as_its_window_allows(
+    window: int | None, pool_of_prompt_2: set[str]
+) -> None:
+    engine = ScriptedEngine([f" {TIDES}", f" {BIRDS}"], concurrency=8)
+    bootstrap_instructions(loop_context(engine, SEEDS, n=3, window=window))
+    assert TIDES not in engine.prompts[0] and BIRDS not in engine.prompts[0]
+    shown = {text for text in (TIDES, BIRDS) if text in engine.prompts[2]}
+    assert shown == pool_of_prompt_2
+    assert sum(seed in engine.prompts[2] for seed in SEEDS) == 3  # and every seed (fewer than 6 exist)
+
+
+def test_the_output_does_not_depend_on_how_many_prompts_are_sent_ahead() -> None:
+    answers = [f" Task number {w} about {w} things.\n10. Another {w} task to do now." for w in WORDS_OF_TASKS]
+    results = []
+    for concurrency in (1, 3, 16):
+        engine = ScriptedEngine(answers, concurrency=concurrency)
+        result = bootstrap_instructions(loop_context(engine, SEEDS, n=9, window=4))
+        results.append(([r["instruction"] for r in result.records], engine.prompts[: len(answers)]))
+    assert results[0] == results[1] == results[2]
+    assert len(results[0][0]) == 9
+
+
+def test_sends_no_more_prompts_ahead_than_the_target_still_needs() -> None:
+    engine = ScriptedEngine([f" {TIDES}\n10. {BIRDS}"] + [""] * 20, concurrency=16)
+    bootstrap_instructions(loop_context(engine, SEEDS, n=2))
+    # Before any answer, a prompt is assumed to yield one task: 2 needed, 1.5 x 2 sent, not 16.
+    assert len(engine.prompts) == 3
 
 
 def test_stops_after_rounds_without_anything_new() -> None:
-    engine = ScriptedEngine([" Write a poem about the sea."] * 10)
+    engine = ScriptedEngine([" Write a poem about the sea."] * 10, concurrency=1)
     result = bootstrap_instructions(loop_context(engine, SEEDS, n=5))
     assert not result.complete and result.records == []
-    assert len(engine.rounds) == 2  # max_idle_rounds
+    assert len(engine.prompts) == 4  # max_idle_rounds x prompts_per_round
 
 
 def test_the_packaged_prompt_renders_as_its_golden_file() -> None:

@@ -9,7 +9,12 @@ rate-limited API behaves that way, and it lets the benchmark show admission cont
 held at once. HTTP/1.1 with keep-alive, hand-parsed: a single asyncio loop answering
 hundreds of requests a second must cost far less CPU than the client it measures.
 
+`--answers tasks` answers like a bootstrap model instead: 2-5 new numbered instructions of
+made-up words, decided by the prompt and the request's seed alone (a resumed or re-ordered
+run gets the same answers), so a whole bootstrap can run against it.
+
 Run: python benchmarks/servers/fixed_delay_server.py [--delay 0.2] [--capacity 64] [--port 0]
+     [--answers lorem|tasks]
 It prints the port it listens on as its first line of stdout, then serves until killed.
 """
 
@@ -17,15 +22,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+import random
 import sys
 from dataclasses import dataclass
+
+# Made-up words (consonant-vowel syllables): enough that random instructions rarely repeat.
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+WORDS = [a + b for a in _SYLLABLES for b in _SYLLABLES][::7]
 
 
 @dataclass
 class ServerState:
     delay_s: float
     capacity: int
+    answers: str = "lorem"
     in_flight: int = 0
     max_in_flight: int = 0
     served: int = 0
@@ -41,11 +53,26 @@ def _response(status: int, body: bytes, extra_headers: str = "") -> bytes:
     return head.encode("ascii") + body
 
 
-def _completion_body(request_body: bytes) -> bytes:
+def _task_list(prompt: str, seed: object) -> str:
+    """A continuation of a numbered list: 2-5 instructions of 5-9 made-up words."""
+    rng = random.Random(hashlib.sha256(f"{seed}\0{prompt}".encode()).digest())
+    first = prompt.rstrip().rsplit("\n", 1)[-1].rstrip(".").strip()
+    number = int(first) if first.isdigit() else 9
+    items = [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 9))).capitalize() + "."
+        for _ in range(rng.randint(2, 5))
+    ]
+    return " " + "".join(item if n == 0 else f"\n{number + n}. {item}" for n, item in enumerate(items))
+
+
+def _completion_body(request_body: bytes, answers: str) -> bytes:
     data = json.loads(request_body or b"{}")
     prompt = str(data.get("prompt", ""))
-    # An answer of a realistic size (a few hundred characters) that depends on the prompt.
-    text = " Answer: " + prompt[-60:] + " " + "lorem ipsum dolor sit amet " * 20
+    if answers == "tasks":
+        text = _task_list(prompt, data.get("seed"))
+    else:
+        # An answer of a realistic size (a few hundred characters) that depends on the prompt.
+        text = " Answer: " + prompt[-60:] + " " + "lorem ipsum dolor sit amet " * 20
     answer = {
         "id": "bench",
         "object": "text_completion",
@@ -69,7 +96,7 @@ async def _answer(state: ServerState, method: str, path: str, body: bytes) -> by
         finally:
             state.in_flight -= 1
         state.served += 1
-        return _response(200, _completion_body(body))
+        return _response(200, _completion_body(body, state.answers))
     if method == "GET" and path == "/stats":
         stats = {
             "served": state.served,
@@ -109,8 +136,8 @@ async def _serve_connection(
         writer.close()
 
 
-async def serve(delay_s: float, capacity: int, port: int) -> None:
-    state = ServerState(delay_s=delay_s, capacity=capacity)
+async def serve(delay_s: float, capacity: int, port: int, answers: str = "lorem") -> None:
+    state = ServerState(delay_s=delay_s, capacity=capacity, answers=answers)
     server = await asyncio.start_server(
         lambda r, w: _serve_connection(state, r, w), "127.0.0.1", port, backlog=1024
     )
@@ -124,9 +151,10 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.2, help="seconds before each answer")
     parser.add_argument("--capacity", type=int, default=64, help="requests served at once")
     parser.add_argument("--port", type=int, default=0, help="0 = any free port")
+    parser.add_argument("--answers", choices=["lorem", "tasks"], default="lorem", help="what to answer")
     args = parser.parse_args()
     try:
-        asyncio.run(serve(args.delay, args.capacity, args.port))
+        asyncio.run(serve(args.delay, args.capacity, args.port, args.answers))
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -76,10 +76,16 @@ class BootstrapConfig(Strict):
     num_instructions: int = Field(default=100, ge=1)
     in_context: int = Field(default=8, ge=1)
     machine_in_context: int = Field(default=2, ge=0)
-    # Prompts built per round from the same pool state; a round's requests run concurrently.
+    # The reference builds prompts in rounds of 5 from the pool as it stood at the round's start.
     prompts_per_round: int = Field(default=5, ge=1)
+    # Pipelining: prompt k is built from the pool as it stood after the first k - window
+    # prompts were filtered, so up to window + 1 prompts can be in flight while the answers
+    # are still filtered in prompt order. It does not depend on the concurrency, so the
+    # output does not either. None = the reference's rounds of `prompts_per_round`.
+    window: int | None = Field(default=64, ge=0)
     classification_seeds_only: bool = False
-    # Stop after this many rounds in a row that accept nothing new (a stuck model).
+    # Stop after this many rounds' worth of prompts in a row (max_idle_rounds x
+    # prompts_per_round) that accept nothing new (a stuck model).
     max_idle_rounds: int = Field(default=20, ge=1)
     # Keep `most_similar` (top-k) and `avg_similarity_score` per instruction; off = faster.
     similarity_stats: bool = True

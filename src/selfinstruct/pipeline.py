@@ -119,7 +119,8 @@ class Run:
             self.log(
                 f"bootstrap: the model stopped producing new instructions; kept {len(result.records)} "
                 f"of {self.config.bootstrap.num_instructions} after "
-                f"{self.config.bootstrap.max_idle_rounds} rounds without a new one"
+                f"{self.config.bootstrap.max_idle_rounds * self.config.bootstrap.prompts_per_round} "
+                "prompts in a row without a new one"
             )
         update: dict[str, Any] = {**result.funnel.to_json(), "seconds": _since(started)}
         if self._engine is not None and result.records:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -153,6 +154,9 @@ class RougeNoveltyIndex:
         self._vocab: dict[str, int] = {}
         self._postings: list[list[int]] = [[]]  # token id -> the items containing it, in order
         self._sequences: list[str | tuple[int, ...]] = []  # item -> its token ids, encoded
+        # item -> max(its token count, 1), as machine integers: similarity_stats reads them
+        # as one numpy array without a pass over the pool in Python.
+        self._lengths = array("q")
         self._encode: Callable[[list[int]], str | tuple[int, ...]] = _chars
         self._texts: list[str] | None = [] if keep_texts else None
 
@@ -183,6 +187,7 @@ class RougeNoveltyIndex:
         for t in dict.fromkeys(ids):
             postings[t].append(item)
         self._sequences.append(self._encode(ids))
+        self._lengths.append(max(len(ids), 1))
         if self._texts is not None:
             self._texts.append(text if isinstance(text, str) else " ".join(text))
 
@@ -245,7 +250,7 @@ class RougeNoveltyIndex:
                 query = self._encode([self._vocab.get(t, 0) for t in tokens])
                 lcs = process.cdist([query], self._sequences, scorer=LCSseq.similarity, dtype=np.int32)[0]
                 # An empty item has lcs 0 and so F 0; the max(..., 1) only avoids 0 / 0.
-                lengths = np.fromiter((max(len(s), 1) for s in self._sequences), np.int64, len(self))
+                lengths = np.frombuffer(self._lengths, dtype=np.int64)
                 precision, recall = lcs / lengths, lcs / len(tokens)  # float64, rounded as Python's
                 total = precision + recall
                 with np.errstate(invalid="ignore"):

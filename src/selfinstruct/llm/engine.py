@@ -12,14 +12,14 @@ request costs one slot for that long and never blocks the rest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from selfinstruct.errors import BackendError, RequestsFailedError, RetryableBack
 from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, Outcome
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
 from selfinstruct.llm.store import ResponseStore
+from selfinstruct.llm.stream import RequestStream, StreamAborted
 
 _PROMPT_HEAD_CHARS = 200
 
@@ -88,10 +89,6 @@ class StageStats:
     last_failure: str | None = None
 
 
-class _Abort(Exception):
-    """Raised inside a worker when a fatal error elsewhere has stopped the batch."""
-
-
 class RequestEngine:
     """Runs batches of requests against one backend, through one store."""
 
@@ -139,37 +136,58 @@ class RequestEngine:
 
         `progress=False` hides this batch's bar (a stage that shows its own progress).
         """
+        show = self.progress if progress is None else progress and self.progress
+        with self.stream(stage, progress=show, total=len(requests)) as stream:
+            futures = [stream.submit(r) for r in requests]
+            return [stream.result(f) for f in futures]
+
+    @contextlib.contextmanager
+    def stream(self, stage: str, progress: bool = False, total: int | None = None) -> Iterator[RequestStream]:
+        """A `RequestStream` for `stage`: submit requests one by one, read answers as they come.
+
+        Leaving the block waits for every request sent (their answers are stored even if the
+        caller no longer needs them) and raises a fatal error if one happened. If the block
+        raises, nothing more is sent; calls in flight settle first, except after Ctrl-C.
+        """
         started = time.monotonic()
         with self._stats_lock:
             stats = self._stats.setdefault(stage, StageStats())
-        keys = [self.key(r) for r in requests]
-        results: list[Completion | None] = [None] * len(requests)
-        stored = self.store.get_many(keys)
-        pending: dict[str, list[int]] = {}  # key -> positions asking for it, first one sent
-        for i, key in enumerate(keys):
-            if key in stored:
-                results[i] = stored[key]
-            else:
-                pending.setdefault(key, []).append(i)
-        with self._stats_lock:
-            stats.requests += len(requests)
-            stats.cached += sum(1 for k in keys if k in stored)
-            for key in keys:
-                if key in stored:
-                    stats.cached_prompt_tokens += stored[key].prompt_tokens
-                    stats.cached_completion_tokens += stored[key].completion_tokens
-            stats.duplicates += sum(len(ix) - 1 for ix in pending.values())
-        try:
-            if pending:
-                show = self.progress if progress is None else progress and self.progress
-                for key, completion in self._send_all(requests, pending, stage, stats, show).items():
-                    for i in pending[key]:
-                        results[i] = completion
-        finally:
+        bar = _progress_bar(total, stage, enabled=progress)
+
+        def on_submit(key: str, stored: Completion | None, duplicate: bool) -> None:
             with self._stats_lock:
+                stats.requests += 1
+                if duplicate:
+                    stats.duplicates += 1
+                elif stored is not None:
+                    stats.cached += 1
+                    stats.cached_prompt_tokens += stored.prompt_tokens
+                    stats.cached_completion_tokens += stored.completion_tokens
+            if stored is not None or duplicate:
+                bar.update(1)
+
+        stream = RequestStream(
+            complete=lambda key, request, abort: self._complete_with_retries(
+                key, request, stage, stats, abort
+            ),
+            lookup=self.store.get,
+            key=self.key,
+            concurrency=self.concurrency,
+            on_submit=on_submit,
+            on_done=lambda: bar.update(1),
+        )
+        try:
+            yield stream
+            stream.finish()
+        except BaseException as exc:
+            stream.stop(interrupted=isinstance(exc, KeyboardInterrupt))
+            raise
+        finally:
+            bar.close()
+            with self._stats_lock:
+                stats.cancelled += stream.cancelled
                 stats.elapsed_s += time.monotonic() - started
                 stats.concurrency_limit = self.admission.limit
-        return results
 
     def complete_all(
         self, requests: Sequence[CompletionRequest], stage: str, progress: bool | None = None
@@ -253,49 +271,6 @@ class RequestEngine:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _send_all(
-        self,
-        requests: Sequence[CompletionRequest],
-        pending: dict[str, list[int]],
-        stage: str,
-        stats: StageStats,
-        show_progress: bool,
-    ) -> dict[str, Completion]:
-        abort = threading.Event()
-        done: dict[str, Completion] = {}
-        bar = _progress_bar(len(pending), stage, enabled=show_progress)
-
-        def work(key: str, request: CompletionRequest) -> None:
-            if abort.is_set():
-                raise _Abort
-            completion = self._complete_with_retries(key, request, stage, stats, abort)
-            if completion is not None:
-                done[key] = completion
-            bar.update(1)
-
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(pending)), thread_name_prefix="llm")
-        try:
-            futures = [pool.submit(work, key, requests[ix[0]]) for key, ix in pending.items()]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            # A fatal error: queued work will see `abort` and skip; in-flight calls finish
-            # (and store what they got) before the error propagates.
-            abort.set()
-            wait(futures)
-        except BaseException:  # Ctrl-C while waiting: stop queued work, keep what finished
-            abort.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-            bar.close()
-            raise
-        pool.shutdown(wait=True)
-        bar.close()
-        errors = [e for e in (f.exception() for f in futures) if e is not None]
-        with self._stats_lock:
-            stats.cancelled += sum(1 for e in errors if isinstance(e, _Abort))
-        fatal = [e for e in errors if not isinstance(e, _Abort)]
-        if fatal:
-            raise fatal[0]
-        return done
-
     def _complete_with_retries(
         self,
         key: str,
@@ -314,7 +289,7 @@ class RequestEngine:
                 with self.admission.admit(cancel=abort) as ticket:
                     completion = self.backend.complete(request, self.timeout_s)
             except AdmissionCancelled:
-                raise _Abort from None
+                raise StreamAborted from None
             except RetryableBackendError as exc:
                 if ticket.outcome is Outcome.OVERLOAD:
                     with self._stats_lock:
@@ -328,7 +303,7 @@ class RequestEngine:
                     stats.retries += 1
                 # Event.wait doubles as an interruptible sleep: a fatal error elsewhere ends it.
                 if abort.wait(self.retry_policy.delay(retries, exc.retry_after)):
-                    raise _Abort from None
+                    raise StreamAborted from None
                 continue
             except BackendError:
                 abort.set()
@@ -373,7 +348,7 @@ class RequestEngine:
             stats.last_failure = reason
 
 
-def _progress_bar(total: int, stage: str, enabled: bool) -> Any:
+def _progress_bar(total: int | None, stage: str, enabled: bool) -> Any:
     from tqdm import tqdm
 
     show = enabled and sys.stderr.isatty()

@@ -72,6 +72,10 @@ class ResponseStore:
         if columns != _COLUMNS:
             self._db.close()
             raise InputFileError(f"{self.path}: not a response store (unexpected columns {columns})")
+        # Lookups have a connection of their own: in WAL mode a reader never waits for a
+        # writer, so a lookup does not queue behind a commit's fsync.
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
 
     def get(self, key: str) -> Completion | None:
         return self.get_many([key]).get(key)
@@ -79,11 +83,11 @@ class ResponseStore:
     def get_many(self, keys: Iterable[str]) -> dict[str, Completion]:
         unique = list(dict.fromkeys(keys))
         found: dict[str, Completion] = {}
-        with self._lock:
+        with self._read_lock:
             for start in range(0, len(unique), _LOOKUP_CHUNK):
                 chunk = unique[start : start + _LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
+                rows = self._reader.execute(
                     f"SELECT key, completion_json FROM responses WHERE key IN ({marks})", chunk
                 )
                 for key, blob in rows:
@@ -165,6 +169,8 @@ class ResponseStore:
         return int(n)
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
             self._db.close()
 

@@ -5,26 +5,35 @@ numbered list and leaves item 9 open; the model continues the list. New instruct
 the rule filters and the ROUGE-L novelty filter against the seeds plus everything accepted
 so far (earlier candidates of the same response included), until N are accepted.
 
-The loop runs in rounds: a round builds `prompts_per_round` prompts from the pool as it
-stood at the round's start, sends them together, then filters the answers in prompt order.
-Every random choice is derived from (seed, round, prompt), so replaying the stored answers
-reproduces the run exactly, whatever the concurrency or the moment it was interrupted.
+The reference works in rounds: 5 prompts built from the pool as it stood at the round's
+start, sent together, their answers filtered in prompt order. Here prompts are pipelined
+(`bootstrap.window`): prompt k is built from the pool as it stood after the first k - W
+answers were filtered, so up to W + 1 prompts are in flight while answers are still
+filtered in prompt order; `window: null` gives the reference's rounds. Every random choice
+is derived from (seed, round, prompt) with round, prompt = divmod(k, prompts_per_round), so
+replaying the stored answers reproduces the run exactly, whatever the concurrency, the
+order answers arrive in, or the moment it was interrupted.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from selfinstruct.config import CompatConfig
+from selfinstruct.errors import RequestsFailedError
 from selfinstruct.filters.heuristics import check_instruction
 from selfinstruct.filters.rouge import RougeNoveltyIndex
 from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.randomness import derive_seed, step_rng
 from selfinstruct.records import Funnel
+from selfinstruct.rundir import FAILED_FILE
 from selfinstruct.stages.context import StageContext
 
 ITEM_SPLIT = re.compile(r"\n\d+\s?\. ")
@@ -94,6 +103,17 @@ PromptBuilder = Callable[[random.Random, Sequence[str]], str]
 ResponseParser = Callable[[Completion], list[Candidate]]
 
 
+def pool_basis(k: int, window: int | None, prompts_per_round: int) -> int:
+    """How many prompts' answers the pool of prompt k holds (0-based k).
+
+    With a window W, prompt k sees the pool as it stood after the first k - W prompts were
+    filtered; with None, the reference's rounds: the pool at the start of k's round.
+    """
+    if window is None:
+        return k - k % prompts_per_round
+    return max(0, k - window)
+
+
 def run_bootstrap_loop(
     ctx: StageContext,
     stage: str,
@@ -101,28 +121,64 @@ def run_bootstrap_loop(
     build_prompt: PromptBuilder,
     parse: ResponseParser,
 ) -> BootstrapResult:
-    """The shared generate -> filter -> grow-the-pool loop of stage 1 and its variants."""
+    """The shared generate -> filter -> grow-the-pool loop of stage 1 and its variants.
+
+    Prompts are sent ahead while earlier answers are still being filtered: prompt k goes
+    out as soon as the answers its pool depends on (`pool_basis`) are filtered. Answers
+    are filtered strictly in prompt order, so the result depends only on the seed and the
+    answers, never on the concurrency or on which answer came back first. How many are sent
+    ahead is further capped by the concurrency and by what the target still needs; answers
+    still in flight when the target is reached are stored (a later, bigger run uses them)
+    but not used.
+    """
     cfg = ctx.config.bootstrap
     filters = ctx.config.filters
     target = cfg.num_instructions
+    per_round = cfg.prompts_per_round
     index = RougeNoveltyIndex(filters.rouge_threshold, tokenizer=filters.tokenizer)
     for text in seed_instructions:
         index.add(text)
     machine: list[str] = []
     records: list[dict[str, Any]] = []
     funnel = Funnel()
-    idle_rounds = 0
-    round_no = 0
+    accepted_after = [0]  # accepted_after[j]: machine instructions once prompts 0..j-1 were filtered
+    idle_prompts = 0
+    max_idle_prompts = cfg.max_idle_rounds * per_round
+    waiting: deque[tuple[int, Future[Completion | None]]] = deque()
+    failed = 0
     bar = _progress(ctx, stage, target)
-    while len(machine) < target and idle_rounds < cfg.max_idle_rounds:
-        requests = []
-        for i in range(cfg.prompts_per_round):
-            prompt = build_prompt(step_rng(ctx.config.seed, stage, "context", round_no, i), machine)
-            params = cfg.generation.with_(seed=derive_seed(ctx.config.seed, stage, "sample", round_no, i))
-            requests.append(CompletionRequest(prompt=prompt, params=params))
-        completions = ctx.complete_all(requests, stage, progress=False)
-        accepted_before = len(machine)
-        for i, completion in enumerate(completions):
+    assert ctx.engine is not None, f"stage {stage} needs a model"
+
+    def request(k: int) -> CompletionRequest:
+        round_no, i = divmod(k, per_round)
+        pool = machine[: accepted_after[pool_basis(k, cfg.window, per_round)]]
+        prompt = build_prompt(step_rng(ctx.config.seed, stage, "context", round_no, i), pool)
+        params = cfg.generation.with_(seed=derive_seed(ctx.config.seed, stage, "sample", round_no, i))
+        return CompletionRequest(prompt=prompt, params=params)
+
+    def still_useful() -> int:
+        """Prompts worth having in flight: the remaining target at the yield seen so far,
+        with a margin (a few answers more than needed beat a half-idle server at the end)."""
+        filtered = len(accepted_after) - 1
+        per_prompt = len(machine) / filtered if filtered else 1.0
+        return max(1, math.ceil(1.5 * (target - len(machine)) / max(per_prompt, 0.1)))
+
+    with ctx.engine.stream(stage) as stream:
+        next_k = 0
+        while len(machine) < target and idle_prompts < max_idle_prompts and not failed:
+            ahead = min(stream.concurrency, still_useful())
+            while (
+                len(waiting) < ahead and pool_basis(next_k, cfg.window, per_round) <= len(accepted_after) - 1
+            ):
+                waiting.append((next_k, stream.submit(request(next_k))))
+                next_k += 1
+            k, future = waiting.popleft()
+            completion = stream.result(future)
+            if completion is None:  # failed after every retry: nothing after k can be built
+                failed += 1
+                continue
+            accepted_before = len(machine)
+            round_no, i = divmod(k, per_round)
             for candidate in parse(completion):
                 if len(machine) >= target:
                     break
@@ -152,13 +208,18 @@ def run_bootstrap_loop(
                 machine.append(candidate.instruction)
                 records.append(record)
                 funnel.accepted += 1
-        if bar is not None:
-            bar.update(len(machine) - accepted_before)
-            _show_projection(bar, ctx, stage, len(machine), target)
-        idle_rounds = idle_rounds + 1 if len(machine) == accepted_before else 0
-        round_no += 1
+            accepted_after.append(len(machine))
+            if bar is not None:
+                bar.update(len(machine) - accepted_before)
+                _show_projection(bar, ctx, stage, len(machine), target)
+            idle_prompts = idle_prompts + 1 if len(machine) == accepted_before else 0
     if bar is not None:
         bar.close()
+    if failed:
+        raise RequestsFailedError(
+            f"{stage}: a request failed after retries (see {FAILED_FILE}); "
+            "run the same command again to retry it and continue"
+        )
     return BootstrapResult(records=records, funnel=funnel, complete=len(machine) >= target)
 
 

@@ -1,0 +1,113 @@
+"""Requests sent as they are submitted, answered through futures: the engine's one way of sending.
+
+A batch (`RequestEngine.run`) submits all its requests at once; the bootstrap submits a few
+at a time and reads the answers in prompt order while later prompts are still in flight.
+Both go through a `RequestStream`:
+
+- a request whose answer is stored is answered at once, without a thread;
+- a request with the same key as one already in flight shares its future (sent once);
+- the rest run on up to `concurrency` worker threads (the admission controller decides how
+  many of them may call the backend at a moment).
+
+A fatal error in one request (`BackendError`) stops the stream: queued requests are not
+sent, in-flight ones settle (and store what they got), and the error reaches the caller
+from `result()` or from the end of the `with` block.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+
+from selfinstruct.llm.base import Completion, CompletionRequest
+
+
+class StreamAborted(Exception):
+    """Inside a worker: a fatal error elsewhere has stopped the stream."""
+
+
+# (key, request, abort event) -> the stored completion, or None after every retry failed.
+CompleteFn = Callable[[str, CompletionRequest, threading.Event], Completion | None]
+# key -> the stored completion, if any.
+LookupFn = Callable[[str], Completion | None]
+
+
+class RequestStream:
+    def __init__(
+        self,
+        complete: CompleteFn,
+        lookup: LookupFn,
+        key: Callable[[CompletionRequest], str],
+        concurrency: int,
+        on_submit: Callable[[str, Completion | None, bool], None],
+        on_done: Callable[[], None],
+    ) -> None:
+        self._complete = complete
+        self._lookup = lookup
+        self._key = key
+        self._on_submit = on_submit  # (key, stored answer or None, duplicate?) for the accounting
+        self._on_done = on_done  # a sent request finished (the progress bar)
+        self.concurrency = max(1, concurrency)
+        self.abort = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="llm")
+        self._in_flight: dict[str, Future[Completion | None]] = {}
+        self.cancelled = 0
+
+    def submit(self, request: CompletionRequest) -> Future[Completion | None]:
+        """A future of the request's completion (None if it failed after every retry)."""
+        key = self._key(request)
+        shared = self._in_flight.get(key)
+        if shared is not None:
+            self._on_submit(key, None, True)
+            return shared
+        stored = self._lookup(key)
+        self._on_submit(key, stored, False)
+        if stored is not None:
+            answered: Future[Completion | None] = Future()
+            answered.set_result(stored)
+            return answered
+        future = self._pool.submit(self._work, key, request)
+        self._in_flight[key] = future
+        return future
+
+    def result(self, future: Future[Completion | None]) -> Completion | None:
+        """The future's completion; a fatal error anywhere in the stream is raised here."""
+        try:
+            return future.result()
+        except StreamAborted:
+            self._raise_fatal()
+            raise
+
+    def pending(self) -> int:
+        """Sent requests that have not finished yet."""
+        return sum(not f.done() for f in self._in_flight.values())
+
+    def finish(self) -> None:
+        """Wait for everything sent; raise the first fatal error, if any."""
+        self._pool.shutdown(wait=True)
+        self._raise_fatal()
+
+    def stop(self, interrupted: bool) -> None:
+        """The caller failed: send nothing more. In-flight calls settle first, except on Ctrl-C."""
+        self.abort.set()
+        self._pool.shutdown(wait=not interrupted, cancel_futures=True)
+
+    def _work(self, key: str, request: CompletionRequest) -> Completion | None:
+        if self.abort.is_set():
+            raise StreamAborted
+        try:
+            return self._complete(key, request, self.abort)
+        finally:
+            self._on_done()
+
+    def _raise_fatal(self) -> None:
+        futures = list(self._in_flight.values())
+        wait(futures)
+        errors: list[BaseException] = [e for e in (f.exception() for f in futures if not f.cancelled()) if e]
+        self.cancelled = sum(isinstance(e, StreamAborted) for e in errors) + sum(
+            f.cancelled() for f in futures
+        )
+        fatal = [e for e in errors if not isinstance(e, StreamAborted)]
+        if fatal:
+            raise fatal[0]
