@@ -23,8 +23,10 @@ from servers.openai_stub import (
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError
 from selfinstruct.llm.base import CompletionRequest
-from selfinstruct.llm.engine import RequestEngine, RetryPolicy
+from selfinstruct.llm.engine import RequestEngine
+from selfinstruct.llm.hedging import HedgePolicy
 from selfinstruct.llm.openai_compat import OpenAIBackend
+from selfinstruct.llm.retry import RetryPolicy
 from selfinstruct.llm.store import ResponseStore
 
 FAKE_KEY = "sk-engine-test-QQ77-very-secret"
@@ -422,3 +424,42 @@ def test_retry_after_overrides_backoff_but_is_capped() -> None:
 def test_retry_budget_is_max_retries() -> None:
     policy = RetryPolicy(max_retries=2)
     assert [policy.allows_retry(n) for n in range(4)] == [True, True, False, False]
+
+
+def test_a_hung_request_is_hedged_after_the_stage_latency_not_its_timeout(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    engine = make_engine(stub, store, tmp_path, concurrency=4, timeout_s=30.0, hedge=HedgePolicy(budget=0.05))
+    engine.run(requests_for(*(f"warm {i}" for i in range(40))), "s")  # latencies to judge by
+    stub.plan("stuck", hang(20))  # the first attempt never answers in time; a second one does
+    started = time.monotonic()
+    (result,) = engine.run(requests_for("stuck"), "s")
+    assert time.monotonic() - started < 5
+    assert result is not None and result.text == "answer to: stuck"
+    stats = engine.stats()["s"]
+    assert (stats["hedged"], stats["hedge_wins"], stats["retries"]) == (1, 1, 0)
+    assert stub.hits("stuck") == 2
+    assert store.count() == 41  # one stored answer per key
+
+
+def test_hedges_stay_within_their_budget(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    engine = make_engine(stub, store, tmp_path, concurrency=8, timeout_s=1.0, hedge=HedgePolicy(budget=0.05))
+    engine.run(requests_for(*(f"warm {i}" for i in range(20))), "s")
+    stuck = [f"stuck {i}" for i in range(10)]
+    for prompt in stuck:
+        stub.plan(prompt, hang(1.5))  # each first attempt times out; a twin or a retry answers
+    results = engine.run(requests_for(*stuck), "s")
+    assert all(r is not None for r in results)
+    stats = engine.stats()["s"]
+    assert 1 <= stats["hedged"] <= 0.05 * (stats["sent"] + stats["retries"])
+    assert stub.stats()["completions"] == stats["sent"] + stats["retries"] + stats["hedged"]
+
+
+def test_a_local_backend_is_never_hedged(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
+    backend = OpenAIBackend(BackendConfig(kind="openai", model="stub-model", base_url=stub.base_url))
+    backend.hedgeable = False  # as the embedded and transformers backends are
+    engine = RequestEngine(
+        backend, store, tmp_path / "failed.jsonl", concurrency=2, max_retries=0, timeout_s=5.0,
+        progress=False, hedge=HedgePolicy(budget=1.0),
+    )  # fmt: skip
+    assert engine.hedge.budget == 0

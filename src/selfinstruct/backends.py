@@ -58,7 +58,9 @@ def build_engine(
     config: BackendConfig, folder: Path, backend: Backend, progress: bool = True
 ) -> RequestEngine:
     """A request engine whose store and failure log live in `folder` (a run or evaluation dir)."""
-    from selfinstruct.llm.engine import RequestEngine, RetryPolicy
+    from selfinstruct.llm.engine import RequestEngine
+    from selfinstruct.llm.hedging import HedgePolicy
+    from selfinstruct.llm.retry import RetryPolicy
     from selfinstruct.llm.store import ResponseStore
 
     return RequestEngine(
@@ -72,4 +74,5 @@ def build_engine(
         price_per_1k_output=config.price_per_1k_output,
         progress=progress,
         retry_policy=RetryPolicy(max_retries=config.max_retries, base_s=config.retry_base_s),
+        hedge=HedgePolicy(budget=config.hedge_budget),
     )

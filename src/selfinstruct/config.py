@@ -65,6 +65,9 @@ class BackendConfig(Strict):
     max_retries: int = Field(default=6, ge=0)
     # First backoff delay; later ones double (with jitter) up to 30 s.
     retry_base_s: float = Field(default=0.5, gt=0)
+    # A request to a server that runs past 2x its stage's recent p95 latency gets a twin
+    # (the first good answer wins), at most this share of the requests sent; 0 = never.
+    hedge_budget: float = Field(default=0.05, ge=0.0, le=1.0)
     # Optional price per 1K tokens (input, output) for cost accounting.
     price_per_1k_input: float | None = Field(default=None, ge=0)
     price_per_1k_output: float | None = Field(default=None, ge=0)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import sys
 import threading
 import time
@@ -27,38 +26,16 @@ from typing import Any
 from selfinstruct.errors import BackendError, RequestsFailedError, RetryableBackendError
 from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, Outcome
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
+from selfinstruct.llm.hedging import HedgePolicy, LatencyWindow, race
+from selfinstruct.llm.retry import RetryPolicy
 from selfinstruct.llm.store import ResponseStore
 from selfinstruct.llm.stream import RequestStream, StreamAborted
 
 _PROMPT_HEAD_CHARS = 200
 
 
-@dataclass
-class RetryPolicy:
-    """When to try again and how long to wait: exponential backoff with full jitter.
-
-    Per request only; how many requests may be in flight (and the Retry-After gate that
-    holds back every new request) is the `AdmissionController`'s job.
-    """
-
-    max_retries: int
-    base_s: float = 0.5
-    cap_s: float = 30.0
-    # A server's Retry-After is honoured, but never beyond this (a misconfigured proxy
-    # saying "come back in an hour" should not silently stall a run).
-    retry_after_cap_s: float = 300.0
-    rng: random.Random | None = None
-
-    def allows_retry(self, retries_done: int) -> bool:
-        return retries_done < self.max_retries
-
-    def delay(self, retry_number: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number `retry_number` (1 = the first retry)."""
-        rng = self.rng or random
-        if retry_after is not None:
-            # Add a little jitter so that clients told the same time do not return together.
-            return min(retry_after, self.retry_after_cap_s) + rng.uniform(0, self.base_s)
-        return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (retry_number - 1)))
+class _Abandoned(Exception):
+    """A call whose twin answered first failed afterwards; nobody waits for it."""
 
 
 @dataclass
@@ -78,6 +55,8 @@ class StageStats:
     failed: int = 0  # gave up after every retry (listed in failed.jsonl)
     cancelled: int = 0  # not finished because a fatal error stopped the batch
     retries: int = 0
+    hedged: int = 0  # extra copies sent beside a request that ran long (llm/hedging.py)
+    hedge_wins: int = 0  # of those, the ones that answered first
     throttled: int = 0  # answers saying the endpoint is saturated (429, 503, timeout)
     throttle_events: int = 0  # of those, the ones that cut the concurrency limit
     concurrency_limit: int = 0  # the admission limit when the stage's latest batch ended
@@ -105,6 +84,7 @@ class RequestEngine:
         progress: bool = True,
         retry_policy: RetryPolicy | None = None,
         admission: AdmissionController | None = None,
+        hedge: HedgePolicy | None = None,
     ) -> None:
         # `retry_policy`, when given, replaces the default policy built from `max_retries`.
         # `admission`, when given, is shared with other engines that use the same endpoint;
@@ -122,6 +102,9 @@ class RequestEngine:
         self.price_per_1k_output = price_per_1k_output
         self.progress = progress
         self._identity = backend.identity()
+        # Hedging only pays against a remote endpoint; a local model would compete with itself.
+        self.hedge = hedge if hedge is not None and getattr(backend, "hedgeable", False) else HedgePolicy(0.0)
+        self._latencies: dict[str, LatencyWindow] = {}
         self._stats: dict[str, StageStats] = {}
         self._stats_lock = threading.Lock()
         self._log_lock = threading.Lock()
@@ -284,17 +267,8 @@ class RequestEngine:
         retries = 0
         while True:
             try:
-                # Waits for a slot under the adaptive limit and for the Retry-After gate; the
-                # call's outcome (success, overload, other failure) adjusts both.
-                with self.admission.admit(cancel=abort) as ticket:
-                    completion = self.backend.complete(request, self.timeout_s)
-            except AdmissionCancelled:
-                raise StreamAborted from None
+                completion = self._hedged_call(request, stage, stats, abort)
             except RetryableBackendError as exc:
-                if ticket.outcome is Outcome.OVERLOAD:
-                    with self._stats_lock:
-                        stats.throttled += 1
-                        stats.throttle_events += ticket.cut_limit
                 if not self.retry_policy.allows_retry(retries):
                     self._record_failure(key, request, stage, str(exc), retries + 1, stats)
                     return None
@@ -315,6 +289,63 @@ class RequestEngine:
                 stats.prompt_tokens += completion.prompt_tokens
                 stats.completion_tokens += completion.completion_tokens
             return completion
+
+    def _hedged_call(
+        self, request: CompletionRequest, stage: str, stats: StageStats, abort: threading.Event
+    ) -> Completion:
+        """One try; past the stage's hedge delay it gets a twin, and the first good answer wins."""
+        window = self._latencies.setdefault(stage, LatencyWindow())
+        if self.hedge.budget <= 0:
+            return self._attempt(request, window, stats, abort, None)
+
+        def may_hedge() -> bool:
+            with self._stats_lock:
+                allowed = self.hedge.allows(stats.hedged, stats.sent + stats.retries)
+                stats.hedged += allowed
+            return allowed
+
+        def hedge_won() -> None:
+            with self._stats_lock:
+                stats.hedge_wins += 1
+
+        return race(
+            lambda abandoned: self._attempt(request, window, stats, abort, abandoned),
+            lambda: window.hedge_delay(self.hedge),
+            may_hedge,
+            hedge_won,
+            abort,
+        )
+
+    def _attempt(
+        self,
+        request: CompletionRequest,
+        latencies: LatencyWindow,
+        stats: StageStats,
+        abort: threading.Event,
+        abandoned: threading.Event | None,
+    ) -> Completion:
+        """One backend call under admission control (a slot under the adaptive limit, the
+        Retry-After gate); its outcome adjusts both."""
+        try:
+            with self.admission.admit(cancel=abort) as ticket:
+                started = time.monotonic()
+                try:
+                    completion = self.backend.complete(request, self.timeout_s)
+                except RetryableBackendError as exc:
+                    if abandoned is not None and abandoned.is_set():
+                        # Its twin already answered: a timeout here is not the endpoint's load.
+                        raise _Abandoned(str(exc)) from None
+                    raise
+        except AdmissionCancelled:
+            raise StreamAborted from None
+        except RetryableBackendError:
+            if ticket.outcome is Outcome.OVERLOAD:
+                with self._stats_lock:
+                    stats.throttled += 1
+                    stats.throttle_events += ticket.cut_limit
+            raise
+        latencies.add(time.monotonic() - started)
+        return completion
 
     def _request_meta(self, request: CompletionRequest) -> dict[str, Any]:
         return {

@@ -39,6 +39,9 @@ _MESSAGE_LIMIT = 200
 class OpenAIBackend:
     """Completes prompts through `/completions` or `/chat/completions`."""
 
+    # A server may hang one connection while answering the rest: a stuck call is worth hedging.
+    hedgeable = True
+
     def __init__(self, config: BackendConfig) -> None:
         self._api = config.api
         self._model = config.model

@@ -9,6 +9,10 @@ Both go through a `RequestStream`:
 - the rest run on up to `concurrency` worker threads (the admission controller decides how
   many of them may call the backend at a moment).
 
+The workers are daemon threads (`DaemonPool`): after Ctrl-C the process exits at once
+instead of waiting for calls in flight, which a hung connection would hold until its
+timeout. An answer is stored only once complete, so nothing half-written is left.
+
 A fatal error in one request (`BackendError`) stops the stream: queued requests are not
 sent, in-flight ones settle (and store what they got), and the error reaches the caller
 from `result()` or from the end of the `with` block.
@@ -16,9 +20,11 @@ from `result()` or from the end of the `with` block.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
+from typing import Any
 
 from selfinstruct.llm.base import Completion, CompletionRequest
 
@@ -31,6 +37,80 @@ class StreamAborted(Exception):
 CompleteFn = Callable[[str, CompletionRequest, threading.Event], Completion | None]
 # key -> the stored completion, if any.
 LookupFn = Callable[[str], Completion | None]
+
+
+class DaemonPool:
+    """A minimal thread pool of daemon threads (ThreadPoolExecutor's are joined at exit)."""
+
+    def __init__(self, max_workers: int, name: str = "llm") -> None:
+        self._max = max(1, max_workers)
+        self._name = name
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._jobs.put((future, fn, args))
+        with self._lock:
+            if self._idle > 0:
+                self._idle -= 1
+            elif len(self._threads) < self._max:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+        with self._lock:
+            threads = list(self._threads)
+        for _ in threads:
+            self._jobs.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:
+                    future.set_exception(exc)
+            with self._lock:
+                self._idle += 1
+
+
+def run_in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """Run `fn` on a thread of its own that never holds up the process's exit."""
+    future: Future[Any] = Future()
+
+    def target() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    threading.Thread(target=target, name="llm-attempt", daemon=True).start()
+    return future
 
 
 class RequestStream:
@@ -50,7 +130,7 @@ class RequestStream:
         self._on_done = on_done  # a sent request finished (the progress bar)
         self.concurrency = max(1, concurrency)
         self.abort = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="llm")
+        self._pool = DaemonPool(self.concurrency)
         self._in_flight: dict[str, Future[Completion | None]] = {}
         self.cancelled = 0
 

@@ -1,0 +1,117 @@
+"""Hedging: the delay from the latencies seen, the budget, and the race between two attempts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.hedging import HedgePolicy, LatencyWindow, race
+from selfinstruct.llm.stream import StreamAborted
+
+FAST = HedgePolicy(min_samples=4, factor=2.0, quantile=0.95, min_delay_s=0.01)
+
+
+def test_no_delay_until_enough_latencies_are_known() -> None:
+    window = LatencyWindow()
+    for _ in range(3):
+        window.add(0.1)
+    assert window.hedge_delay(FAST) is None
+    window.add(0.1)
+    assert window.hedge_delay(FAST) == pytest.approx(0.2)
+
+
+def test_the_delay_follows_the_95th_percentile_and_has_a_floor() -> None:
+    window = LatencyWindow()
+    for i in range(100):
+        window.add(0.01 * (i + 1))  # 0.01 .. 1.00 s
+    assert window.hedge_delay(FAST) == pytest.approx(2 * 0.96)
+    tiny = LatencyWindow()
+    for _ in range(10):
+        tiny.add(0.0001)
+    assert tiny.hedge_delay(FAST) == 0.01
+
+
+def test_the_budget_caps_hedges_per_request_sent() -> None:
+    policy = HedgePolicy(budget=0.05)
+    assert not policy.allows(hedged=0, sent=19)  # 1 hedge would be 5.3 %
+    assert policy.allows(hedged=0, sent=20)
+    assert not policy.allows(hedged=1, sent=39)
+    assert policy.allows(hedged=1, sent=40)
+    assert not HedgePolicy(budget=0.0).allows(hedged=0, sent=10**6)
+
+
+class Attempts:
+    """Scripted attempts: each call takes the next (seconds, result or exception)."""
+
+    def __init__(self, *plan: tuple[float, Any]) -> None:
+        self.plan = list(plan)
+        self.calls = 0
+        self.abandoned: list[threading.Event] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, abandoned: threading.Event) -> Any:
+        with self.lock:
+            seconds, outcome = self.plan[self.calls]
+            self.calls += 1
+        self.abandoned.append(abandoned)
+        time.sleep(seconds)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def run_race(attempts: Attempts, delay: float | None, allow: bool = True) -> tuple[Any, list[str]]:
+    events: list[str] = []
+
+    def may_hedge() -> bool:
+        events.append("hedge")
+        return allow
+
+    result = race(attempts, lambda: delay, may_hedge, lambda: events.append("won"), threading.Event())
+    return result, events
+
+
+def test_a_stuck_attempt_gets_a_twin_and_the_first_answer_wins() -> None:
+    attempts = Attempts((5.0, "late"), (0.01, "twin"))
+    started = time.monotonic()
+    result, events = run_race(attempts, delay=0.05)
+    assert result == "twin" and events == ["hedge", "won"]
+    assert time.monotonic() - started < 1.0
+    assert attempts.abandoned[0].is_set()  # the stuck one knows nobody waits for it
+
+
+def test_a_quick_answer_is_never_hedged() -> None:
+    result, events = run_race(Attempts((0.01, "quick")), delay=0.5)
+    assert result == "quick" and events == []
+
+
+def test_without_a_known_delay_or_budget_the_attempt_runs_to_its_end() -> None:
+    assert run_race(Attempts((0.2, "slow")), delay=None) == ("slow", [])
+    result, events = run_race(Attempts((0.2, "slow")), delay=0.01, allow=False)
+    assert result == "slow" and events == ["hedge"]
+
+
+def test_a_retryable_error_is_raised_only_when_every_attempt_failed() -> None:
+    first_fails = Attempts((0.3, RetryableBackendError("first")), (0.05, "twin"))
+    assert run_race(first_fails, delay=0.05)[0] == "twin"
+    both_fail = Attempts((0.2, RetryableBackendError("first")), (0.05, RetryableBackendError("twin")))
+    with pytest.raises(RetryableBackendError):
+        run_race(both_fail, delay=0.05)
+
+
+def test_a_fatal_error_ends_the_race_at_once() -> None:
+    with pytest.raises(BackendError):
+        run_race(Attempts((5.0, "late"), (0.01, BackendError("bad key"))), delay=0.05)
+
+
+def test_an_abort_elsewhere_ends_the_wait() -> None:
+    abort = threading.Event()
+    threading.Timer(0.1, abort.set).start()
+    started = time.monotonic()
+    with pytest.raises(StreamAborted):
+        race(Attempts((5.0, "late")), lambda: None, lambda: False, lambda: None, abort)
+    assert time.monotonic() - started < 1.0
