@@ -194,7 +194,8 @@ def test_stops_after_rounds_without_anything_new() -> None:
     engine = ScriptedEngine([" Write a poem about the sea."] * 10, concurrency=1)
     result = bootstrap_instructions(loop_context(engine, SEEDS, n=5))
     assert not result.complete and result.records == []
-    assert len(engine.prompts) == 4  # max_idle_rounds x prompts_per_round
+    # max_idle_rounds x prompts_per_round filtered, and at most 2 x concurrency - 1 more in flight
+    assert 4 <= len(engine.prompts) <= 5
 
 
 def test_the_packaged_prompt_renders_as_its_golden_file() -> None:

@@ -162,3 +162,36 @@ def test_faults_that_outlast_the_retries_stop_the_stage_and_a_rerun_sends_only_t
     assert not (out / "failed.jsonl").exists()
     assert (out / classification_file(MODEL)).is_file()
     assert list((out / FINETUNE_DIR).glob("gpt3_finetuning_data_*.jsonl"))
+
+
+def test_ctrl_c_with_hung_requests_exits_at_once_and_leaves_nothing_half_written(
+    stub: OpenAIStub, tmp_path: Path
+) -> None:
+    import math
+    import signal
+    import time
+
+    stub.fault_plan = FaultPlan(share=1.0, kinds=("hang",), max_in_a_row=100, hang_s=math.inf)
+    out = tmp_path / "run"
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"seed": SEED}))
+    args = ["run", "--out", str(out), "--config", str(config), "-n", "5", "--no-progress"]
+    args += ["--backend", "openai", "--base-url", stub.base_url, "--model", MODEL, "--api", "completions"]
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "selfinstruct", *args], stderr=subprocess.PIPE, text=True, env=env
+    )
+    deadline = time.monotonic() + 30
+    while stub.hits() < 3 and time.monotonic() < deadline:  # requests are in flight, hung
+        time.sleep(0.05)
+    assert stub.hits() >= 3
+    time.sleep(0.5)
+    interrupted = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - interrupted < 3.0  # not the 120 s timeout of the hung calls
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1].startswith("selfinstruct: interrupted")
+    leftovers = [p.name for p in out.rglob("*") if p.is_file()]
+    assert not [name for name in leftovers if name.endswith(".tmp")]
+    assert INSTRUCTIONS_FILE not in leftovers  # the stage did not finish, so wrote nothing

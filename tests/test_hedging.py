@@ -15,13 +15,14 @@ from selfinstruct.llm.stream import StreamAborted
 FAST = HedgePolicy(min_samples=4, factor=2.0, quantile=0.95, min_delay_s=0.01)
 
 
-def test_no_delay_until_enough_latencies_are_known() -> None:
+def test_no_delay_before_the_first_latency_then_a_cautious_one_until_a_percentile_is_known() -> None:
     window = LatencyWindow()
-    for _ in range(3):
-        window.add(0.1)
     assert window.hedge_delay(FAST) is None
-    window.add(0.1)
-    assert window.hedge_delay(FAST) == pytest.approx(0.2)
+    for seconds in (0.1, 0.3, 0.2):
+        window.add(seconds)
+    assert window.hedge_delay(FAST) == pytest.approx(2 * 2 * 0.3)  # twice the factor, on the slowest
+    window.add(0.1)  # min_samples reached: factor x the 95th percentile
+    assert window.hedge_delay(FAST) == pytest.approx(2 * 0.3)
 
 
 def test_the_delay_follows_the_95th_percentile_and_has_a_floor() -> None:
@@ -53,7 +54,8 @@ class Attempts:
         self.abandoned: list[threading.Event] = []
         self.lock = threading.Lock()
 
-    def __call__(self, abandoned: threading.Event) -> Any:
+    def __call__(self, abandoned: threading.Event, sent: Any) -> Any:
+        sent()
         with self.lock:
             seconds, outcome = self.plan[self.calls]
             self.calls += 1
@@ -91,8 +93,17 @@ def test_a_quick_answer_is_never_hedged() -> None:
 
 def test_without_a_known_delay_or_budget_the_attempt_runs_to_its_end() -> None:
     assert run_race(Attempts((0.2, "slow")), delay=None) == ("slow", [])
-    result, events = run_race(Attempts((0.2, "slow")), delay=0.01, allow=False)
+    result, events = run_race(Attempts((0.2, "slow")), delay=0.05, allow=False)  # gives up at 0.25 s
     assert result == "slow" and events == ["hedge"]
+
+
+def test_an_attempt_far_past_the_delay_is_taken_for_lost_without_waiting_for_it() -> None:
+    attempts = Attempts((30.0, "never"), (30.0, "never either"))
+    started = time.monotonic()
+    with pytest.raises(RetryableBackendError) as info:
+        run_race(attempts, delay=0.02)  # hedged at 0.02 s, given up at 5 x 0.02 s
+    assert info.value.kind == "lost" and time.monotonic() - started < 1.0
+    assert attempts.calls == 2 and all(event.is_set() for event in attempts.abandoned)
 
 
 def test_a_retryable_error_is_raised_only_when_every_attempt_failed() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import random
 import threading
@@ -106,7 +107,8 @@ class FaultPlan:
     seed: int = 0
     max_in_a_row: int = 3
     retry_after: str = "0.05"
-    hang_s: float = 2.0  # longer than the client's timeout, or it is only a slow answer
+    hang_s: float = 2.0  # longer than the client's timeout, or it is only a slow answer; inf = never
+    # (JSON: Infinity)
     permanent_share: float = 0.0
     permanent_stage: str | None = None
     permanent_kind: str = "503"
@@ -376,8 +378,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault.status == 200 and max(self.owner.delay_s) > 0:
             self.owner._stopping.wait(random.uniform(*self.owner.delay_s))
-        if fault.hang_s:
-            self.owner._stopping.wait(fault.hang_s)
+        if fault.hang_s:  # math.inf: never answer (until the server stops)
+            self.owner._stopping.wait(None if math.isinf(fault.hang_s) else fault.hang_s)
         if fault.status != 200 or fault.body is not None:
             self._send(fault.status, fault.body or "", fault.headers)
             return

@@ -57,6 +57,7 @@ class Ticket:
     epoch: int  # the number of decreases before it was admitted
     outcome: Outcome | None = None
     cut_limit: bool = False  # this request's overload halved the limit
+    released: bool = False  # its slot is free again (a second release does nothing)
 
 
 class AdmissionController:
@@ -134,6 +135,9 @@ class AdmissionController:
     def release(self, ticket: Ticket, outcome: Outcome, retry_after: float | None = None) -> None:
         """End an admitted request and let its outcome adjust the limit and the gate."""
         with self._cond:
+            if ticket.released:  # given up early (an abandoned call): its end changes nothing
+                return
+            ticket.released = True
             self._in_flight -= 1
             ticket.outcome = outcome
             now = self._clock()

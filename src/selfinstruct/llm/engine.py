@@ -13,18 +13,19 @@ request costs one slot for that long and never blocks the rest.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import BackendError, RequestsFailedError, RetryableBackendError
-from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, Outcome
+from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, Outcome, Ticket, outcome_of
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
 from selfinstruct.llm.hedging import HedgePolicy, LatencyWindow, race
 from selfinstruct.llm.retry import RetryPolicy
@@ -105,6 +106,7 @@ class RequestEngine:
         # Hedging only pays against a remote endpoint; a local model would compete with itself.
         self.hedge = hedge if hedge is not None and getattr(backend, "hedgeable", False) else HedgePolicy(0.0)
         self._latencies: dict[str, LatencyWindow] = {}
+        self._hedges_started: dict[str, int] = {}
         self._stats: dict[str, StageStats] = {}
         self._stats_lock = threading.Lock()
         self._log_lock = threading.Lock()
@@ -276,7 +278,8 @@ class RequestEngine:
                 with self._stats_lock:
                     stats.retries += 1
                 # Event.wait doubles as an interruptible sleep: a fatal error elsewhere ends it.
-                if abort.wait(self.retry_policy.delay(retries, exc.retry_after)):
+                overload = outcome_of(exc) is Outcome.OVERLOAD
+                if abort.wait(self.retry_policy.delay(retries, exc.retry_after, overload)):
                     raise StreamAborted from None
                 continue
             except BackendError:
@@ -296,38 +299,66 @@ class RequestEngine:
         """One try; past the stage's hedge delay it gets a twin, and the first good answer wins."""
         window = self._latencies.setdefault(stage, LatencyWindow())
         if self.hedge.budget <= 0:
-            return self._attempt(request, window, stats, abort, None)
+            return self._attempt(request, stage, stats, abort, None)
 
         def may_hedge() -> bool:
+            # Counted against the budget when decided; in `hedged` once really sent.
             with self._stats_lock:
-                allowed = self.hedge.allows(stats.hedged, stats.sent + stats.retries)
-                stats.hedged += allowed
+                started = self._hedges_started.get(stage, 0)
+                allowed = self.hedge.allows(started, stats.sent + stats.retries)
+                self._hedges_started[stage] = started + allowed
             return allowed
 
         def hedge_won() -> None:
             with self._stats_lock:
                 stats.hedge_wins += 1
 
-        return race(
-            lambda abandoned: self._attempt(request, window, stats, abort, abandoned),
-            lambda: window.hedge_delay(self.hedge),
-            may_hedge,
-            hedge_won,
-            abort,
-        )
+        held: list[Ticket] = []  # the admission slots of this race's attempts
+        attempts = itertools.count()
+        try:
+            return race(
+                lambda abandoned, sent: self._attempt(
+                    request, stage, stats, abort, abandoned, held, is_hedge=next(attempts) > 0, sent=sent
+                ),
+                lambda: window.hedge_delay(self.hedge),
+                may_hedge,
+                hedge_won,
+                abort,
+                self.hedge.give_up,
+            )
+        finally:
+            # An abandoned call may hang until its timeout; its slot is given back now, or a
+            # few hung connections would hold every slot.
+            for ticket in list(held):
+                self.admission.release(ticket, Outcome.FAILURE)
 
     def _attempt(
         self,
         request: CompletionRequest,
-        latencies: LatencyWindow,
+        stage: str,
         stats: StageStats,
         abort: threading.Event,
         abandoned: threading.Event | None,
+        held: list[Ticket] | None = None,
+        is_hedge: bool = False,
+        sent: Callable[[], None] | None = None,
     ) -> Completion:
         """One backend call under admission control (a slot under the adaptive limit, the
         Retry-After gate); its outcome adjusts both."""
         try:
             with self.admission.admit(cancel=abort) as ticket:
+                if held is not None:
+                    held.append(ticket)
+                if abandoned is not None and abandoned.is_set():
+                    if is_hedge:  # never sent: its share of the budget goes back
+                        with self._stats_lock:
+                            self._hedges_started[stage] -= 1
+                    raise _Abandoned("admitted after its race was over")
+                if is_hedge:
+                    with self._stats_lock:
+                        stats.hedged += 1
+                if sent is not None:
+                    sent()
                 started = time.monotonic()
                 try:
                     completion = self.backend.complete(request, self.timeout_s)
@@ -344,7 +375,7 @@ class RequestEngine:
                     stats.throttled += 1
                     stats.throttle_events += ticket.cut_limit
             raise
-        latencies.add(time.monotonic() - started)
+        self._latencies[stage].add(time.monotonic() - started)
         return completion
 
     def _request_meta(self, request: CompletionRequest) -> dict[str, Any]:

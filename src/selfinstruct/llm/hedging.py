@@ -5,7 +5,10 @@ stage is probably stuck (a hung connection, a lost packet, an overloaded replica
 for its timeout would hold up everything that waits on it, so the engine sends the same
 request again beside it and takes whichever good answer comes first ("The Tail at Scale",
 Dean and Barroso, 2013). The extra requests are capped at `budget` of the requests sent,
-so a slow server is not hit twice as hard; the per-request timeout stays the hard limit.
+so a slow server is not hit twice as hard. A call still running at `give_up` x that delay
+(10 x the p95 by default) is taken for lost and sent again through the retry loop, as a
+timeout would be, without waiting for the timeout; the per-request timeout stays the hard
+limit.
 """
 
 from __future__ import annotations
@@ -31,8 +34,12 @@ class HedgePolicy:
     budget: float = 0.05  # hedges per request sent, at most (0 = never hedge)
     min_samples: int = 20  # latencies seen before the first hedge
     quantile: float = 0.95
-    factor: float = 2.0
+    factor: float = 2.0  # hedge after factor x the quantile
     min_delay_s: float = 0.05
+    # Past give_up x the hedge delay a call is taken for lost (a hung connection): it is
+    # abandoned and the request goes back to the retry loop, budget or not. The backend
+    # timeout stays the hard limit for everything else.
+    give_up: float = 5.0
 
     def allows(self, hedged: int, sent: int) -> bool:
         """One more hedge keeps the hedges within the budget."""
@@ -53,7 +60,7 @@ class LatencyWindow:
             self._cached = None
 
     def hedge_delay(self, policy: HedgePolicy) -> float | None:
-        """Seconds after which a call is hedged, or None while too few latencies are known."""
+        """Seconds after which a call is hedged; None before the first latency is known."""
         with self._lock:
             if self._cached is not None and self._cached[0] == policy:
                 return self._cached[1]
@@ -62,27 +69,43 @@ class LatencyWindow:
                 ordered = sorted(self._values)
                 at = ordered[min(len(ordered) - 1, int(policy.quantile * len(ordered)))]
                 delay = max(policy.min_delay_s, policy.factor * at)
+            elif self._values:
+                # Too few for a percentile, yet a request stuck at a stage's start must not
+                # wait for its timeout (everything after it may wait on it): twice the
+                # delay the slowest answer so far would give.
+                delay = max(policy.min_delay_s, 2 * policy.factor * max(self._values))
             self._cached = (policy, delay)
             return delay
 
 
+def _not_timed() -> None:
+    """`sent` of a hedge: only the first attempt's start is timed."""
+
+
 def race(
-    attempt: Callable[[threading.Event], T],
+    attempt: Callable[[threading.Event, Callable[[], None]], T],
     delay: Callable[[], float | None],
     may_hedge: Callable[[], bool],
     hedge_won: Callable[[], None],
     abort: threading.Event,
+    give_up: float = 5.0,
 ) -> T:
-    """`attempt(abandoned)` on a daemon thread; if it has not ended `delay()` seconds after it
-    started and `may_hedge()`, a second one beside it. `delay()` is asked again while the
+    """`attempt(abandoned, sent)` on a daemon thread; if it has not ended `delay()` seconds
+    after it called `sent()` (once admitted: time spent waiting for a slot or for the
+    Retry-After gate is not the server's) and `may_hedge()`, a second one beside it. `delay()` is asked again while the
     first runs (None = not known yet), so the very first requests of a stage are hedged
     too once others have answered. The first result wins; a retryable error is raised only
-    when every attempt failed, any other error at once. `abandoned` is set when the race
-    is over, so that a late loser knows nobody waits for it.
+    when every attempt failed or all ran past `give_up` x the delay, any other error at
+    once. `abandoned` is set when the race is over, so that a late loser knows nobody
+    waits for it.
     """
     abandoned = threading.Event()
-    started = time.monotonic()
-    first: Future[T] = run_in_daemon_thread(attempt, abandoned)
+    sent_at: list[float] = []  # when the first attempt went out
+
+    def first_sent() -> None:
+        sent_at.append(time.monotonic())
+
+    first: Future[T] = run_in_daemon_thread(attempt, abandoned, first_sent)
     running = [first]
     hedged = False
     error: BaseException | None = None
@@ -103,16 +126,23 @@ def race(
             if abort.is_set():
                 raise StreamAborted
             timeout = _IDLE_CHECK_S
-            if not hedged and running == [first]:
-                after = delay()
-                if after is not None:
-                    left = started + after - time.monotonic()
-                    if left <= 0:
+            after = delay() if sent_at else None
+            if after is not None:
+                elapsed = time.monotonic() - sent_at[0]
+                if elapsed >= give_up * after:
+                    raise RetryableBackendError(
+                        f"no answer after {elapsed:.1f} s ({give_up:g} x the hedge delay of {after:.2f} s); "
+                        "taken for lost",
+                        kind="lost",
+                    )
+                if not hedged and running == [first]:
+                    if elapsed >= after:
                         hedged = True
                         if may_hedge():
-                            running.append(run_in_daemon_thread(attempt, abandoned))
+                            running.append(run_in_daemon_thread(attempt, abandoned, _not_timed))
                     else:
-                        timeout = min(timeout, left)
+                        timeout = min(timeout, after - elapsed)
+                timeout = min(timeout, max(0.0, give_up * after - elapsed))
             # Wakes at an answer, at the hedge time, or now and then to look at the delay
             # (still unknown at a stage's start) and the abort event.
             wait(running, timeout=timeout, return_when=FIRST_COMPLETED)

@@ -25,10 +25,18 @@ class RetryPolicy:
     def allows_retry(self, retries_done: int) -> bool:
         return retries_done < self.max_retries
 
-    def delay(self, retry_number: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number `retry_number` (1 = the first retry)."""
+    def delay(self, retry_number: int, retry_after: float | None = None, overload: bool = True) -> float:
+        """Seconds to wait before retry number `retry_number` (1 = the first retry).
+
+        Exponential backoff is for a server that says it has too much to do (429, 503, a
+        timeout: `overload`). A glitch that says nothing of its load (a 500, a dropped
+        connection, a garbled body, a call taken for lost) is retried after a short jittered
+        pause, a tenth of the backoff's, which does not grow.
+        """
         rng = self.rng or random
         if retry_after is not None:
             # Add a little jitter so that clients told the same time do not return together.
             return min(retry_after, self.retry_after_cap_s) + rng.uniform(0, self.base_s)
+        if not overload:
+            return rng.uniform(0, self.base_s / 10)
         return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (retry_number - 1)))

@@ -6,8 +6,9 @@ Both go through a `RequestStream`:
 
 - a request whose answer is stored is answered at once, without a thread;
 - a request with the same key as one already in flight shares its future (sent once);
-- the rest run on up to `concurrency` worker threads (the admission controller decides how
-  many of them may call the backend at a moment).
+- the rest run on worker threads (4 per unit of concurrency; the admission controller
+  decides how many of them may call the backend at a moment, the others wait there or in
+  a retry's backoff).
 
 The workers are daemon threads (`DaemonPool`): after Ctrl-C the process exits at once
 instead of waiting for calls in flight, which a hung connection would hold until its
@@ -27,6 +28,8 @@ from concurrent.futures import Future, wait
 from typing import Any
 
 from selfinstruct.llm.base import Completion, CompletionRequest
+
+WORKERS_PER_SLOT = 4
 
 
 class StreamAborted(Exception):
@@ -130,7 +133,9 @@ class RequestStream:
         self._on_done = on_done  # a sent request finished (the progress bar)
         self.concurrency = max(1, concurrency)
         self.abort = threading.Event()
-        self._pool = DaemonPool(self.concurrency)
+        # More workers than calls allowed at once: a request waiting out its retry backoff
+        # holds a worker but no admission slot, and must not keep others from being sent.
+        self._pool = DaemonPool(WORKERS_PER_SLOT * self.concurrency)
         self._in_flight: dict[str, Future[Completion | None]] = {}
         self.cancelled = 0
 

@@ -166,7 +166,8 @@ def run_bootstrap_loop(
     with ctx.engine.stream(stage) as stream:
         next_k = 0
         while len(machine) < target and idle_prompts < max_idle_prompts and not failed:
-            ahead = min(stream.concurrency, still_useful())
+            # Twice the concurrency: a prompt stuck in retries at the head must not idle the rest.
+            ahead = min(2 * stream.concurrency, still_useful())
             while (
                 len(waiting) < ahead and pool_basis(next_k, cfg.window, per_round) <= len(accepted_after) - 1
             ):
