@@ -134,11 +134,12 @@ def kill_once_stored(command: list[str], out: Path, stored: int, extra_s: float)
     return process.wait(timeout=30) == -signal.SIGKILL
 
 
-def test_a_run_killed_four_times_resumes_to_the_uninterrupted_output(
+def test_a_run_killed_four_times_resumes_to_the_uninterrupted_output_at_another_concurrency(
     stub_url: str, reference: Reference, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    command = run_command(stub_url, out, concurrency=4)
+    # Another concurrency than the reference's: neither it nor the kills may change the output.
+    command = run_command(stub_url, out, concurrency=8)
     rng = random.Random(20240607)
     # One moment in each quarter of the run, so that every stage sees a kill.
     quarter = reference.responses / 4
@@ -154,3 +155,32 @@ def test_concurrency_does_not_change_the_output(stub_url: str, reference: Refere
     out = tmp_path / "serial"
     run_to_the_end(run_command(stub_url, out, concurrency=1))
     assert snapshot(out) == snapshot(reference.out)
+
+
+def test_a_pipelined_run_under_faults_matches_the_reference(
+    reference: Reference, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # 30 % faults of every transient kind, hung connections that never answer among them.
+    faults = {
+        "share": 0.3,
+        "kinds": ["429", "500", "503", "drop", "garbled", "hang"],
+        "seed": 11,
+        "retry_after": "0.05",
+        "hang_s": float("inf"),
+    }
+    port_file = tmp_path_factory.mktemp("faulty") / "port"
+    command = [sys.executable, str(STUB), "--port", "0", "--port-file", str(port_file), "--scripted"]
+    server = subprocess.Popen([*command, "--delay", "0.02:0.05", "--faults", json.dumps(faults)])
+    try:
+        deadline = time.monotonic() + 15
+        while not port_file.exists():
+            assert server.poll() is None and time.monotonic() < deadline, "the faulty stub did not start"
+            time.sleep(0.02)
+        out = tmp_path / "faulty"
+        run_to_the_end(run_command(f"http://127.0.0.1:{port_file.read_text()}/v1", out, concurrency=6))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert snapshot(out) == snapshot(reference.out)
+    requests = json.loads((out / "summary.json").read_text())["requests"]
+    assert sum(stage["retries"] for stage in requests.values()) > 0  # the faults were really there
