@@ -61,6 +61,9 @@ class BackendConfig(Strict):
     n_ctx: int = Field(default=4096, ge=256)
     n_threads: int | None = Field(default=None, ge=1)
     concurrency: int = Field(default=8, ge=1, le=1024)
+    # Embedded: a prompt that starts like an earlier one reads only the rest from the model
+    # (the KV cache of the shared prefix is reused). Answers are the same either way.
+    prefix_cache: bool = True
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
     # First backoff delay; later ones double (with jitter) up to 30 s.

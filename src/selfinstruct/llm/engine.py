@@ -62,6 +62,7 @@ class StageStats:
     throttle_events: int = 0  # of those, the ones that cut the concurrency limit
     concurrency_limit: int = 0  # the admission limit when the stage's latest batch ended
     prompt_tokens: int = 0
+    prompt_tokens_reused: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
     cached_completion_tokens: int = 0
@@ -290,6 +291,7 @@ class RequestEngine:
             with self._stats_lock:
                 stats.succeeded += 1
                 stats.prompt_tokens += completion.prompt_tokens
+                stats.prompt_tokens_reused += int(completion.extra.get("prompt_tokens_reused", 0))
                 stats.completion_tokens += completion.completion_tokens
             return completion
 
