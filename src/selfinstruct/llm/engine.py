@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, 
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
 from selfinstruct.llm.hedging import HedgePolicy, LatencyWindow, race
 from selfinstruct.llm.retry import RetryPolicy
+from selfinstruct.llm.stats import StageStats
 from selfinstruct.llm.store import ResponseStore
 from selfinstruct.llm.stream import RequestStream, StreamAborted
 
@@ -37,37 +38,6 @@ _PROMPT_HEAD_CHARS = 200
 
 class _Abandoned(Exception):
     """A call whose twin answered first failed afterwards; nobody waits for it."""
-
-
-@dataclass
-class StageStats:
-    """What one stage cost.
-
-    Without a fatal error, requests == cached + duplicates + sent and sent == succeeded + failed.
-    Token counts are for answers received in this process; `cached_*_tokens` are those of
-    answers replayed from the store (paid for by an earlier run).
-    """
-
-    requests: int = 0
-    cached: int = 0  # answered from the store, not sent
-    duplicates: int = 0  # same key as another request of the same batch, sent once
-    sent: int = 0
-    succeeded: int = 0
-    failed: int = 0  # gave up after every retry (listed in failed.jsonl)
-    cancelled: int = 0  # not finished because a fatal error stopped the batch
-    retries: int = 0
-    hedged: int = 0  # extra copies sent beside a request that ran long (llm/hedging.py)
-    hedge_wins: int = 0  # of those, the ones that answered first
-    throttled: int = 0  # answers saying the endpoint is saturated (429, 503, timeout)
-    throttle_events: int = 0  # of those, the ones that cut the concurrency limit
-    concurrency_limit: int = 0  # the admission limit when the stage's latest batch ended
-    prompt_tokens: int = 0
-    prompt_tokens_reused: int = 0
-    completion_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    cached_completion_tokens: int = 0
-    elapsed_s: float = 0.0
-    last_failure: str | None = None
 
 
 class RequestEngine:
