@@ -92,9 +92,9 @@ def race(
 ) -> T:
     """`attempt(abandoned, sent)` on a daemon thread; if it has not ended `delay()` seconds
     after it called `sent()` (once admitted: time spent waiting for a slot or for the
-    Retry-After gate is not the server's) and `may_hedge()`, a second one beside it. `delay()` is asked again while the
-    first runs (None = not known yet), so the very first requests of a stage are hedged
-    too once others have answered. The first result wins; a retryable error is raised only
+    Retry-After gate is not the server's) and `may_hedge()`, a second one beside it.
+    `delay()` is asked again while the first runs (None = not known yet), so the very
+    first requests of a stage are hedged too once others have answered. The first result wins; a retryable error is raised only
     when every attempt failed or all ran past `give_up` x the delay, any other error at
     once. `abandoned` is set when the race is over, so that a late loser knows nobody
     waits for it.

@@ -91,12 +91,7 @@ class DaemonPool:
             job = self._jobs.get()
             if job is None:
                 return
-            future, fn, args = job
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:
-                    future.set_exception(exc)
+            _settle(*job)
             with self._lock:
                 self._idle += 1
 
@@ -104,16 +99,17 @@ class DaemonPool:
 def run_in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Future[Any]:
     """Run `fn` on a thread of its own that never holds up the process's exit."""
     future: Future[Any] = Future()
-
-    def target() -> None:
-        if future.set_running_or_notify_cancel():
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-    threading.Thread(target=target, name="llm-attempt", daemon=True).start()
+    threading.Thread(target=_settle, args=(future, fn, args), name="llm-attempt", daemon=True).start()
     return future
+
+
+def _settle(future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """Run `fn(*args)` into `future`, unless it was cancelled first."""
+    if future.set_running_or_notify_cancel():
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
 
 
 class RequestStream:
@@ -163,10 +159,6 @@ class RequestStream:
         except StreamAborted:
             self._raise_fatal()
             raise
-
-    def pending(self) -> int:
-        """Sent requests that have not finished yet."""
-        return sum(not f.done() for f in self._in_flight.values())
 
     def finish(self) -> None:
         """Wait for everything sent; raise the first fatal error, if any."""
