@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,10 @@ def make_run(shared_data: Path) -> RunFactory:
         return run
 
     return make
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child that a test stops with SIGINT: a shell's background job
+    (`make test &`) ignores SIGINT, the child would inherit that, and Python then never
+    raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import default_sigint
 from servers.openai_stub import FAULT_KINDS, FaultPlan, OpenAIStub
 from servers.scripted_answers import scripted_answer
 
@@ -179,7 +180,11 @@ def test_ctrl_c_with_hung_requests_exits_at_once_and_leaves_nothing_half_written
     args += ["--backend", "openai", "--base-url", stub.base_url, "--model", MODEL, "--api", "completions"]
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "selfinstruct", *args], stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-m", "selfinstruct", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 30
     while stub.hits() < 3 and time.monotonic() < deadline:  # requests are in flight, hung

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import default_sigint
 from fixtures.analysis_run import POEM, make_run, write_jsonl
 
 from selfinstruct.analysis.review.ratings import load_latest
@@ -162,6 +163,7 @@ def test_cli_serves_until_interrupted(tmp_path: Path) -> None:
         ],
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     try:
         assert process.stderr is not None
