@@ -116,9 +116,14 @@ class ScriptedModel:
     """Answers like a (very small) model would, and can be told to fail."""
 
     def __init__(self, fail_after: int | None = None, transient_every: int | None = None) -> None:
+        """fail_after: every call after that many fails. transient_every=k: every k-th distinct
+        request fails its first two attempts, whatever the order the calls arrive in (a global
+        call counter would let one unlucky request keep landing on the failing turn)."""
         self.calls = 0
         self.fail_after = fail_after
         self.transient_every = transient_every
+        self.attempts: dict[tuple[str, int | None], int] = {}
+        self.order: dict[tuple[str, int | None], int] = {}
         self.lock = threading.Lock()
 
     def identity(self) -> dict[str, Any]:
@@ -128,12 +133,16 @@ class ScriptedModel:
         pass
 
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
+        key = (request.prompt, request.params.seed)
         with self.lock:
             self.calls += 1
             calls = self.calls
+            attempt = self.attempts.get(key, 0)
+            self.attempts[key] = attempt + 1
+            distinct = self.order.setdefault(key, len(self.order) + 1)
         if self.fail_after is not None and calls > self.fail_after:
             raise RetryableBackendError("scripted outage")
-        if self.transient_every and calls % self.transient_every == 0:
+        if self.transient_every and distinct % self.transient_every == 0 and attempt < 2:
             raise RetryableBackendError("scripted blip")
         answer = scripted_answer(request.prompt, request.params.seed)
         return Completion(answer.text, answer.finish_reason, answer.prompt_tokens, answer.completion_tokens)
