@@ -154,6 +154,33 @@ def test_other_failures_neither_cut_nor_raise_the_limit(clock: FakeClock) -> Non
     assert ctl.limit == 5
 
 
+def test_stray_overloads_among_successes_neither_cut_the_limit_nor_close_the_gate(clock: FakeClock) -> None:
+    ctl = controller(clock, max_limit=16)
+    settle(ctl, Outcome.SUCCESS, 50)
+    for _ in range(20):  # one refusal in ten answers, each with a Retry-After
+        settle(ctl, Outcome.SUCCESS, 9)
+        ctl.release(take(ctl, 1)[0], Outcome.OVERLOAD, retry_after=1.0)
+        clock.advance(2.0)
+        assert ctl.gate_closed_for() == 0
+    assert ctl.limit == 16 and ctl.throttle_events == 0 and ctl.overloads == 20
+    assert not ctl.overloaded()
+
+
+def test_refusals_that_become_a_pattern_cut_the_limit_and_close_the_gate(clock: FakeClock) -> None:
+    ctl = controller(clock, max_limit=16)
+    settle(ctl, Outcome.SUCCESS, 50)
+    cuts_at = None
+    for i in range(1, 40):  # now every other answer is a refusal (a client at twice the slots)
+        settle(ctl, Outcome.SUCCESS, 1)
+        ctl.release(take(ctl, 1)[0], Outcome.OVERLOAD, retry_after=1.0)
+        if ctl.throttle_events and cuts_at is None:
+            cuts_at = i
+            assert ctl.limit == 8 and ctl.gate_closed_for() == pytest.approx(1.0)
+        clock.advance(2.0)
+    # 30 % of the last 50: 15 refusals among 50 answers, that is the 15th refusal here.
+    assert cuts_at == 15 and ctl.overloaded()
+
+
 def test_the_limit_stays_within_one_and_the_ceiling_under_any_sequence(clock: FakeClock) -> None:
     rng = random.Random(7)
     ctl = controller(clock, max_limit=12)
@@ -292,7 +319,15 @@ def test_outcome_of_classifies_by_error_kind(exc: BaseException | None, expected
     assert outcome_of(exc) is expected
 
 
-@pytest.mark.parametrize("kw", [{"max_limit": 0}, {"max_limit": 4, "decrease_factor": 1.0}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"max_limit": 0},
+        {"max_limit": 4, "decrease_factor": 1.0},
+        {"max_limit": 4, "pattern_share": 0.0},
+        {"max_limit": 4, "pattern_window": 0},
+    ],
+)
 def test_rejects_a_meaningless_configuration(kw: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         AdmissionController(**kw)  # type: ignore[arg-type]

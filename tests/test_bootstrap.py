@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from selfinstruct.config import CompatConfig, build_config
+from selfinstruct.filters.rouge import RougeNoveltyIndex
 from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.records import Instance, SeedTask
 from selfinstruct.stages.bootstrap import (
+    AHEAD_PER_SLOT,
     bootstrap_instructions,
     capitalize_first,
     parse_bootstrap_response,
@@ -152,6 +154,33 @@ def test_rejects_candidates_too_similar_to_a_seed_or_an_earlier_candidate() -> N
     assert result.complete
 
 
+def test_similarity_stats_score_each_instruction_against_the_pool_at_its_acceptance() -> None:
+    tasks = [
+        TIDES,
+        BIRDS,
+        "Describe a rainy afternoon in a big city.",
+        "Translate the sentence into French.",
+        "Write a haiku about autumn leaves.",
+        "Explain why the sky looks blue during the day.",
+        "Give three tips for a job interview.",
+        "Convert the temperature from Celsius to Fahrenheit.",
+        "Suggest a name for a bakery that sells bread.",
+        "Summarize the plot of a famous novel.",
+    ]
+    answers = [f" {a}\n10. {b}" for a, b in zip(tasks[::2], tasks[1::2], strict=True)]
+    result = bootstrap_instructions(loop_context(ScriptedEngine(answers), SEEDS, n=10))
+    accepted = [r["instruction"] for r in result.records]
+    assert len(accepted) == 10
+    for i, record in enumerate(result.records):
+        pool = RougeNoveltyIndex(0.7)
+        for text in SEEDS + accepted[:i]:
+            pool.add(text)
+        top, mean = pool.similarity_stats(record["instruction"], k=10)
+        assert record["most_similar"] == dict(top) and record["avg_similarity_score"] == mean
+    # The keys keep the reference's order, whatever thread filled them in.
+    assert list(result.records[0])[:3] == ["instruction", "most_similar", "avg_similarity_score"]
+
+
 @pytest.mark.parametrize(
     ("window", "pool_of_prompt_2"),
     [
@@ -194,8 +223,8 @@ def test_stops_after_rounds_without_anything_new() -> None:
     engine = ScriptedEngine([" Write a poem about the sea."] * 10, concurrency=1)
     result = bootstrap_instructions(loop_context(engine, SEEDS, n=5))
     assert not result.complete and result.records == []
-    # max_idle_rounds x prompts_per_round filtered, and at most 2 x concurrency - 1 more in flight
-    assert 4 <= len(engine.prompts) <= 5
+    # max_idle_rounds x prompts_per_round filtered, and at most AHEAD_PER_SLOT x concurrency - 1 more in flight
+    assert 4 <= len(engine.prompts) <= 4 + AHEAD_PER_SLOT - 1
 
 
 def test_the_packaged_prompt_renders_as_its_golden_file() -> None:

@@ -108,11 +108,12 @@ def test_transient_faults_cost_retries_only_and_every_kept_answer_is_a_good_one(
         assert stats["requests"] == stats["cached"] + stats["duplicates"] + stats["sent"]
         assert stats["sent"] == stats["succeeded"] + stats["failed"]
         assert stats["failed"] == 0 and stats["cancelled"] == 0
-    # Every request the stub received was a first try or a retry; every fault but a
-    # truncation cost one retry (a slow answer timing out under load may cost more).
+    # Every request the stub received was a first try, a retry or a hedge's twin; every fault
+    # but a truncation cost one retry or one twin (a slow answer timing out under load may cost more).
     retries = sum(s["retries"] for s in requests.values())
-    assert stub.stats()["completions"] == sum(s["sent"] for s in requests.values()) + retries
-    assert retries >= sum(stub.served.values()) - stub.served["length"] > 0
+    hedged = sum(s["hedged"] for s in requests.values())
+    assert stub.stats()["completions"] == sum(s["sent"] for s in requests.values()) + retries + hedged
+    assert retries + hedged >= sum(stub.served.values()) - stub.served["length"] > 0
     assert sum(s["succeeded"] for s in requests.values()) == len(rows)
     assert not (out / "failed.jsonl").exists()
 

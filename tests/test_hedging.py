@@ -46,7 +46,7 @@ def test_the_budget_caps_hedges_per_request_sent() -> None:
 
 
 class Attempts:
-    """Scripted attempts: each call takes the next (seconds, result or exception)."""
+    """Scripted attempts: each call takes the next (seconds, result or exception); the last repeats."""
 
     def __init__(self, *plan: tuple[float, Any]) -> None:
         self.plan = list(plan)
@@ -57,7 +57,7 @@ class Attempts:
     def __call__(self, abandoned: threading.Event, sent: Any) -> Any:
         sent()
         with self.lock:
-            seconds, outcome = self.plan[self.calls]
+            seconds, outcome = self.plan[min(self.calls, len(self.plan) - 1)]
             self.calls += 1
         self.abandoned.append(abandoned)
         time.sleep(seconds)
@@ -93,25 +93,56 @@ def test_a_quick_answer_is_never_hedged() -> None:
 
 def test_without_a_known_delay_or_budget_the_attempt_runs_to_its_end() -> None:
     assert run_race(Attempts((0.2, "slow")), delay=None) == ("slow", [])
-    result, events = run_race(Attempts((0.2, "slow")), delay=0.05, allow=False)  # gives up at 0.25 s
+    result, events = run_race(Attempts((0.2, "slow")), delay=0.1, allow=False)  # would give up at 0.3 s
     assert result == "slow" and events == ["hedge"]
 
 
 def test_an_attempt_far_past_the_delay_is_taken_for_lost_without_waiting_for_it() -> None:
-    attempts = Attempts((30.0, "never"), (30.0, "never either"))
+    attempts = Attempts((30.0, "never"))
     started = time.monotonic()
     with pytest.raises(RetryableBackendError) as info:
-        run_race(attempts, delay=0.02)  # hedged at 0.02 s, given up at 5 x 0.02 s
+        run_race(attempts, delay=0.02)  # twins at 0.02 and 0.04 s, given up at 3 x 0.02 s
     assert info.value.kind == "lost" and time.monotonic() - started < 1.0
-    assert attempts.calls == 2 and all(event.is_set() for event in attempts.abandoned)
+    # Never more than three at once, and every one of them knows nobody waits for it.
+    assert attempts.calls == 3 and all(event.is_set() for event in attempts.abandoned)
+
+
+def test_a_twin_that_fails_fast_is_followed_by_another_while_the_first_still_hangs() -> None:
+    attempts = Attempts((5.0, "late"), (0.01, RetryableBackendError("twin blip")), (0.01, "third"))
+    started = time.monotonic()
+    result, events = run_race(attempts, delay=0.05)
+    assert result == "third" and events == ["hedge", "hedge", "won"]
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_twin_that_hangs_as_well_gets_a_twin_of_its_own() -> None:
+    attempts = Attempts((5.0, "late"), (5.0, "late twin"), (0.01, "third"))
+    started = time.monotonic()
+    result, events = run_race(attempts, delay=0.05)
+    assert result == "third" and events == ["hedge", "hedge", "won"]
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_budget_refused_at_first_is_asked_again_while_the_attempt_runs() -> None:
+    answers = iter([False, True])
+    events: list[str] = []
+
+    def may_hedge() -> bool:
+        events.append("hedge")
+        return next(answers, True)
+
+    attempts = Attempts((5.0, "late"), (0.01, "twin"))
+    # Refused at 0.2 s, asked again at the next look (0.25 s later), before the give-up at 0.6 s.
+    result = race(attempts, lambda: 0.2, may_hedge, lambda: events.append("won"), threading.Event())
+    assert result == "twin" and events == ["hedge", "hedge", "won"]
 
 
 def test_a_retryable_error_is_raised_only_when_every_attempt_failed() -> None:
     first_fails = Attempts((0.3, RetryableBackendError("first")), (0.05, "twin"))
     assert run_race(first_fails, delay=0.05)[0] == "twin"
-    both_fail = Attempts((0.2, RetryableBackendError("first")), (0.05, RetryableBackendError("twin")))
+    every_one_fails = Attempts((0.2, RetryableBackendError("first")), (0.05, RetryableBackendError("twin")))
     with pytest.raises(RetryableBackendError):
-        run_race(both_fail, delay=0.05)
+        run_race(every_one_fails, delay=0.05)
 
 
 def test_a_fatal_error_ends_the_race_at_once() -> None:

@@ -379,3 +379,17 @@ def test_index_rejects_a_threshold_outside_zero_to_one(threshold: float) -> None
 def test_index_rejects_an_unknown_tokenizer() -> None:
     with pytest.raises(ValueError, match="tokenizer"):
         RougeNoveltyIndex(0.7, tokenizer="whitespace")  # type: ignore[arg-type]
+
+
+def test_similarity_stats_against_a_prefix_of_the_pool_equal_those_of_the_smaller_pool(
+    shared_data: Path,
+) -> None:
+    pool = candidate_stream(shared_data, 200, seed=4, max_words=25)
+    whole, prefix = RougeNoveltyIndex(0.7), RougeNoveltyIndex(0.7)
+    for i, text in enumerate(pool):
+        whole.add(text)
+        if i < 120:
+            prefix.add(text)
+    for query in (pool[150], pool[30], "Summarise the report in two sentences."):
+        assert whole.similarity_stats(query, pool_size=120) == prefix.similarity_stats(query)
+    assert whole.similarity_stats(pool[150]) != prefix.similarity_stats(pool[150])

@@ -231,11 +231,16 @@ class RougeNoveltyIndex:
                 return item
         return None
 
-    def similarity_stats(self, text: TextOrTokens, k: int = 10) -> tuple[list[tuple[str, float]], float]:
+    def similarity_stats(
+        self, text: TextOrTokens, k: int = 10, pool_size: int | None = None
+    ) -> tuple[list[tuple[str, float]], float]:
         """The k most similar pool texts with their F-measures, and the mean F over the pool.
 
         Computed as the reference does: every pool item scored, the top k taken with
         `np.argsort(scores)[-k:][::-1]`, the mean with `np.mean`. 0.0 for an empty pool.
+        `pool_size` limits the pool to its first items (the pool as it was when it had that
+        many); only the copy of that prefix holds the lock, so adding to the index can go on
+        in another thread while the scores are computed (rapidfuzz releases the GIL).
         """
         import numpy as np  # here only: the novelty check itself does not need numpy
         from rapidfuzz import process
@@ -243,22 +248,25 @@ class RougeNoveltyIndex:
         with self._lock:
             if self._texts is None:
                 raise RuntimeError("similarity_stats needs an index built with keep_texts=True")
-            if not self._sequences:
+            n = len(self._sequences) if pool_size is None else min(pool_size, len(self._sequences))
+            if n == 0:
                 return [], 0.0
             tokens = self._as_tokens(text)
-            if tokens:
-                query = self._encode([self._vocab.get(t, 0) for t in tokens])
-                lcs = process.cdist([query], self._sequences, scorer=LCSseq.similarity, dtype=np.int32)[0]
-                # An empty item has lcs 0 and so F 0; the max(..., 1) only avoids 0 / 0.
-                lengths = np.frombuffer(self._lengths, dtype=np.int64)
-                precision, recall = lcs / lengths, lcs / len(tokens)  # float64, rounded as Python's
-                total = precision + recall
-                with np.errstate(invalid="ignore"):
-                    scores = np.where(total > 0, 2 * precision * recall / total, 0.0)
-            else:
-                scores = np.zeros(len(self))
-            top: list[int] = np.argsort(scores)[-k:][::-1].tolist() if k > 0 else []
-            return [(self._texts[i], float(scores[i])) for i in top], float(np.mean(scores))
+            query = self._encode([self._vocab.get(t, 0) for t in tokens]) if tokens else None
+            sequences = self._sequences[:n]
+            lengths = np.frombuffer(self._lengths[:n], dtype=np.int64)  # a copy: the index may grow
+            texts = self._texts  # only ever appended to: items below n stay as they are
+        if query is not None:
+            lcs = process.cdist([query], sequences, scorer=LCSseq.similarity, dtype=np.int32)[0]
+            # An empty item has lcs 0 and so F 0; the max(..., 1) only avoids 0 / 0.
+            precision, recall = lcs / lengths, lcs / len(tokens)  # float64, rounded as Python's
+            total = precision + recall
+            with np.errstate(invalid="ignore"):
+                scores = np.where(total > 0, 2 * precision * recall / total, 0.0)
+        else:
+            scores = np.zeros(n)
+        top: list[int] = np.argsort(scores)[-k:][::-1].tolist() if k > 0 else []
+        return [(texts[i], float(scores[i])) for i in top], float(np.mean(scores))
 
 
 def _chars(ids: list[int]) -> str:

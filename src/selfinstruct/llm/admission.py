@@ -11,6 +11,16 @@ number of requests it lets through, the way TCP adapts its window (AIMD):
 * a `Retry-After` from the server closes the gate for every caller until that time: new
   requests wait, requests already in flight carry on.
 
+Both reactions wait for a pattern: they happen only while at least `pattern_share` (30 %)
+of the last `pattern_window` (50) answers were overload signals (an answer that carried a
+Retry-After counts as one). A saturated server refuses a large share of what it is sent
+(a client at twice its slots sees about half its requests refused; an exhausted rate limit
+refuses all of them), and on a fresh controller the first signal is already 100 %. A
+server that refuses a random few (a 503 from one busy replica behind a load balancer, a
+burst limit tripped once) is not saturated: halving the limit for each would run the whole
+job at a fraction of the server's speed. The refused request itself still waits (its
+Retry-After, or the retry policy's backoff) before it is tried again.
+
 The controller knows nothing of HTTP or retries: the backend classifies failures (the
 `kind` of a `RetryableBackendError`), the engine's `RetryPolicy` decides when a failed
 request is tried again, and this module decides only when a request may start.
@@ -23,6 +33,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,12 +81,18 @@ class AdmissionController:
         decrease_factor: float = 0.5,
         decrease_window_s: float = 1.0,
         retry_after_cap_s: float = 300.0,
+        pattern_share: float = 0.3,
+        pattern_window: int = 50,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_limit < 1:
             raise ValueError(f"max_limit must be at least 1, not {max_limit}")
         if not 0 < decrease_factor < 1:
             raise ValueError(f"decrease_factor must be in (0, 1), not {decrease_factor}")
+        if not 0 < pattern_share <= 1 or pattern_window < 1:
+            raise ValueError(
+                f"pattern_share must be in (0, 1] and pattern_window at least 1, not {pattern_share}, {pattern_window}"
+            )
         self.max_limit = max_limit
         self.decrease_factor = decrease_factor
         self.decrease_window_s = decrease_window_s
@@ -91,6 +108,11 @@ class AdmissionController:
         self._epoch = 0
         self._last_cut: float | None = None
         self._gate_until = float("-inf")
+        self.pattern_share = pattern_share
+        # The last answers, True for an overload signal; failures that say nothing of the
+        # server's load (a 500, a dropped connection) are not in it.
+        self._recent: deque[bool] = deque(maxlen=pattern_window)
+        self._recent_overloads = 0
         self.throttle_events = 0  # decreases of the limit (overload episodes)
         self.overloads = 0  # overload answers, counted one by one
 
@@ -101,6 +123,11 @@ class AdmissionController:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def overloaded(self) -> bool:
+        """Whether overload signals are a pattern now (see the module's docstring)."""
+        with self._cond:
+            return self._overloaded_locked()
 
     def gate_closed_for(self) -> float:
         """Seconds until the Retry-After gate opens again (0 when it is open)."""
@@ -141,11 +168,18 @@ class AdmissionController:
             self._in_flight -= 1
             ticket.outcome = outcome
             now = self._clock()
-            if retry_after is not None and retry_after > 0:
+            told_to_wait = retry_after is not None and retry_after > 0
+            if outcome is Outcome.OVERLOAD or told_to_wait:
+                self._record(True)
+            elif outcome is Outcome.SUCCESS:
+                self._record(False)
+            overloaded = self._overloaded_locked()
+            if told_to_wait and overloaded:
+                assert retry_after is not None
                 self._gate_until = max(self._gate_until, now + min(retry_after, self.retry_after_cap_s))
             if outcome is Outcome.OVERLOAD:
                 self.overloads += 1
-                ticket.cut_limit = self._maybe_decrease(ticket, now)
+                ticket.cut_limit = overloaded and self._maybe_decrease(ticket, now)
             elif outcome is Outcome.SUCCESS and ticket.epoch == self._epoch:
                 # Successes of requests admitted before the last decrease say nothing about
                 # the new limit; they are not counted towards raising it.
@@ -179,6 +213,15 @@ class AdmissionController:
             return None
         self._in_flight += 1
         return Ticket(epoch=self._epoch)
+
+    def _overloaded_locked(self) -> bool:
+        return bool(self._recent) and self._recent_overloads >= self.pattern_share * len(self._recent)
+
+    def _record(self, overload: bool) -> None:
+        if len(self._recent) == self._recent.maxlen and self._recent[0]:
+            self._recent_overloads -= 1
+        self._recent.append(overload)
+        self._recent_overloads += overload
 
     def _maybe_decrease(self, ticket: Ticket, now: float) -> bool:
         if ticket.epoch != self._epoch:

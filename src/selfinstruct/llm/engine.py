@@ -249,7 +249,9 @@ class RequestEngine:
                 with self._stats_lock:
                     stats.retries += 1
                 # Event.wait doubles as an interruptible sleep: a fatal error elsewhere ends it.
-                overload = outcome_of(exc) is Outcome.OVERLOAD
+                # A refusal backs off only while refusals are a pattern; a stray 503 from a
+                # server that answers the rest is a glitch (its Retry-After still holds).
+                overload = outcome_of(exc) is Outcome.OVERLOAD and self.admission.overloaded()
                 if abort.wait(self.retry_policy.delay(retries, exc.retry_after, overload)):
                     raise StreamAborted from None
                 continue

@@ -6,7 +6,7 @@ for its timeout would hold up everything that waits on it, so the engine sends t
 request again beside it and takes whichever good answer comes first ("The Tail at Scale",
 Dean and Barroso, 2013). The extra requests are capped at `budget` of the requests sent,
 so a slow server is not hit twice as hard. A call still running at `give_up` x that delay
-(10 x the p95 by default) is taken for lost and sent again through the retry loop, as a
+(6 x the p95 by default) is taken for lost and sent again through the retry loop, as a
 timeout would be, without waiting for the timeout; the per-request timeout stays the hard
 limit.
 """
@@ -39,7 +39,7 @@ class HedgePolicy:
     # Past give_up x the hedge delay a call is taken for lost (a hung connection): it is
     # abandoned and the request goes back to the retry loop, budget or not. The backend
     # timeout stays the hard limit for everything else.
-    give_up: float = 5.0
+    give_up: float = 3.0
 
     def allows(self, hedged: int, sent: int) -> bool:
         """One more hedge keeps the hedges within the budget."""
@@ -88,16 +88,23 @@ def race(
     may_hedge: Callable[[], bool],
     hedge_won: Callable[[], None],
     abort: threading.Event,
-    give_up: float = 5.0,
+    give_up: float = 3.0,
+    max_attempts: int = 3,
 ) -> T:
-    """`attempt(abandoned, sent)` on a daemon thread; if it has not ended `delay()` seconds
-    after it called `sent()` (once admitted: time spent waiting for a slot or for the
-    Retry-After gate is not the server's) and `may_hedge()`, a second one beside it.
-    `delay()` is asked again while the first runs (None = not known yet), so the very
-    first requests of a stage are hedged too once others have answered. The first result wins; a retryable error is raised only
-    when every attempt failed or all ran past `give_up` x the delay, any other error at
-    once. `abandoned` is set when the race is over, so that a late loser knows nobody
-    waits for it.
+    """`attempt(abandoned, sent)` on a daemon thread, and twins of it while it runs long.
+
+    When the newest attempt still running has gone `delay()` seconds without an answer
+    (the first one counted from its `sent()`, once admitted: time spent waiting for a slot
+    or for the Retry-After gate is not the server's) and `may_hedge()`, one more is started
+    beside it, up to `max_attempts` at once. A twin that fails fast leaves the older ones
+    running and the next twin due at once; one that hangs as well gets a twin of its own
+    in turn. `delay()` is asked again while they run (None = not known yet), so the very
+    first requests of a stage are hedged too once others have answered, and a refusal of
+    the budget is asked again a moment later (the budget grows with the requests sent).
+
+    The first result wins. A retryable error is raised only when every attempt failed or
+    the first ran past `give_up` x the delay, any other error at once. `abandoned` is set
+    when the race is over, so that a late loser knows nobody waits for it.
     """
     abandoned = threading.Event()
     sent_at: list[float] = []  # when the first attempt went out
@@ -107,7 +114,7 @@ def race(
 
     first: Future[T] = run_in_daemon_thread(attempt, abandoned, first_sent)
     running = [first]
-    hedged = False
+    twin_started: dict[Future[T], float] = {}
     error: BaseException | None = None
     try:
         while running:
@@ -128,23 +135,25 @@ def race(
             timeout = _IDLE_CHECK_S
             after = delay() if sent_at else None
             if after is not None:
-                elapsed = time.monotonic() - sent_at[0]
+                now = time.monotonic()
+                elapsed = now - sent_at[0]
                 if elapsed >= give_up * after:
                     raise RetryableBackendError(
                         f"no answer after {elapsed:.1f} s ({give_up:g} x the hedge delay of {after:.2f} s); "
                         "taken for lost",
                         kind="lost",
                     )
-                if not hedged and running == [first]:
-                    if elapsed >= after:
-                        hedged = True
-                        if may_hedge():
-                            running.append(run_in_daemon_thread(attempt, abandoned, _not_timed))
-                    else:
-                        timeout = min(timeout, after - elapsed)
+                newest = max(twin_started.get(a, sent_at[0]) for a in running)
+                if now - newest < after:
+                    timeout = min(timeout, newest + after - now)
+                elif len(running) < max_attempts and may_hedge():
+                    twin = run_in_daemon_thread(attempt, abandoned, _not_timed)
+                    running.append(twin)
+                    twin_started[twin] = now
+                    timeout = min(timeout, after)
                 timeout = min(timeout, max(0.0, give_up * after - elapsed))
-            # Wakes at an answer, at the hedge time, or now and then to look at the delay
-            # (still unknown at a stage's start) and the abort event.
+            # Wakes at an answer, when the next twin is due, or now and then to look at the
+            # delay (still unknown at a stage's start), the budget and the abort event.
             wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
     finally:
         abandoned.set()

@@ -21,8 +21,9 @@ import math
 import random
 import re
 from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,13 @@ from selfinstruct.randomness import derive_seed, step_rng
 from selfinstruct.records import Funnel
 from selfinstruct.rundir import FAILED_FILE
 from selfinstruct.stages.context import StageContext
+
+# Prompts in flight per unit of concurrency: while the prompt at the head waits for a retry
+# or a hedge (answers are filtered in prompt order), the server still has the rest to do.
+# Measured against 30 % faults (benchmarks/bench_faults.py): 2 per slot made the bootstrap
+# 5x slower than without faults, 4 per slot 2x. Prompts beyond the concurrency wait for a
+# slot on this side, not on the server.
+AHEAD_PER_SLOT = 4
 
 ITEM_SPLIT = re.compile(r"\n\d+\s?\. ")
 
@@ -163,11 +171,13 @@ def run_bootstrap_loop(
         per_prompt = len(machine) / filtered if filtered else 1.0
         return max(1, math.ceil(1.5 * (target - len(machine)) / max(per_prompt, 0.1)))
 
-    with ctx.engine.stream(stage) as stream:
+    with (
+        ctx.engine.stream(stage) as stream,
+        _similarity_stats(index, cfg.similarity_stats_on(), cfg.most_similar_k) as stats,
+    ):
         next_k = 0
         while len(machine) < target and idle_prompts < max_idle_prompts and not failed:
-            # Twice the concurrency: a prompt stuck in retries at the head must not idle the rest.
-            ahead = min(2 * stream.concurrency, still_useful())
+            ahead = min(AHEAD_PER_SLOT * stream.concurrency, still_useful())
             while (
                 len(waiting) < ahead and pool_basis(next_k, cfg.window, per_round) <= len(accepted_after) - 1
             ):
@@ -195,10 +205,8 @@ def run_bootstrap_loop(
                     funnel.reject(reason)
                     continue
                 record: dict[str, Any] = {"instruction": candidate.instruction, **candidate.extra}
-                if cfg.similarity_stats:
-                    top, mean = index.similarity_stats(candidate.instruction, k=cfg.most_similar_k)
-                    record["most_similar"] = dict(top)
-                    record["avg_similarity_score"] = mean
+                if stats is not None:
+                    stats.score(record, candidate.instruction)
                 record["metadata"] = {
                     "round": round_no,
                     "prompt_index": i,
@@ -222,6 +230,48 @@ def run_bootstrap_loop(
             "run the same command again to retry it and continue"
         )
     return BootstrapResult(records=records, funnel=funnel, complete=len(machine) >= target)
+
+
+class _SimilarityScorer:
+    """`most_similar` and `avg_similarity_score` of accepted instructions, on a thread of their own.
+
+    They take a full comparison against the pool (the mean needs every score), the one part
+    of the filter that grows with the pool for every accepted instruction. Each is scored
+    against the pool as it stood at its acceptance, so the values are the same as in line;
+    the loop goes on filtering meanwhile (rapidfuzz releases the GIL), and `finish` fills
+    the records in.
+    """
+
+    def __init__(self, index: RougeNoveltyIndex, k: int, pool: ThreadPoolExecutor) -> None:
+        self.index, self.k, self.pool = index, k, pool
+        self.pending: list[tuple[dict[str, Any], Future[tuple[list[tuple[str, float]], float]]]] = []
+
+    def score(self, record: dict[str, Any], instruction: str) -> None:
+        record["most_similar"] = {}  # the keys' place in the record; filled in by finish()
+        record["avg_similarity_score"] = 0.0
+        job = self.pool.submit(self.index.similarity_stats, instruction, self.k, len(self.index))
+        self.pending.append((record, job))
+
+    def finish(self) -> None:
+        for record, job in self.pending:
+            top, mean = job.result()
+            record["most_similar"] = dict(top)
+            record["avg_similarity_score"] = mean
+        self.pending.clear()
+
+
+@contextmanager
+def _similarity_stats(index: RougeNoveltyIndex, enabled: bool, k: int) -> Iterator[_SimilarityScorer | None]:
+    if not enabled:
+        yield None
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="similarity-stats")
+    scorer = _SimilarityScorer(index, k, pool)
+    try:
+        yield scorer
+        scorer.finish()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def bootstrap_instructions(ctx: StageContext) -> BootstrapResult:
