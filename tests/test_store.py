@@ -28,13 +28,32 @@ def test_put_then_get_returns_an_equal_completion(tmp_path: Path) -> None:
 
 
 def test_get_many_returns_only_the_stored_keys(tmp_path: Path) -> None:
-    with ResponseStore(tmp_path / "responses.sqlite") as store:
+    path = tmp_path / "responses.sqlite"
+    with ResponseStore(path) as store:  # 700 rows in one transaction, as an earlier run left them
+        answer = json.dumps(completion("x").to_json())
+        store._write([(f"k{i}", "s", json.dumps(META), answer, 0.0) for i in range(3, 700)])
         for i in range(3):
             store.put(f"k{i}", "s", META, completion(str(i)))
-        keys = [f"k{i}" for i in range(1200)]  # more keys than one SQL statement may bind
+    with ResponseStore(path) as store:
+        keys = [f"k{i}" for i in range(1200)]  # more stored keys than one SQL statement may bind
         found = store.get_many(keys)
-    assert sorted(found) == ["k0", "k1", "k2"]
+    assert sorted(found) == sorted(f"k{i}" for i in range(700))
     assert found["k2"].text == "2"
+
+
+def test_a_request_never_stored_is_a_miss_without_a_query(tmp_path: Path) -> None:
+    path = tmp_path / "responses.sqlite"
+    with ResponseStore(path) as store:
+        store.put("before", "s", META, completion("b"))
+    with ResponseStore(path) as store:
+        queries: list[str] = []
+        store._reader.set_trace_callback(queries.append)
+        assert store.get("before") == completion("b")  # the keys are read once, then the row
+        read_at_start = len(queries)
+        assert store.get("never") is None and store.get_many(["never", "nor this"]) == {}
+        assert len(queries) == read_at_start
+        store.put("after", "s", META, completion("a"))  # put after the keys were read: found
+        assert store.get("after") == completion("a")
 
 
 def test_responses_survive_closing_and_reopening(tmp_path: Path) -> None:
