@@ -16,6 +16,7 @@ from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.records import Instance, SeedTask
 from selfinstruct.stages.bootstrap import (
     AHEAD_PER_SLOT,
+    AHEAD_PER_SLOT_LOCAL,
     bootstrap_instructions,
     capitalize_first,
     parse_bootstrap_response,
@@ -83,10 +84,13 @@ def test_sampling_is_a_function_of_the_rng_seed() -> None:
 class ScriptedEngine:
     """Answers prompt k with the k-th scripted continuation ("" when they run out); keeps every prompt."""
 
-    def __init__(self, answers: list[str], concurrency: int = 4) -> None:
+    def __init__(self, answers: list[str], concurrency: int = 4, hedged: bool = False) -> None:
         self.answers = list(answers)
         self.prompts: list[str] = []
         self.concurrency = concurrency
+        self.hedged = hedged
+        self.read = 0
+        self.most_outstanding = 0  # prompts sent whose answer was not read yet, at most
 
     @contextlib.contextmanager
     def stream(
@@ -99,9 +103,11 @@ class ScriptedEngine:
         self.prompts.append(request.prompt)
         future: Future[Completion | None] = Future()
         future.set_result(Completion(self.answers[k] if k < len(self.answers) else "", "stop", 10, 10))
+        self.most_outstanding = max(self.most_outstanding, len(self.prompts) - self.read)
         return future
 
     def result(self, future: Future[Completion | None]) -> Completion | None:
+        self.read += 1
         return future.result()
 
     def project(self, stage: str, done: int, total: int) -> dict[str, Any]:
@@ -223,8 +229,16 @@ def test_stops_after_rounds_without_anything_new() -> None:
     engine = ScriptedEngine([" Write a poem about the sea."] * 10, concurrency=1)
     result = bootstrap_instructions(loop_context(engine, SEEDS, n=5))
     assert not result.complete and result.records == []
-    # max_idle_rounds x prompts_per_round filtered, and at most AHEAD_PER_SLOT x concurrency - 1 more in flight
-    assert 4 <= len(engine.prompts) <= 4 + AHEAD_PER_SLOT - 1
+    # max_idle_rounds x prompts_per_round filtered, and at most AHEAD_PER_SLOT_LOCAL x concurrency - 1 more in flight
+    assert 4 <= len(engine.prompts) <= 4 + AHEAD_PER_SLOT_LOCAL - 1
+
+
+@pytest.mark.parametrize(("hedged", "per_slot"), [(False, AHEAD_PER_SLOT_LOCAL), (True, AHEAD_PER_SLOT)])
+def test_a_remote_server_gets_more_prompts_queued_than_a_local_model(hedged: bool, per_slot: int) -> None:
+    answers = [f" Task number {i} of a long list." for i in range(200)]
+    engine = ScriptedEngine(answers, concurrency=3, hedged=hedged)
+    bootstrap_instructions(loop_context(engine, SEEDS, n=100, window=100))
+    assert engine.most_outstanding == per_slot * 3
 
 
 def test_the_packaged_prompt_renders_as_its_golden_file() -> None:

@@ -131,6 +131,7 @@ class RequestEngine:
             concurrency=self.concurrency,
             on_submit=on_submit,
             on_done=lambda: bar.update(1),
+            hedged=self.hedge.budget > 0,
         )
         try:
             yield stream

@@ -121,6 +121,7 @@ class RequestStream:
         concurrency: int,
         on_submit: Callable[[str, Completion | None, bool], None],
         on_done: Callable[[], None],
+        hedged: bool = False,
     ) -> None:
         self._complete = complete
         self._lookup = lookup
@@ -128,6 +129,9 @@ class RequestStream:
         self._on_submit = on_submit  # (key, stored answer or None, duplicate?) for the accounting
         self._on_done = on_done  # a sent request finished (the progress bar)
         self.concurrency = max(1, concurrency)
+        # Calls that run long get twins (a remote server): a caller reading answers in order
+        # may want more requests queued, to keep the server busy while one waits for its twin.
+        self.hedged = hedged
         self.abort = threading.Event()
         # More workers than calls allowed at once: a request waiting out its retry backoff
         # holds a worker but no admission slot, and must not keep others from being sent.

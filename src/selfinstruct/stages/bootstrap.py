@@ -41,8 +41,10 @@ from selfinstruct.stages.context import StageContext
 # or a hedge (answers are filtered in prompt order), the server still has the rest to do.
 # Measured against 30 % faults (benchmarks/bench_faults.py): 2 per slot made the bootstrap
 # 5x slower than without faults, 4 per slot 2x. Prompts beyond the concurrency wait for a
-# slot on this side, not on the server.
+# slot on this side, not on the server. An in-process model has no such tail, and every
+# prompt sent there costs compute that a small run may not need: 2 per slot.
 AHEAD_PER_SLOT = 4
+AHEAD_PER_SLOT_LOCAL = 2
 
 ITEM_SPLIT = re.compile(r"\n\d+\s?\. ")
 
@@ -177,7 +179,8 @@ def run_bootstrap_loop(
     ):
         next_k = 0
         while len(machine) < target and idle_prompts < max_idle_prompts and not failed:
-            ahead = min(AHEAD_PER_SLOT * stream.concurrency, still_useful())
+            per_slot = AHEAD_PER_SLOT if stream.hedged else AHEAD_PER_SLOT_LOCAL
+            ahead = min(per_slot * stream.concurrency, still_useful())
             while (
                 len(waiting) < ahead and pool_basis(next_k, cfg.window, per_round) <= len(accepted_after) - 1
             ):
