@@ -31,7 +31,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 STUB = REPO / "tests" / "servers" / "openai_stub.py"
-NOT_OUTPUTS = {"config.yaml", "summary.json", "failed.jsonl", "responses.sqlite"}
+NOT_OUTPUTS = {"config.yaml", "summary.json", "failed.jsonl", "responses.sqlite", ".lock"}
 FAULTS = {
     "share": 0.3,
     "kinds": ["429", "500", "503", "drop", "garbled", "hang"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,13 @@ RunFactory = Callable[..., Run]
 
 
 @pytest.fixture
-def make_run(shared_data: Path) -> RunFactory:
-    """An opened Run on the paper's seed tasks and a scripted model."""
+def make_run(shared_data: Path) -> Iterator[RunFactory]:
+    """An opened Run on the paper's seed tasks and a scripted model.
+
+    A run holds its directory's lock until closed: a new run on the same directory first
+    closes the earlier one, as a second invocation would only start after the first ended.
+    """
+    opened: dict[Path, Run] = {}
 
     def make(out: Path, model: ScriptedModel, n: int = 12, **over: Any) -> Run:
         overrides = {
@@ -38,11 +43,16 @@ def make_run(shared_data: Path) -> RunFactory:
             "backend": {"max_retries": 2, "retry_base_s": 0.01},
         }
         cfg = build_config(overrides={**overrides, **over})
+        if out in opened:
+            opened.pop(out).close()
         run = Run(out, cfg, progress=False, log=lambda _: None, backend=model)
         run.open()
+        opened[out] = run
         return run
 
-    return make
+    yield make
+    for run in opened.values():
+        run.close()
 
 
 def default_sigint() -> None:

@@ -26,6 +26,10 @@ class InputFileError(SelfInstructError):
     """An input file (dataset, run directory) is missing or malformed."""
 
 
+class RunBusyError(SelfInstructError):
+    """Another process is writing the same run directory (it holds the run's lock)."""
+
+
 class BackendError(SelfInstructError):
     """A model backend failed in a way that retrying will not fix (bad key, unknown model)."""
 

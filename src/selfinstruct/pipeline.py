@@ -16,20 +16,23 @@ from typing import Any
 
 from selfinstruct.config import SIMILARITY_STATS_AUTO_MAX, RunConfig, cache_dir, dump_config
 from selfinstruct.errors import BackendError, InputFileError
-from selfinstruct.records import read_jsonl, write_atomic, write_json, write_jsonl
+from selfinstruct.records import read_jsonl, remove_partial_writes, write_atomic, write_json, write_jsonl
 from selfinstruct.rundir import (
     BOOKKEEPING_FILES,
     CONFIG_FILE,
     FAILED_FILE,
     FINETUNE_DATA_GLOB,
     FINETUNE_DIR,
+    FINETUNE_WRITTEN,
     GENERATED_INSTANCES_FILE,
     INSTANCES_FILE,
     INSTRUCTIONS_FILE,
+    RUN_WRITTEN,
     SUMMARY_FILE,
     classification_file,
     finetune_data_file,
 )
+from selfinstruct.runlock import RunLock, check_run_directory
 from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages.context import PromptSet, StageContext
 
@@ -54,23 +57,27 @@ class Run:
         self._engine: Any = None
         self._backend: Any = self.backend
         self._created_here = False
+        self._lock: RunLock | None = None
 
     # -- set-up -----------------------------------------------------------------------------
     def open(self, needs_model: bool = True) -> None:
         """Start the backend (fails fast on a bad model or server), then create the directory."""
         from selfinstruct.backends import build_engine, start_backend
 
+        check_run_directory(self.out)
+        if self.out.is_dir():  # a second invocation on an existing run fails before loading a model
+            self._lock = RunLock.acquire(self.out)
         if needs_model and self._backend is None:
             self._backend = start_backend(self.config.backend, cache_dir())
-        if self.out.exists() and not self.out.is_dir():
-            raise InputFileError(f"{self.out}: exists and is not a directory")
         # Remembered so that a bad key or model seen only at the first completion can take
         # back what this invocation made (see close()).
         self._created_here = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
+        if self._lock is None:
+            self._lock = RunLock.acquire(self.out)
         # A process killed inside an atomic write leaves its temp file: never part of the output.
-        for leftover in self.out.rglob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
+        remove_partial_writes(self.out, RUN_WRITTEN)
+        remove_partial_writes(self.out / FINETUNE_DIR, FINETUNE_WRITTEN)
         write_atomic(self.out / CONFIG_FILE, dump_config(self.config))
         if needs_model:
             # failed.jsonl lists the failures of the latest invocation; this one retries them.
@@ -90,15 +97,21 @@ class Run:
         self.close()
 
     def close(self, error: BaseException | None = None) -> None:
-        """Write the summary; after a fatal backend error with nothing stored, remove the new directory."""
-        if self._engine is not None:
-            if self._created_here and isinstance(error, BackendError) and self._engine.store.count() == 0:
-                self._engine.store.close()
-                _remove_unused_run(self.out)
-            else:
-                self._write_summary({})
-        if self._backend is not None:
-            self._backend.close()
+        """Write the summary; after a fatal backend error with nothing stored, remove the new
+        directory; release the run's lock last."""
+        try:
+            if self._engine is not None:
+                if self._created_here and isinstance(error, BackendError) and self._engine.store.count() == 0:
+                    self._engine.store.close()
+                    _remove_unused_run(self.out)
+                else:
+                    self._write_summary({})
+            if self._backend is not None:
+                self._backend.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def context(self) -> StageContext:
         return StageContext(self.config, self.seeds, self.prompts, self._engine, self.progress)

@@ -118,10 +118,22 @@ def dumps(record: Any) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
+_TEMP_SUFFIX = ".tmp"
+
+
+def remove_partial_writes(folder: Path, names: Iterable[str]) -> None:
+    """Delete the temp files that `write_atomic` left beside `names` (file names or globs) in
+    `folder` when its process was killed mid-write; nothing else, and nothing below `folder`."""
+    for name in names:
+        for leftover in folder.glob(f".{name}.*{_TEMP_SUFFIX}"):
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+
+
 def write_atomic(path: Path, text_or_lines: str | Iterable[str]) -> None:
     """Write a file completely or not at all: temp file in the same folder, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             if isinstance(text_or_lines, str):

@@ -7,6 +7,7 @@ other's output:
     RUN/responses.sqlite                         every model response, committed before use
     RUN/failed.jsonl                             requests that failed after every retry
     RUN/summary.json                             the funnel and the request accounting
+    RUN/.lock                                    held by the one invocation writing the run
     RUN/machine_generated_instructions.jsonl     stage 1
     RUN/is_clf_or_not_<model>_template_1.jsonl   stage 2
     RUN/machine_generated_instances.jsonl        stage 3
@@ -56,8 +57,12 @@ REVIEW_SAMPLE_FILE = "sample.jsonl"
 REVIEW_RATINGS_FILE = "ratings.jsonl"
 REVIEW_SUMMARY_FILE = "summary.json"
 
+# An empty file that a writing invocation holds an advisory lock on (never deleted while the
+# run exists: a new file would let a second process lock a different inode).
+LOCK_FILE = ".lock"
+
 # What a run keeps besides its outputs: the config, the store (with SQLite's WAL files), the
-# failure log of the last invocation and the accounting. Outputs never depend on these.
+# failure log of the last invocation, the accounting and the lock. Outputs never depend on these.
 BOOKKEEPING_FILES = (
     CONFIG_FILE,
     SUMMARY_FILE,
@@ -65,6 +70,23 @@ BOOKKEEPING_FILES = (
     STORE_FILE,
     f"{STORE_FILE}-wal",
     f"{STORE_FILE}-shm",
+    LOCK_FILE,
+)
+
+# Any of these makes a directory a run directory (the stage files alone: a batch dir of the
+# reference code). Every other non-empty directory is refused as `--out`.
+RUN_MARKERS = (*BOOKKEEPING_FILES, INSTRUCTIONS_FILE, CLASSIFICATION_GLOB, INSTANCES_FILE, FINETUNE_DIR)
+
+# The files the pipeline writes whole (temp file + rename), by folder: a process killed
+# mid-write leaves a hidden temp file beside one of them, which the next invocation removes.
+RUN_WRITTEN = (CONFIG_FILE, SUMMARY_FILE, INSTRUCTIONS_FILE, CLASSIFICATION_GLOB, INSTANCES_FILE)
+FINETUNE_WRITTEN = (
+    GENERATED_INSTANCES_FILE,
+    FINETUNE_DATA_GLOB,
+    ALPACA_FILE,
+    SHAREGPT_FILE,
+    OPENAI_MESSAGES_FILE,
+    OPENAI_FINETUNE_FILE,
 )
 
 
