@@ -1,4 +1,4 @@
-"""User-oriented evaluation: loading, prompts, grade parsing, ratings and store-backed re-runs."""
+"""User-oriented evaluation: loading, prompts, ratings and store-backed re-runs (grade parsing: test_grades)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from selfinstruct.evaluate.user_oriented import (
     evaluate_user_oriented,
     judge_prompt,
     load_user_tasks,
-    parse_grade,
     response_prompt,
 )
 from selfinstruct.llm.base import Completion, CompletionRequest
@@ -56,14 +55,6 @@ def test_prompts_use_the_plain_training_format() -> None:
     assert response_prompt(UserTask("1", "Add.", "2 3", "5")) == "Add.\nInput: 2 3\nOutput:"
     assert response_prompt(UserTask("1", "Say hi.", "", "hi")) == "Say hi.\nOutput:"
     assert "Assistant's response: (empty)" in judge_prompt(UserTask("1", "Say hi.", "", "hi"), "")
-
-
-@pytest.mark.parametrize(
-    ("text", "grade"),
-    [(" B", "B"), ("Grade: c, because", "C"), ("a", "A"), ("I think D.", "D"), ("none", None), ("ABC", None)],
-)
-def test_parses_the_first_standalone_grade(text: str, grade: str | None) -> None:
-    assert parse_grade(text) == grade
 
 
 def test_ratings_are_counted_and_a_new_judge_only_rates(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ through the request engine's store, so a re-run with a new judge only rates.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import InputFileError
+from selfinstruct.evaluate.grades import GRADES, parse_grade
 from selfinstruct.evaluate.metrics import mean_percent, rouge_l
 from selfinstruct.llm.base import CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
@@ -27,7 +27,6 @@ RESPONSE_PARAMS = GenerationParams(
     max_tokens=256, temperature=0.0, top_p=1.0, stop=("\n\n", "\nInput:", "<|endoftext|>")
 )
 JUDGE_PARAMS = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
-GRADES = ("A", "B", "C", "D")
 
 RUBRIC = """You are grading how well an AI assistant followed a user's instruction.
 Grades:
@@ -83,12 +82,6 @@ def judge_prompt(task: UserTask, response: str) -> str:
         reference=task.reference.strip(),
         response=response.strip() or "(empty)",
     )
-
-
-def parse_grade(text: str) -> str | None:
-    """The first standalone A-D in the judge's answer, or None."""
-    match = re.search(r"\b([ABCD])\b", text.upper())
-    return match.group(1) if match else None
 
 
 def evaluate_user_oriented(
