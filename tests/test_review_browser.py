@@ -203,3 +203,26 @@ def test_rate_with_mouse_and_keys_reload_and_nothing_injected_runs(
     }
     summary = json.loads((server.run / "review" / "summary.json").read_text())
     assert summary["all_valid"]["yes"] == 1 and summary["grades"]["B"]["count"] == 1
+
+
+def test_off_loopback_the_page_from_the_printed_url_loads_and_saves_with_its_token(
+    tmp_path: Path, browser: Any
+) -> None:
+    srv = make_review_server(make_run(tmp_path), host="0.0.0.0", port=0, size=200, seed=0)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        assert srv.token is not None
+        browser.get(srv.page_url.replace("0.0.0.0", "127.0.0.1"))
+        wait(browser, lambda d: d.find_element("id", "status").get_attribute("data-state") == "ready")
+        press(browser, "c")
+        wait_saved(browser)
+        latest = load_latest(srv.run / "review" / "ratings.jsonl")
+        assert [r["grade"] for r in latest.values()] == ["C"]
+        # The same page without the token in its URL gets nothing.
+        browser.get(srv.url.replace("0.0.0.0", "127.0.0.1"))
+        wait(browser, lambda d: d.find_element("id", "status").get_attribute("data-state") == "error")
+        assert "403" in browser.find_element("id", "status").text
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -109,6 +109,74 @@ def test_foreign_host_header_is_refused(server: ReviewServer) -> None:
     assert request(server, "GET", "/api/items", headers={"Host": f"localhost:{port}"})[0] == 200
 
 
+@pytest.fixture
+def open_server(tmp_path: Path) -> Iterator[ReviewServer]:
+    """The review server listening on every address, as with `--host 0.0.0.0`."""
+    srv = make_review_server(make_run(tmp_path), host="0.0.0.0", port=0, size=200, seed=3)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def open_request(
+    srv: ReviewServer, method: str, path: str, body: object = None, headers: dict[str, str] | None = None
+) -> int:
+    # Through loopback, but with the Host a rebound name would send: the server sees no difference.
+    conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+    data = json.dumps(body).encode() if body is not None else None
+    all_headers = {"Host": "evil.example", **({"Content-Type": "application/json"} if data else {})}
+    conn.request(method, path, body=data, headers=all_headers | (headers or {}))
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_off_loopback_the_api_needs_the_session_token_that_only_the_printed_url_holds(
+    open_server: ReviewServer,
+) -> None:
+    item = open_server.items[0].id
+    rating = {"item": item, "valid": True, "input_ok": True, "output_ok": True, "grade": "A"}
+    assert open_request(open_server, "POST", "/api/ratings", rating) == 403
+    assert open_request(open_server, "GET", "/api/items") == 403
+    assert open_request(open_server, "GET", "/api/summary") == 403
+    token = open_server.token
+    assert token and open_server.page_url.endswith(f"/#token={token}")
+    assert (
+        open_request(open_server, "POST", "/api/ratings", rating, {"X-Review-Token": token[:-1] + "x"}) == 403
+    )
+    assert not (open_server.run / "review" / "ratings.jsonl").exists()
+    # The page itself is served to anyone and holds no token, so no other site can read it off.
+    status, _, page = request(open_server, "GET", "/")
+    assert status == 200 and token not in page.decode()
+    assert token not in request(open_server, "GET", "/static/review.js")[2].decode()
+    assert open_request(open_server, "GET", "/api/items", headers={"X-Review-Token": token}) == 200
+    assert open_request(open_server, "POST", "/api/ratings", rating, {"X-Review-Token": token}) == 200
+    assert item in load_latest(open_server.run / "review" / "ratings.jsonl")
+
+
+def test_on_loopback_there_is_no_token_and_the_url_is_plain(server: ReviewServer) -> None:
+    assert server.token is None and server.page_url == server.url
+
+
+def test_summary_counts_only_ratings_of_the_current_sample(
+    server: ReviewServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for item in server.items:  # all three items of a sample of 200
+        body = {"item": item.id, "valid": True, "input_ok": True, "output_ok": True, "grade": "B"}
+        assert request(server, "POST", "/api/ratings", body)[0] == 200
+    smaller = make_review_server(server.run, port=0, size=1, seed=3)
+    try:
+        summary = smaller.summary()
+    finally:
+        smaller.server_close()
+    assert summary["rated"] == 1 and summary["grades"]["B"]["count"] == 1
+    assert json.loads((server.run / "review" / "summary.json").read_text())["rated"] == 1
+    assert main(["review", str(server.run), "--summary"]) == 0
+    assert "1 item(s) rated" in capsys.readouterr().out
+
+
 def test_cli_summary_prints_the_table_without_serving(
     server: ReviewServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,12 +11,21 @@ carries a Content-Security-Policy with no 'unsafe-inline': neither an injected <
 an inline event handler (<img onerror=...>) can run, even if some text reached the DOM as
 markup. Requests whose Host is not this server's (DNS rebinding) or whose POST body is not
 JSON (a cross-site form) are refused.
+
+Off loopback (`--host 0.0.0.0` or a LAN address) the Host cannot be checked, so every /api/
+request must carry the session's random token in an X-Review-Token header. The token is
+only in the URL printed on the terminal, after the '#': it never reaches the server in a
+request line, and neither the page nor any response contains it, so a page of another site
+(rebound to this address or not) has no way to learn it. The page reads it from its URL.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -41,6 +50,7 @@ CSP = (
 STATIC_TYPES = {"review.js": "text/javascript", "review.css": "text/css"}
 MAX_BODY = 64 * 1024
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+TOKEN_HEADER = "X-Review-Token"
 
 
 class ReviewServer(ThreadingHTTPServer):
@@ -58,12 +68,19 @@ class ReviewServer(ThreadingHTTPServer):
         self.by_id = {item.id: item for item in items}
         self.log = RatingsLog(run / REVIEW_DIR / REVIEW_RATINGS_FILE)
         self._summary_lock = threading.Lock()
+        # Loopback relies on the Host check; any other address needs the token as well.
+        self.token = None if _is_loopback(str(self.server_address[0])) else secrets.token_urlsafe(32)
 
     @property
     def url(self) -> str:
         host, port = str(self.server_address[0]), self.server_address[1]
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
+
+    @property
+    def page_url(self) -> str:
+        """The URL to open: off loopback it carries the token, in the fragment (never sent)."""
+        return self.url if self.token is None else f"{self.url}#token={self.token}"
 
     def allowed_host(self, header: str | None) -> bool:
         bound = str(self.server_address[0])
@@ -75,10 +92,16 @@ class ReviewServer(ThreadingHTTPServer):
         name = name.strip("[]").lower()
         return name in LOOPBACK_NAMES or name == bound
 
+    def authorized(self, header: str | None) -> bool:
+        """The request carries this session's token, or none is needed (loopback)."""
+        if self.token is None:
+            return True
+        return header is not None and hmac.compare_digest(header.encode(), self.token.encode())
+
     def summary(self) -> dict[str, Any]:
-        """The summary of every rating in the file, also written to review/summary.json."""
+        """The summary of the ratings of this sample's items, also written to review/summary.json."""
         with self._summary_lock:
-            summary = summarize(self.log.latest())
+            summary = summarize({i: r for i, r in self.log.latest().items() if i in self.by_id})
             write_json(self.run / REVIEW_DIR / REVIEW_SUMMARY_FILE, summary)
             return summary
 
@@ -95,6 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.server.allowed_host(self.headers.get("Host")):
             return self._send_error(HTTPStatus.FORBIDDEN, "unexpected Host header")
         path = self.path.split("?", 1)[0]
+        if path.startswith("/api/") and not self.server.authorized(self.headers.get(TOKEN_HEADER)):
+            return self._send_error(HTTPStatus.FORBIDDEN, _NO_TOKEN)
         if path in ("/", "/index.html"):
             return self._send(
                 HTTPStatus.OK, "text/html; charset=utf-8", _page(self.server.run).encode("utf-8")
@@ -122,6 +147,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if not self.server.allowed_host(self.headers.get("Host")):
             return self._send_error(HTTPStatus.FORBIDDEN, "unexpected Host header")
+        if not self.server.authorized(self.headers.get(TOKEN_HEADER)):
+            return self._send_error(HTTPStatus.FORBIDDEN, _NO_TOKEN)
         if self.path != "/api/ratings":
             return self._send_error(HTTPStatus.NOT_FOUND, "not found")
         # A cross-site form can only send form or text bodies; JSON needs a same-origin script.
@@ -158,6 +185,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_error(self, status: HTTPStatus, message: str) -> None:
         self._send_json({"error": message}, status)
+
+
+_NO_TOKEN = "missing or wrong review token: open the URL that `selfinstruct review` printed"
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def _answers(rating: dict[str, Any]) -> dict[str, Any]:
@@ -205,15 +242,17 @@ def serve_review(
 ) -> None:
     """Serve until Ctrl-C; every rating is already on disk when the page shows it saved."""
     server = make_review_server(run, host, port, size, seed)
-    log(f"review: {len(server.items)} items at {server.url} (Ctrl-C to stop)")
-    if host not in LOOPBACK_NAMES:
-        log(f"warning: listening on {host}: anyone who can reach this address can read and rate the sample")
+    log(f"review: {len(server.items)} items at {server.page_url} (Ctrl-C to stop)")
+    if server.token is not None:
+        log(
+            f"warning: listening on {host}: anyone with this URL (it holds the session's token) can rate the sample"
+        )
     log(f"ratings: {run / REVIEW_DIR / REVIEW_RATINGS_FILE}")
     if open_browser and _has_display():
         import webbrowser
 
         # In a thread: a slow browser start must not hold up the first request.
-        threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
+        threading.Thread(target=webbrowser.open, args=(server.page_url,), daemon=True).start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -23,6 +23,11 @@ const state = {
 
 const $ = (id) => document.getElementById(id);
 
+// Off loopback the server wants its session token on every API call; it is in this page's
+// URL after the '#' (`selfinstruct review` prints it), which the browser never sends itself.
+const TOKEN = new URLSearchParams(window.location.hash.slice(1)).get("token");
+const TOKEN_HEADERS = TOKEN ? { "X-Review-Token": TOKEN } : {};
+
 function ratingOf(id) {
   if (!state.ratings[id]) {
     state.ratings[id] = { valid: null, input_ok: null, output_ok: null, grade: null };
@@ -152,7 +157,7 @@ async function flush() {
   try {
     const response = await fetch("/api/ratings", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...TOKEN_HEADERS },
       body: JSON.stringify({ item: id, ...ratingOf(id) }),
     });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
@@ -229,7 +234,7 @@ async function start() {
   $("next").addEventListener("click", () => go(state.position + 1));
   document.addEventListener("keydown", onKey);
   try {
-    const response = await fetch("/api/items");
+    const response = await fetch("/api/items", { headers: TOKEN_HEADERS });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const data = await response.json();
     state.items = data.items;
