@@ -201,14 +201,16 @@ def test_key_from_file_is_read_and_stripped(stub: OpenAIStub, tmp_path: Path) ->
     assert stub.received[-1].headers["Authorization"] == f"Bearer {FAKE_KEY}"
 
 
-def test_environment_key_wins_over_key_file(
+def test_a_key_file_wins_over_the_environment_key(
     stub: OpenAIStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # OPENAI_API_KEY is often exported for OpenAI itself; a key file named for this endpoint
+    # must be what it gets, and the OpenAI key must not travel to it.
     key_file = tmp_path / "key.txt"
     key_file.write_text("sk-from-file")
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
     backend_for(stub, api_key_file=str(key_file)).complete(request(), timeout=5)
-    assert stub.received[-1].headers["Authorization"] == f"Bearer {FAKE_KEY}"
+    assert stub.received[-1].headers["Authorization"] == "Bearer sk-from-file"
 
 
 def test_no_key_is_fine_for_a_loopback_server(stub: OpenAIStub) -> None:

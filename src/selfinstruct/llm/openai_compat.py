@@ -201,9 +201,12 @@ class _ClientPool:
 
 
 def _read_api_key(api_key_file: str | None) -> str | None:
-    key = os.environ.get("OPENAI_API_KEY", "").strip()
-    if key:
-        return key
+    """The key file's key when one is configured, else $OPENAI_API_KEY, else None.
+
+    The file comes first: it was named for this endpoint (--api-key-file or the config),
+    while OPENAI_API_KEY is often exported for OpenAI itself and would otherwise be sent to
+    whatever --base-url points at (another provider, a judge, a proxy).
+    """
     if api_key_file:
         path = Path(api_key_file).expanduser()
         try:
@@ -213,7 +216,7 @@ def _read_api_key(api_key_file: str | None) -> str | None:
         if not key:
             raise BackendError(f"{path}: the API key file is empty")
         return key
-    return None
+    return os.environ.get("OPENAI_API_KEY", "").strip() or None
 
 
 def _is_loopback(base_url: str) -> bool:
