@@ -156,3 +156,33 @@ def test_a_config_value_of_the_wrong_type_is_one_line_naming_file_and_key(tmp_pa
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(config) in lines[0] and "backend.timeout_s" in lines[0], result.stderr
     assert not out.exists()
+
+
+def test_an_api_key_file_wins_over_an_exported_openai_key(tmp_path: Path) -> None:
+    # OPENAI_API_KEY holds the user's OpenAI key (KEY); this server wants its own, from a file.
+    key_file = tmp_path / "server.key"
+    key_file.write_text(SERVER_KEY + "\n")
+    out = tmp_path / "run"
+    with OpenAIStub(MODEL, scripted=True, api_key=SERVER_KEY) as stub:
+        result = run_against(stub, out, "--api-key-file", str(key_file))
+    assert result.returncode == 0, result.stderr
+    assert {r.headers.get("Authorization") for r in stub.received} == {f"Bearer {SERVER_KEY}"}
+    assert_key_nowhere(result, out)
+
+
+def test_a_base_url_with_credentials_is_one_line_that_never_holds_them(tmp_path: Path) -> None:
+    secret = "sk-in-the-url-Q7Q7"
+    out = tmp_path / "run"
+    with OpenAIStub(MODEL, scripted=True) as stub:
+        url = stub.base_url.replace("http://", f"http://user:{secret}@")
+        result = selfinstruct(
+            "run", "--out", str(out), "--backend", "openai", "--base-url", url, "--no-progress"
+        )
+        assert not stub.received  # refused before anything was sent
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "credentials in the URL" in lines[0] and stub.base_url in lines[0], (
+        result.stderr
+    )
+    assert secret not in result.stdout + result.stderr
+    assert not out.exists()

@@ -114,3 +114,24 @@ def test_relative_paths_are_made_absolute_so_a_run_config_works_from_any_directo
 
 def test_no_seed_file_means_the_packaged_seeds() -> None:
     assert build_config().seed_tasks is None
+
+
+@pytest.mark.parametrize(
+    ("url", "bare"),
+    [
+        ("https://alice:sk-url-SECRET-77@llm.example.com/v1", "https://llm.example.com/v1"),
+        ("http://sk-url-SECRET-77@127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+        ("https://:sk-url-SECRET-77@[::1]:9/v1", "https://[::1]:9/v1"),
+    ],
+)
+def test_a_base_url_with_credentials_is_refused_without_repeating_them(
+    tmp_path: Path, url: str, bare: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"backend: {{kind: openai, base_url: '{url}'}}\n", encoding="utf-8")
+    for source in ({"config_file": path}, {"overrides": {"backend": {"base_url": url}}}):
+        with pytest.raises(ConfigError) as info:
+            build_config(**source)  # type: ignore[arg-type]
+        message = str(info.value)
+        assert "backend.base_url" in message and "credentials in the URL" in message
+        assert f"use {bare} " in message and "SECRET" not in message and "\n" not in message

@@ -15,7 +15,8 @@ from selfinstruct.backends import make_backend
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.base import CompletionRequest
-from selfinstruct.models.files import MODEL_FILE_NAME, model_fingerprint
+from selfinstruct.models.digest import file_sha256
+from selfinstruct.models.files import MODEL_FILE_NAME
 from selfinstruct.runtimes.embedded import EmbeddedBackend
 from selfinstruct.runtimes.sampling import MIN_ANSWER_TOKENS
 
@@ -143,7 +144,7 @@ def test_identity_names_the_model_file_but_not_its_location(backend: EmbeddedBac
         os.link(model_path_for_tests(), moved)
     except OSError:
         shutil.copyfile(model_path_for_tests(), moved)
-    assert model_fingerprint(moved) == identity["fingerprint"]
+    assert file_sha256(moved, tmp_path) == identity["sha256"]
 
 
 def test_missing_model_file_is_a_backend_error(tmp_path: Path) -> None:

@@ -13,8 +13,10 @@ import pytest
 from servers.openai_stub import (
     ANY_PROMPT,
     OpenAIStub,
+    finished,
     garbled,
     hang,
+    no_content,
     rate_limited,
     server_error,
     unauthorized,
@@ -57,9 +59,11 @@ def make_engine(
     *,
     concurrency: int = 4,
     max_retries: int = 3,
+    api: str = "completions",
     **kw: object,
 ) -> RequestEngine:
-    backend = OpenAIBackend(BackendConfig(kind="openai", model="stub-model", base_url=stub.base_url))
+    config = BackendConfig(kind="openai", model="stub-model", base_url=stub.base_url, api=api)
+    backend = OpenAIBackend(config)
     return RequestEngine(
         backend,
         store,
@@ -189,6 +193,27 @@ def test_exhausted_retries_are_logged_not_stored_and_resent_next_run(
     again = make_engine(stub, store, tmp_path, max_retries=2).run(requests_for("fine", "doomed"), "instances")
     assert again[1] is not None and again[1].text == "answer to: doomed"
     assert stub.hits("fine") == 1 and stub.hits("doomed") == 4
+
+
+def test_answers_that_are_not_answers_are_retried_never_stored_and_logged_with_their_reason(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    # A filtered answer that passes on retry costs a retry; a refusal that persists is a
+    # failure with its reason; neither is replayed as data by the next run.
+    stub.plan("flaky", finished("content_filter"))
+    stub.plan("refused", *[no_content(refusal="No.")] * 3)
+    engine = make_engine(stub, store, tmp_path, max_retries=2, api="chat")
+    results = engine.run(requests_for("flaky", "refused"), "instances")
+    assert results[0] is not None and results[0].finish_reason == "stop"
+    assert results[0].text == "answer to: flaky" and results[1] is None
+    assert store.count() == 1
+    (line,) = failed_lines(tmp_path)
+    assert line["prompt_head"] == "refused" and "refused (No.)" in str(line["reason"])
+    again = make_engine(stub, store, tmp_path, max_retries=2, api="chat").run(
+        requests_for("flaky", "refused"), "instances"
+    )
+    assert again[1] is not None and again[1].text == "answer to: refused"
+    assert stub.hits("flaky") == 2 and stub.hits("refused") == 4
 
 
 def test_prompt_head_in_failed_log_is_cut_to_200_characters(

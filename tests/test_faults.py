@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import default_sigint
-from servers.openai_stub import FAULT_KINDS, FaultPlan, OpenAIStub
+from servers.openai_stub import ANSWER_FAULT_KINDS, FAULT_KINDS, FaultPlan, OpenAIStub
 from servers.scripted_answers import scripted_answer
 
 from selfinstruct.randomness import derive_seed
@@ -164,6 +164,38 @@ def test_faults_that_outlast_the_retries_stop_the_stage_and_a_rerun_sends_only_t
     assert not (out / "failed.jsonl").exists()
     assert (out / classification_file(MODEL)).is_file()
     assert list((out / FINETUNE_DIR).glob("gpt3_finetuning_data_*.jsonl"))
+
+
+def test_answers_that_are_not_answers_are_never_stored_and_the_rerun_asks_again(
+    stub: OpenAIStub, tmp_path: Path
+) -> None:
+    # 200s without a usable answer (no text, a filtered or failed finish, no finish reason,
+    # a broken usage) from the start, and a share of classify requests always filtered.
+    stub.fault_plan = FaultPlan(
+        share=0.3,
+        kinds=ANSWER_FAULT_KINDS,
+        seed=0,  # serves every kind of them in this run
+        max_in_a_row=2,
+        permanent_share=0.3,
+        permanent_stage="classify",
+        permanent_kind="content_filter",
+    )
+    out = tmp_path / "run"
+    result = selfinstruct_run(stub, out, tmp_path, n=10, max_retries=3, concurrency=4)
+    assert result.returncode == 4, result.stderr
+    assert set(stub.served) == set(ANSWER_FAULT_KINDS), stub.served
+    failed = read_jsonl(out / "failed.jsonl")
+    assert len(failed) == len(stub.permanent) >= 1
+    assert all("finish_reason 'content_filter'" in entry["reason"] for entry in failed)
+    for row in stored_rows(out):  # each stored answer is the good answer to its request
+        good = scripted_answer(row["request"]["prompt"], row["request"]["params"]["seed"])
+        assert row["completion"]["text"] == good.text
+        assert row["completion"]["finish_reason"] == good.finish_reason
+
+    stub.fault_plan = None
+    again = selfinstruct_run(stub, out, tmp_path, n=10, max_retries=3, concurrency=4)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "summary.json").read_text())["requests"]["classify"]["sent"] == len(failed)
 
 
 def test_ctrl_c_with_hung_requests_exits_at_once_and_leaves_nothing_half_written(

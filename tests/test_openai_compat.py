@@ -10,16 +10,21 @@ from pathlib import Path
 import pytest
 from servers.llama_server import llama_server, model_path_for_tests
 from servers.openai_stub import (
+    Fault,
     OpenAIStub,
     bad_request,
+    finished,
     garbled,
     hang,
     no_choices,
+    no_content,
+    no_finish_reason,
     rate_limited,
     server_error,
     truncated,
     unauthorized,
     unknown_model,
+    usage_of,
 )
 
 from selfinstruct.config import BackendConfig, GenerationParams
@@ -106,6 +111,78 @@ def test_finish_reason_length_is_passed_through(stub: OpenAIStub) -> None:
     assert backend_for(stub).complete(request(), timeout=5).finish_reason == "length"
 
 
+# -- a 200 that is not an answer ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ({"refusal": "I can't help with that."}, "refused (I can't help with that.)"),
+        ({"tool_calls": [{"id": "c1", "type": "function"}]}, "a tool call"),
+        ({"reasoning_content": "Let me think..."}, "reasoning only"),
+        ({}, "content is null"),
+    ],
+)
+def test_a_chat_answer_without_content_is_a_retryable_failure_saying_why(
+    stub: OpenAIStub, message: dict[str, object], reason: str
+) -> None:
+    stub.plan("*", no_content(**message))
+    with pytest.raises(RetryableBackendError) as info:
+        backend_for(stub, api="chat").complete(request(), timeout=5)
+    assert reason in str(info.value) and stub.base_url in str(info.value)
+    assert info.value.kind == "no_content"
+
+
+def test_a_completion_with_null_text_is_a_retryable_failure(stub: OpenAIStub) -> None:
+    stub.plan("*", no_content())
+    with pytest.raises(RetryableBackendError, match="no text"):
+        backend_for(stub).complete(request(), timeout=5)
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+@pytest.mark.parametrize("reason", ["content_filter", "error", "tool_calls"])
+def test_a_filtered_or_failed_finish_is_a_retryable_failure_not_an_answer(
+    stub: OpenAIStub, api: str, reason: str
+) -> None:
+    stub.plan("*", finished(reason))
+    with pytest.raises(RetryableBackendError, match=f"finish_reason '{reason}'") as info:
+        backend_for(stub, api=api).complete(request(), timeout=5)
+    assert info.value.kind == "not_an_answer"
+
+
+def test_an_answer_without_finish_reason_is_a_retryable_failure_not_a_stop(stub: OpenAIStub) -> None:
+    stub.plan("*", no_finish_reason())
+    with pytest.raises(RetryableBackendError, match="no finish_reason"):
+        backend_for(stub).complete(request(), timeout=5)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        [1, 2],
+        "12 tokens",
+        {"prompt_tokens": "many", "completion_tokens": 3},
+        {"prompt_tokens": 3, "completion_tokens": {"n": 3}},
+        {"prompt_tokens": -1},
+        {"prompt_tokens": 2.5},
+        {"prompt_tokens": True},
+    ],
+)
+def test_a_malformed_usage_object_is_a_retryable_failure_not_a_traceback(
+    stub: OpenAIStub, usage: object
+) -> None:
+    stub.plan("*", usage_of(usage))
+    with pytest.raises(RetryableBackendError, match=r"malformed response \(usage") as info:
+        backend_for(stub).complete(request(), timeout=5)
+    assert info.value.kind == "garbled"
+
+
+def test_a_deeply_nested_body_is_a_retryable_failure_not_a_recursion_error(stub: OpenAIStub) -> None:
+    stub.plan("*", Fault(200, "[" * 100_000 + "]" * 100_000))
+    with pytest.raises(RetryableBackendError, match="not JSON"):
+        backend_for(stub).complete(request(), timeout=5)
+
+
 # -- API key -------------------------------------------------------------------------------
 
 
@@ -124,14 +201,16 @@ def test_key_from_file_is_read_and_stripped(stub: OpenAIStub, tmp_path: Path) ->
     assert stub.received[-1].headers["Authorization"] == f"Bearer {FAKE_KEY}"
 
 
-def test_environment_key_wins_over_key_file(
+def test_a_key_file_wins_over_the_environment_key(
     stub: OpenAIStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # OPENAI_API_KEY is often exported for OpenAI itself; a key file named for this endpoint
+    # must be what it gets, and the OpenAI key must not travel to it.
     key_file = tmp_path / "key.txt"
     key_file.write_text("sk-from-file")
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
     backend_for(stub, api_key_file=str(key_file)).complete(request(), timeout=5)
-    assert stub.received[-1].headers["Authorization"] == f"Bearer {FAKE_KEY}"
+    assert stub.received[-1].headers["Authorization"] == "Bearer sk-from-file"
 
 
 def test_no_key_is_fine_for_a_loopback_server(stub: OpenAIStub) -> None:

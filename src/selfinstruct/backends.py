@@ -42,7 +42,7 @@ def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:
     from selfinstruct.runtimes.embedded import EmbeddedBackend
 
     model_path = Path(config.model_path).expanduser() if config.model_path else default_model_path(cache_dir)
-    return EmbeddedBackend(config, model_path)
+    return EmbeddedBackend(config, model_path, cache_dir)
 
 
 def start_backend(config: BackendConfig, cache_dir: Path) -> Backend:

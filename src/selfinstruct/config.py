@@ -12,6 +12,7 @@ import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -53,10 +54,11 @@ class BackendConfig(Strict):
     kind: Literal["embedded", "openai", "transformers"] = "embedded"
     # Model name sent to an OpenAI-compatible server; for the embedded backend a label only.
     model: str = "gemma-3-270m"
-    # OpenAI-compatible: base URL up to and including /v1.
+    # OpenAI-compatible: base URL up to and including /v1; no user:password@ (see _no_credentials).
     base_url: str = "https://api.openai.com/v1"
     api: Literal["completions", "chat"] = "completions"
-    # Where the API key is read from when OPENAI_API_KEY is unset. Never stored anywhere.
+    # Where the API key is read from; OPENAI_API_KEY only when this is unset (a key file
+    # named for this endpoint beats an ambient OpenAI key). The key is never stored anywhere.
     api_key_file: str | None = None
     # Embedded: a GGUF path; default = the packaged Gemma 3 270M, assembled into the cache.
     model_path: str | None = None
@@ -78,6 +80,22 @@ class BackendConfig(Strict):
     # Optional price per 1K tokens (input, output) for cost accounting.
     price_per_1k_input: float | None = Field(default=None, ge=0)
     price_per_1k_output: float | None = Field(default=None, ge=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        # The URL is written to config.yaml, names the endpoint in the store's identity and in
+        # every error message, and shows in `ps`: a secret in it would end up in all of them.
+        # Refused rather than stripped and sent as basic auth: a later stage command reads the
+        # URL back from config.yaml, which would then lack the credentials.
+        parts = urlsplit(value)
+        if parts.username is None and parts.password is None:
+            return value
+        bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        raise ValueError(
+            f"credentials in the URL are not accepted, they would be stored and logged: use {bare} "
+            "and give the key with --api-key-file (backend.api_key_file) or OPENAI_API_KEY"
+        )
 
 
 class BootstrapConfig(Strict):

@@ -48,7 +48,8 @@ class RetryableBackendError(Exception):
         self.retry_after = retry_after
         # What went wrong, for admission control: "rate_limit" (429), "overloaded" (503),
         # "timeout" (the first three mean the endpoint is saturated), "server", "connection",
-        # "garbled"; None when the backend does not say.
+        # "garbled", "no_content" and "not_an_answer" (a 200 that is not a usable answer);
+        # None when the backend does not say.
         self.kind = kind
 
 

@@ -2,8 +2,8 @@
 
 It answers `/v1/completions`, `/v1/chat/completions` and `/v1/models` like a real server,
 records every request it received, and plays a per-prompt queue of faults (rate limits,
-server errors, bad keys, garbled bodies, hangs, truncated answers) before answering
-normally. Tests drive the real `OpenAIBackend` and `RequestEngine` against it.
+server errors, bad keys, garbled bodies, hangs, truncated answers, 200s that are not
+answers) before answering normally. Tests drive the real `OpenAIBackend` and `RequestEngine` against it.
 
 Optional modes, for whole runs of the `selfinstruct` command against it:
   scripted=True    answer each stage's prompt like a small model (servers/scripted_answers.py)
@@ -25,6 +25,7 @@ import os
 import random
 import threading
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -43,6 +44,9 @@ class Fault:
     finish_reason: str | None = None  # answer normally, but with this finish_reason
     drop: bool = False  # close the connection without sending any response
     kind: str = ""  # a name under which the stub counts it as served (FaultPlan's faults)
+    # Answer normally, but first let this change the answer's JSON body (a 200 that is not
+    # an answer: no content, a filtered or failed finish, a broken usage object).
+    edit: Callable[[dict[str, Any]], None] | None = None
 
 
 def rate_limited(retry_after: str | None = None) -> Fault:
@@ -89,7 +93,57 @@ def dropped() -> Fault:
     return Fault(drop=True)
 
 
+_OMIT = object()  # _edit_choice: remove the field
+
+
+def _edit_choice(**changes: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(answer: dict[str, Any]) -> None:
+        choice = answer["choices"][0]
+        for name, value in changes.items():
+            if value is _OMIT:
+                choice.pop(name, None)
+            else:
+                choice[name] = value
+
+    return edit
+
+
+def finished(reason: str) -> Fault:
+    """A 200 whose choice ends with `reason` ("content_filter", "error", ...), text and all."""
+    return Fault(edit=_edit_choice(finish_reason=reason))
+
+
+def no_finish_reason() -> Fault:
+    return Fault(edit=_edit_choice(finish_reason=_OMIT))
+
+
+def no_content(**message: Any) -> Fault:
+    """A chat answer whose message has `content: null` and `message`'s fields instead, as a
+    refusal ({"refusal": "..."}), a tool call ({"tool_calls": [...]}) or a reasoning-only
+    answer ({"reasoning_content": "..."}) comes back; on /completions, `text: null`."""
+
+    def edit(answer: dict[str, Any]) -> None:
+        choice = answer["choices"][0]
+        if "message" in choice:
+            choice["message"] = {"role": "assistant", "content": None, **message}
+        else:
+            choice["text"] = None
+
+    return Fault(edit=edit)
+
+
+def usage_of(usage: Any) -> Fault:
+    """A normal answer whose `usage` is replaced by `usage` (a malformed one, for tests)."""
+
+    def edit(answer: dict[str, Any]) -> None:
+        answer["usage"] = usage
+
+    return Fault(edit=edit)
+
+
 FAULT_KINDS = ("429", "500", "503", "hang", "drop", "garbled", "length")
+# 200s that are not answers; FaultPlan serves them when named in `kinds` or `permanent_kind`.
+ANSWER_FAULT_KINDS = ("content_filter", "error", "no_finish_reason", "null_content", "bad_usage")
 
 
 @dataclass(frozen=True)
@@ -151,9 +205,14 @@ class FaultPlan:
             "drop": dropped,
             "garbled": garbled,
             "length": truncated,
+            "content_filter": lambda: finished("content_filter"),
+            "error": lambda: finished("error"),
+            "no_finish_reason": no_finish_reason,
+            "null_content": lambda: no_content(refusal="I cannot help with that."),
+            "bad_usage": lambda: usage_of({"prompt_tokens": "many", "completion_tokens": 3}),
         }
         if kind not in made:
-            raise ValueError(f"unknown fault kind {kind!r}; known: {FAULT_KINDS}")
+            raise ValueError(f"unknown fault kind {kind!r}; known: {FAULT_KINDS + ANSWER_FAULT_KINDS}")
         return replace(made[kind](), kind=kind)
 
 
@@ -394,7 +453,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, _error_body("no such route"))
             return
         choice["finish_reason"] = fault.finish_reason or finish_reason
-        text = choice.get("text") or choice.get("message", {}).get("content", "")
         usage = {
             "prompt_tokens": len(_prompt_of(body).split()),
             "completion_tokens": len(text.split()),
@@ -407,6 +465,8 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [choice],
             "usage": usage,
         }
+        if fault.edit is not None:
+            fault.edit(answer)
         self._send(200, json.dumps(answer))
 
     def _send(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:

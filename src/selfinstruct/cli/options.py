@@ -109,7 +109,7 @@ BACKEND_FLAGS = (
         ("--api-key-file",),
         "api_key_file",
         "backend.api_key_file",
-        {"metavar": "PATH", "help": "file holding the API key (default: $OPENAI_API_KEY)"},
+        {"metavar": "PATH", "help": "file holding the API key; used instead of $OPENAI_API_KEY"},
     ),
     ConfigFlag(
         ("--concurrency",),

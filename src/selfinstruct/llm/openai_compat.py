@@ -4,7 +4,8 @@ Synchronous `httpx` clients with one keep-alive connection each, lent to the eng
 worker threads one per call (`_ClientPool` says why not one shared client). Every failure
 is classified once, here: what another try might fix becomes `RetryableBackendError`, with a `kind` the
 admission controller reads (a 429, a 503 and a timeout mean the server is saturated);
-everything else `BackendError`. The API key goes into the Authorization header and
+everything else `BackendError`; a 200 becomes a `Completion` only if it is a usable answer
+(openai_answer.py). The API key goes into the Authorization header and
 nowhere else: not into messages, identity() or the store.
 """
 
@@ -28,6 +29,7 @@ import httpx
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.openai_answer import parse_answer
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 # What a retryable status says about the server (RetryableBackendError.kind); any other is "server".
@@ -114,25 +116,12 @@ class OpenAIBackend:
 
     def _parse(self, response: httpx.Response) -> Completion:
         try:
-            data = response.json()
-            choice = data["choices"][0]
-            text = choice["message"]["content"] if self._api == "chat" else choice["text"]
-            if text is None:  # a chat answer may carry no content at all (e.g. a refusal)
-                text = ""
-            if not isinstance(text, str):
-                raise TypeError("text is not a string")
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            return parse_answer(response.content, self._api)
+        except RetryableBackendError as exc:
+            # The same kind; the message names the server (and never repeats the key).
             raise RetryableBackendError(
-                f"malformed response from {self._base_url} ({type(exc).__name__}: {_one_line(str(exc))})",
-                kind="garbled",
+                f"{self._redact(str(exc))} from {self._base_url}", kind=exc.kind
             ) from None
-        usage = data.get("usage") or {}
-        return Completion(
-            text=text,
-            finish_reason=choice.get("finish_reason") or "stop",
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-        )
 
     # -- error classification --------------------------------------------------------------
 
@@ -212,9 +201,12 @@ class _ClientPool:
 
 
 def _read_api_key(api_key_file: str | None) -> str | None:
-    key = os.environ.get("OPENAI_API_KEY", "").strip()
-    if key:
-        return key
+    """The key file's key when one is configured, else $OPENAI_API_KEY, else None.
+
+    The file comes first: it was named for this endpoint (--api-key-file or the config),
+    while OPENAI_API_KEY is often exported for OpenAI itself and would otherwise be sent to
+    whatever --base-url points at (another provider, a judge, a proxy).
+    """
     if api_key_file:
         path = Path(api_key_file).expanduser()
         try:
@@ -224,7 +216,7 @@ def _read_api_key(api_key_file: str | None) -> str | None:
         if not key:
             raise BackendError(f"{path}: the API key file is empty")
         return key
-    return None
+    return os.environ.get("OPENAI_API_KEY", "").strip() or None
 
 
 def _is_loopback(base_url: str) -> bool:

@@ -12,6 +12,7 @@ the CLI starts fast (and works without llama_cpp) when this backend is unused.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
 import os
 import tempfile
@@ -20,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.config import BackendConfig
+from selfinstruct.config import cache_dir as default_cache_dir
 from selfinstruct.errors import BackendError
 from selfinstruct.llm.base import Completion, CompletionRequest
-from selfinstruct.models.files import model_fingerprint
+from selfinstruct.models.digest import file_sha256
 from selfinstruct.runtimes.sampling import fit_to_window, request_seed
 
 # Part of the identity: sampling is our own (numpy, sampling.py), so answers stored by
@@ -33,21 +35,44 @@ from selfinstruct.runtimes.sampling import fit_to_window, request_seed
 DECODER_VERSION = "batched-2"
 
 
+def embedded_identity(model_path: Path, config: BackendConfig, cache_dir: Path) -> dict[str, Any]:
+    """What the embedded model's answers depend on: part of every stored answer's key.
+
+    - the model file's full SHA-256 (not its location: a moved cache keeps its answers);
+    - the decoder (DECODER_VERSION) and llama.cpp's version, whose kernels make the logits;
+    - n_ctx: a prompt that leaves less room than max_tokens has max_tokens lowered to fit.
+    Not prefix_cache (reuse changes no answer), n_threads, or the slot count: batching can
+    nudge the logits (README, "Resuming"), but which requests share a batch varies within
+    one run anyway, so naming the slot count would only throw stored answers away.
+    """
+    return {
+        "kind": "embedded",
+        "model": model_path.name,
+        "size": model_path.stat().st_size,
+        "sha256": file_sha256(model_path, cache_dir),
+        "decoder": DECODER_VERSION,
+        "llama_cpp": _llama_cpp_version(),
+        "n_ctx": config.n_ctx,
+    }
+
+
+def _llama_cpp_version() -> str | None:
+    try:
+        return importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        return None  # the backend then refuses to start anyway
+
+
 class EmbeddedBackend:
     """Completes prompts with a local GGUF model (plain completion, no chat template)."""
 
-    def __init__(self, config: BackendConfig, model_path: Path) -> None:
+    def __init__(self, config: BackendConfig, model_path: Path, cache_dir: Path | None = None) -> None:
+        # `cache_dir` keeps the model's digest (models/digest.py); default: config.cache_dir().
         self._path = Path(model_path)
         if not self._path.is_file():
             raise BackendError(f"model file not found: {self._path}")
         self._n_ctx = config.n_ctx
-        self._identity = {
-            "kind": "embedded",
-            "model": self._path.name,
-            "size": self._path.stat().st_size,
-            "fingerprint": model_fingerprint(self._path),
-            "decoder": DECODER_VERSION,
-        }
+        self._identity = embedded_identity(self._path, config, cache_dir or default_cache_dir())
         try:
             from selfinstruct.runtimes.llama_batch import BatchDecoder
         except ModuleNotFoundError as exc:
@@ -70,7 +95,6 @@ class EmbeddedBackend:
                 raise BackendError(f"cannot load model {self._path}: {detail}") from None
 
     def identity(self) -> dict[str, Any]:
-        # Name, size and sampled-content fingerprint: stable when the cache dir moves.
         return dict(self._identity)
 
     def count_tokens(self, prompt: str) -> int:

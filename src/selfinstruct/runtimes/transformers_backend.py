@@ -175,6 +175,8 @@ class TransformersBackend:
             "fingerprint": weights_fingerprint(model_dir),
             "adapter": weights_fingerprint(Path(adapter_dir)) if adapter_dir is not None else None,
             "decoder": DECODER_VERSION,
+            # A prompt that leaves less room than max_tokens has max_tokens lowered to fit.
+            "n_ctx": config.n_ctx,
         }
         self.batches_run = 0
         self.largest_batch = 0
