@@ -26,8 +26,11 @@ def cmd_review(args: argparse.Namespace) -> int:
     from selfinstruct.analysis.review.server import serve_review
     from selfinstruct.rundir import REVIEW_DIR, REVIEW_RATINGS_FILE
 
+    ratings = load_latest(
+        args.run / REVIEW_DIR / REVIEW_RATINGS_FILE
+    )  # a corrupt file fails here, in one line
     if args.summary:
-        print(format_summary(summarize(load_latest(args.run / REVIEW_DIR / REVIEW_RATINGS_FILE))))
+        print(format_summary(summarize(ratings)))
         return 0
     serve_review(args.run, args.host, args.port, args.sample, args.seed, not args.no_browser, log=note)
     return 0
