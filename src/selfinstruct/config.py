@@ -235,9 +235,10 @@ def read_yaml_mapping(text: str, source: str) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
-        # PyYAML's constructors fail this way on some well-formed text: `!!int abc`,
-        # `2001-13-45` (a timestamp), an integer of 5000 digits, 10,000 nested brackets.
+    except Exception as exc:  # the parser failing on bad text is bad text too
+        # PyYAML's constructors raise plain Python errors on some text it scans fine: `!!int`
+        # (IndexError), `!!int abc` or `2001-13-45` (ValueError), an integer of 5000 digits,
+        # 10,000 nested brackets (RecursionError).
         raise ConfigError(f"{source}: not valid YAML ({type(exc).__name__}: {exc})") from None
     if data is None:
         return {}
