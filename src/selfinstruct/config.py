@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from selfinstruct.errors import ConfigError
+from selfinstruct.errors import ConfigError, SelfInstructError
 
 PRESETS = ("selfinstruct-2022", "alpaca-2023")
 DEFAULT_PRESET = "selfinstruct-2022"
@@ -233,6 +233,19 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def read_user_file(path: Path, error: type[SelfInstructError] = ConfigError) -> str:
+    """A text file the user wrote: UTF-8, with or without the BOM that Windows editors put first.
+
+    A file that is not UTF-8 or cannot be read raises `error` in one line.
+    """
+    try:
+        return path.read_text("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+
+
 def read_yaml_mapping(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
@@ -240,6 +253,11 @@ def read_yaml_mapping(text: str, source: str) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except Exception as exc:  # the parser failing on bad text is bad text too
+        # PyYAML's constructors raise plain Python errors on some text it scans fine: `!!int`
+        # (IndexError), `!!int abc` or `2001-13-45` (ValueError), an integer of 5000 digits,
+        # 10,000 nested brackets (RecursionError).
+        raise ConfigError(f"{source}: not valid YAML ({type(exc).__name__}: {exc})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -261,18 +279,22 @@ def build_config(
 ) -> RunConfig:
     """Resolve preset < YAML file < overrides into a validated RunConfig."""
     user: dict[str, Any] = {}
-    source = "flags"
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        user = read_yaml_mapping(path.read_text("utf-8"), str(path))
-        source = str(path)
+        user = read_yaml_mapping(read_user_file(path), str(path))
     preset_name = (overrides or {}).get("preset") or user.get("preset") or preset or DEFAULT_PRESET
-    data = deep_merge(load_preset(str(preset_name)), user)
-    data = deep_merge(data, overrides or {})
+    if not isinstance(preset_name, str):
+        raise ConfigError(f"{config_file}: preset: must be one of {', '.join(PRESETS)}")
+    data = deep_merge(load_preset(preset_name), user)
     data["preset"] = preset_name
-    return validate_config(absolute_paths(data), source)
+    if config_file is not None:
+        # The file on its own first: a wrong value in it is reported even where a flag
+        # overrides it (the file is wrong, and will be used without that flag).
+        validate_config(absolute_paths(data), str(config_file))
+    data = deep_merge(data, overrides or {})
+    return validate_config(absolute_paths(data), "flags")
 
 
 def absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
@@ -284,7 +306,12 @@ def absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
     """
 
     def absolute(value: Any) -> Any:
-        return str(Path(value).expanduser().absolute()) if isinstance(value, str) and value else value
+        if not isinstance(value, str) or not value:
+            return value
+        try:
+            return str(Path(value).expanduser().absolute())
+        except RuntimeError:  # ~someone, who has no home here: left as written, reported when opened
+            return value
 
     out = dict(data)
     out["seed_tasks"] = absolute(out.get("seed_tasks"))

@@ -16,19 +16,31 @@ from typing import Any
 
 from selfinstruct.config import SIMILARITY_STATS_AUTO_MAX, RunConfig, cache_dir, dump_config
 from selfinstruct.errors import BackendError, InputFileError
-from selfinstruct.records import read_jsonl, remove_partial_writes, write_atomic, write_json, write_jsonl
+from selfinstruct.records import (
+    make_dir,
+    read_records,
+    remove_partial_writes,
+    write_atomic,
+    write_json,
+    write_jsonl,
+)
 from selfinstruct.rundir import (
     BOOKKEEPING_FILES,
+    CLASSIFICATION_FIELDS,
     CONFIG_FILE,
     FAILED_FILE,
     FINETUNE_DATA_GLOB,
     FINETUNE_DIR,
     FINETUNE_WRITTEN,
     GENERATED_INSTANCES_FILE,
+    INSTANCE_FIELDS,
     INSTANCES_FILE,
+    INSTRUCTION_FIELDS,
     INSTRUCTIONS_FILE,
     RUN_WRITTEN,
     SUMMARY_FILE,
+    TRIPLE_FIELDS,
+    RecordFields,
     classification_file,
     finetune_data_file,
 )
@@ -64,15 +76,14 @@ class Run:
         """Start the backend (fails fast on a bad model or server), then create the directory."""
         from selfinstruct.backends import build_engine, start_backend
 
-        check_run_directory(self.out)
+        check_run_directory(self.out)  # before a model is loaded for nothing
         if self.out.is_dir():  # a second invocation on an existing run fails before loading a model
             self._lock = RunLock.acquire(self.out)
         if needs_model and self._backend is None:
             self._backend = start_backend(self.config.backend, cache_dir())
         # Remembered so that a bad key or model seen only at the first completion can take
         # back what this invocation made (see close()).
-        self._created_here = not self.out.exists()
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._created_here = make_dir(self.out)
         if self._lock is None:
             self._lock = RunLock.acquire(self.out)
         # A process killed inside an atomic write leaves its temp file: never part of the output.
@@ -155,7 +166,7 @@ class Run:
         from selfinstruct.stages.classify import identify_classification
 
         started = time.monotonic()
-        tasks = self._read(INSTRUCTIONS_FILE, "bootstrap")
+        tasks = self._read(INSTRUCTIONS_FILE, "bootstrap", INSTRUCTION_FIELDS)
         records = identify_classification(self.context(), [t["instruction"] for t in tasks])
         write_jsonl(self.out / self.classification_path().name, records)
         n_yes = sum(is_classification_answer(r["is_classification"]) for r in records)
@@ -168,10 +179,10 @@ class Run:
         from selfinstruct.stages.instances import generate_instances
 
         started = time.monotonic()
-        tasks = self._read(INSTRUCTIONS_FILE, "bootstrap")
+        tasks = self._read(INSTRUCTIONS_FILE, "bootstrap", INSTRUCTION_FIELDS)
         labels = {
             r["instruction"]: r["is_classification"]
-            for r in self._read(self.classification_path().name, "classify")
+            for r in self._read(self.classification_path().name, "classify", CLASSIFICATION_FIELDS)
         }
         missing = [t["instruction"] for t in tasks if t["instruction"] not in labels]
         if missing:
@@ -189,8 +200,10 @@ class Run:
         """Stage 4: filter instances and write the fine-tuning data and exports."""
         from selfinstruct.stages.finetune_data import build_finetune_data
 
-        source = INSTRUCTIONS_FILE if self.config.pipeline == "alpaca" else INSTANCES_FILE
-        records = self._read(source, "bootstrap" if self.config.pipeline == "alpaca" else "instances")
+        if self.config.pipeline == "alpaca":
+            records = self._read(INSTRUCTIONS_FILE, "bootstrap", INSTRUCTION_FIELDS)
+        else:
+            records = self._read(INSTANCES_FILE, "instances", INSTANCE_FIELDS)
         data = build_finetune_data(records, self.seeds, self.config, self.prompts.finetune_templates)
         return self._write_finetune_data(data, "prepare", tasks=len(records))
 
@@ -203,12 +216,7 @@ class Run:
         source = source_run / FINETUNE_DIR / GENERATED_INSTANCES_FILE
         if not source.is_file():
             raise InputFileError(f"{source}: not found; run `selfinstruct prepare --out {source_run}` first")
-        try:
-            triples = [Triple.from_json(r) for r in read_jsonl(source)]
-        except KeyError as exc:
-            raise InputFileError(f"{source}: a record lacks {exc}") from None
-        except TypeError as exc:
-            raise InputFileError(f"{source}: {exc}") from None
+        triples = [Triple.from_json(r) for r in read_records(source, *TRIPLE_FIELDS)]
         relabelled, funnel = relabel_triples(self.context(), triples)
         data = finetune_data_from_triples(
             relabelled, self.seeds, self.config, self.prompts.finetune_templates, funnel
@@ -245,11 +253,11 @@ class Run:
     def classification_path(self) -> Path:
         return self.out / classification_file(self.config.backend.model)
 
-    def _read(self, name: str, producer: str) -> list[dict[str, Any]]:
+    def _read(self, name: str, producer: str, fields: RecordFields) -> list[dict[str, Any]]:
         path = self.out / name
         if not path.is_file():
             raise InputFileError(f"{path}: not found; run `selfinstruct {producer} --out {self.out}` first")
-        return read_jsonl(path)
+        return read_records(path, *fields)
 
     def summary(self) -> dict[str, Any]:
         path = self.out / SUMMARY_FILE

@@ -83,6 +83,9 @@ class Funnel:
         return {"generated": self.generated, "rejected": dict(self.rejected), "accepted": self.accepted}
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def json_object_line(
     line: str, path: Path | str, lineno: int, error: type[SelfInstructError] = InputFileError
 ) -> dict[str, Any]:
@@ -95,23 +98,83 @@ def json_object_line(
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise error(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError:  # valid JSON, but Python refuses integers of more than 4300 digits
+        raise error(f"{path}:{lineno}: a number has too many digits") from None
+    except RecursionError:
+        raise error(f"{path}:{lineno}: JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise error(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
     return obj
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; malformed lines name path:line."""
+    """Yield (line number, object) for each non-blank line; malformed lines name path:line.
+
+    A leading UTF-8 BOM (Windows editors write one) is skipped.
+    """
     if not path.is_file():
         raise InputFileError(f"{path}: file not found")
-    with path.open("r", encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if line.strip():
-                yield lineno, json_object_line(line, path, lineno)
+    try:
+        # Bytes, decoded line by line, so that a line that is not UTF-8 is named too.
+        with path.open("rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                if lineno == 1 and raw.startswith(UTF8_BOM):
+                    raw = raw[len(UTF8_BOM) :]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputFileError(f"{path}:{lineno}: not UTF-8 text ({exc.reason})") from None
+                if line.strip():
+                    yield lineno, json_object_line(line, path, lineno)
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_jsonl(path)]
+
+
+# JSON types a record field may be required to have: Python type -> how a message names it.
+FieldTypes = dict[str, tuple[type, ...]]
+
+
+def read_records(
+    path: Path, required: FieldTypes, optional: FieldTypes | None = None
+) -> list[dict[str, Any]]:
+    """read_jsonl, with every `required` field present and of its type, and every `optional`
+    one of its type when present; anything else raises InputFileError naming path:line."""
+    records = []
+    for lineno, obj in iter_jsonl(path):
+        for key, kinds in required.items():
+            _check_field(obj, key, kinds, f"{path}:{lineno}", must_exist=True)
+        for key, kinds in (optional or {}).items():
+            _check_field(obj, key, kinds, f"{path}:{lineno}", must_exist=False)
+        records.append(obj)
+    return records
+
+
+def _check_field(
+    obj: dict[str, Any], key: str, kinds: tuple[type, ...], where: str, must_exist: bool
+) -> None:
+    if key not in obj and not must_exist:
+        return
+    # Exact types: bool is a subclass of int, and True is no count.
+    if key not in obj or type(obj[key]) not in kinds:
+        found = f"got {json_type(type(obj[key]))}" if key in obj else "found none"
+        raise InputFileError(f"{where}: expected {json_type(kinds[0])} field {key!r}, {found}")
+
+
+def json_type(kind: type) -> str:
+    """How a message names a JSON value of this Python type."""
+    return {
+        str: "a string",
+        bool: "true/false",
+        list: "a list",
+        dict: "an object",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(kind, kind.__name__)
 
 
 def dumps(record: Any) -> str:
@@ -149,6 +212,29 @@ def write_atomic(path: Path, text_or_lines: str | Iterable[str]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_out_dir(path: Path) -> None:
+    """Refuse an output directory that is a file, before any work starts."""
+    if path.exists() and not path.is_dir():
+        raise InputFileError(f"{path}: exists and is not a directory")
+
+
+def make_dir(path: Path) -> bool:
+    """Create the output directory `path` if missing (True when this call created it).
+
+    A path that cannot be created or written is an InputFileError, not an OSError deep in
+    the first write.
+    """
+    check_out_dir(path)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot create the directory ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputFileError(f"{path}: the directory is not writable")
+    return created
 
 
 def _umask() -> int:

@@ -21,7 +21,8 @@ other's output:
     RUN/review/                                  `selfinstruct review`: sample, ratings, summary
 
 An evaluation directory (`selfinstruct evaluate ... --out DIR`) has a store and a failure
-log of the same names. Nothing here does I/O; these are names only.
+log of the same names. Also here: the fields of each stage file's records. Nothing here
+does I/O.
 """
 
 from __future__ import annotations
@@ -88,6 +89,28 @@ FINETUNE_WRITTEN = (
     OPENAI_MESSAGES_FILE,
     OPENAI_FINETUNE_FILE,
 )
+
+
+# The fields of each stage file's records, with their JSON types: (required, optional when
+# present). The readers check them (records.read_records), so that a file edited by hand or
+# written by another tool fails as file:line, not as a KeyError deep inside a stage.
+RecordFields = tuple[dict[str, tuple[type, ...]], dict[str, tuple[type, ...]]]
+STRING = (str,)
+INSTRUCTION_FIELDS: RecordFields = (
+    {"instruction": STRING},
+    {"input": STRING, "output": STRING},  # the one-stage (alpaca) records carry their instance
+)
+CLASSIFICATION_FIELDS: RecordFields = ({"instruction": STRING, "is_classification": STRING}, {})
+INSTANCE_FIELDS: RecordFields = (
+    {"instruction": STRING},
+    {
+        "input": STRING,
+        "output": STRING,
+        "raw_instances": (str, type(None)),
+        "instance_metadata": (dict, type(None)),
+    },
+)
+TRIPLE_FIELDS: RecordFields = ({"instruction": STRING, "output": STRING}, {"input": STRING})
 
 
 def classification_file(model: str) -> str:

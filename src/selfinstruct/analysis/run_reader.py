@@ -15,15 +15,20 @@ from typing import Any
 
 from selfinstruct.errors import InputFileError
 from selfinstruct.parsing import instances_of_record, is_classification_answer
-from selfinstruct.records import Triple, iter_jsonl
+from selfinstruct.records import Triple, json_type, read_records
 from selfinstruct.rundir import (
     CLASSIFICATION_GLOB,
     CONFIG_FILE,
     FINETUNE_DIR,
     GENERATED_INSTANCES_FILE,
+    INSTANCE_FIELDS,
     INSTANCES_FILE,
+    INSTRUCTION_FIELDS,
     INSTRUCTIONS_FILE,
+    STRING,
     SUMMARY_FILE,
+    TRIPLE_FIELDS,
+    RecordFields,
     classification_file,
 )
 
@@ -69,10 +74,10 @@ def read_run(path: Path, seed_tasks: str | Path | None = None) -> RunData:
         sources["instances"] = instances_source
 
     classification = _classification(path, config, stage3, sources)
-    seeds_path = _seed_path(path, seed_tasks if seed_tasks is not None else config.get("seed_tasks"))
+    seeds_path = _seed_path(path, seed_tasks if seed_tasks is not None else _config_seed_tasks(path, config))
     seeds = load_seed_tasks(seeds_path)
     sources["seeds"] = str(seeds_path) if seeds_path is not None else "packaged seed tasks"
-    tokenizer = str((config.get("filters") or {}).get("tokenizer") or "rouge")
+    tokenizer = str(_section(config, "filters").get("tokenizer") or "rouge")
     return RunData(
         path=path,
         instructions=instructions,
@@ -101,9 +106,9 @@ def _run_files(
     path: Path,
 ) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
     """Stage 1, stage 3 and the final data's records (None for a missing file); at least one is there."""
-    stage1 = _records(path / INSTRUCTIONS_FILE, "instruction")
-    stage3 = _records(path / INSTANCES_FILE, "instruction")
-    final = _records(path / FINETUNE_FILE, "instruction", "output")
+    stage1 = _records(path / INSTRUCTIONS_FILE, INSTRUCTION_FIELDS)
+    stage3 = _records(path / INSTANCES_FILE, INSTANCE_FIELDS)
+    final = _records(path / FINETUNE_FILE, TRIPLE_FIELDS)
     if stage1 is None and stage3 is None and final is None:
         raise InputFileError(
             f"{path}: no run data here: none of {INSTRUCTIONS_FILE}, {INSTANCES_FILE}, {FINETUNE_FILE}"
@@ -131,20 +136,11 @@ def _as_triples(records: list[dict[str, Any]]) -> list[Triple]:
     return [Triple.from_json(r, strip=True) for r in records]
 
 
-def _records(path: Path, *required: str) -> list[dict[str, Any]] | None:
-    """The file's records, each checked for string fields; None when the file is absent."""
+def _records(path: Path, fields: RecordFields) -> list[dict[str, Any]] | None:
+    """The file's records, each checked for its fields' types; None when the file is absent."""
     if not path.is_file():
         return None
-    records = []
-    for lineno, obj in iter_jsonl(path):
-        for key in required:
-            if not isinstance(obj.get(key), str):
-                raise InputFileError(f"{path}:{lineno}: expected a string field {key!r}")
-        for key in ("input", "output"):
-            if key in obj and not isinstance(obj[key], str):
-                raise InputFileError(f"{path}:{lineno}: field {key!r} is not a string")
-        records.append(obj)
-    return records
+    return read_records(path, *fields)
 
 
 def _unique(texts: Any) -> list[str]:
@@ -167,17 +163,14 @@ def _classification(
     """instruction -> classification, from stage 2's file, else from stage 3's carried-over answers."""
     candidates = sorted(path.glob(CLASSIFICATION_GLOB))
     if candidates:
-        model = (config.get("backend") or {}).get("model")
+        model = _section(config, "backend").get("model")
         preferred = path / classification_file(str(model)) if model else None
         # Several models classified this run: the config's model, else the latest file.
         chosen = preferred if preferred in candidates else max(candidates, key=lambda p: p.stat().st_mtime)
-        labels = {}
-        for lineno, obj in iter_jsonl(chosen):
-            if not isinstance(obj.get("instruction"), str):
-                raise InputFileError(f"{chosen}:{lineno}: expected a string field 'instruction'")
-            labels[obj["instruction"].strip()] = is_classification_answer(
-                str(obj.get("is_classification", ""))
-            )
+        labels = {
+            obj["instruction"].strip(): is_classification_answer(str(obj.get("is_classification", "")))
+            for obj in read_records(chosen, {"instruction": STRING})
+        }
         sources["classification"] = chosen.name
         return labels
     if stage3 is not None and any("is_classification" in r for r in stage3):
@@ -195,12 +188,25 @@ def _read_config(path: Path) -> dict[str, Any]:
 
     Not validated as a RunConfig: a report should also open runs of older versions.
     """
-    from selfinstruct.config import read_yaml_mapping
+    from selfinstruct.config import read_user_file, read_yaml_mapping
 
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
         return {}
-    return read_yaml_mapping(config_path.read_text("utf-8"), str(config_path))
+    return read_yaml_mapping(read_user_file(config_path), str(config_path))
+
+
+def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
+    """A section of the unvalidated config; {} when absent or not a mapping."""
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _config_seed_tasks(run: Path, config: dict[str, Any]) -> str | None:
+    value = config.get("seed_tasks")
+    if value is not None and not isinstance(value, str):
+        raise InputFileError(f"{run / CONFIG_FILE}: seed_tasks must be a path, got {json_type(type(value))}")
+    return value
 
 
 def _seed_path(run: Path, value: str | Path | None) -> Path | None:

@@ -23,13 +23,22 @@ from selfinstruct.errors import SelfInstructError
 
 __all__ = ["build_parser", "main"]
 
+EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE, what a shell reports for a program the pipe killed
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is seen by the handler below
         return code
+    except BrokenPipeError:
+        # The reader stopped early (`selfinstruct config | head -1`): what it read is all it
+        # wanted, so stop quietly, with the status of a program killed by SIGPIPE, as `cat`.
+        # Python would otherwise try to flush stdout again at exit and complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except SelfInstructError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code

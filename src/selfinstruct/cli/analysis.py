@@ -27,8 +27,11 @@ def cmd_review(args: argparse.Namespace) -> int:
     from selfinstruct.records import read_jsonl
     from selfinstruct.rundir import REVIEW_DIR, REVIEW_RATINGS_FILE, REVIEW_SAMPLE_FILE
 
+    ratings = load_latest(
+        args.run / REVIEW_DIR / REVIEW_RATINGS_FILE
+    )  # a corrupt file fails here, in one line
     if args.summary:
-        latest = load_latest(args.run / REVIEW_DIR / REVIEW_RATINGS_FILE)
+        latest = ratings
         sample = args.run / REVIEW_DIR / REVIEW_SAMPLE_FILE
         if sample.is_file():  # the sample last served: ratings of earlier samples' items do not count
             shown = {str(item.get("id")) for item in read_jsonl(sample)}

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from selfinstruct.cli.options import backend_overrides, overrides, progress
+from selfinstruct.cli.options import backend_overrides, check_backend_flags, overrides, progress
 from selfinstruct.cli.summary import note, print_summary
 
 
@@ -23,7 +23,9 @@ def resolve_config(args: argparse.Namespace, reuse_run_config: bool) -> Any:
         and (args.out / CONFIG_FILE).is_file()
     ):
         config_file = args.out / CONFIG_FILE
-    return build_config(preset=None, config_file=config_file, overrides=overrides(args))
+    config = build_config(preset=None, config_file=config_file, overrides=overrides(args))
+    check_backend_flags(args, config.backend.kind)
+    return config
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -52,7 +54,7 @@ def stage_command(stage: str, needs_model: bool) -> Callable[[argparse.Namespace
 
 
 def cmd_relabel(args: argparse.Namespace) -> int:
-    from selfinstruct.config import build_config, deep_merge, read_yaml_mapping
+    from selfinstruct.config import build_config, deep_merge, read_user_file, read_yaml_mapping
     from selfinstruct.errors import InputFileError
     from selfinstruct.pipeline import Run
     from selfinstruct.rundir import CONFIG_FILE
@@ -64,9 +66,10 @@ def cmd_relabel(args: argparse.Namespace) -> int:
     if args.config is not None:
         if not args.config.is_file():
             raise InputFileError(f"{args.config}: config file not found")
-        teacher = read_yaml_mapping(args.config.read_text("utf-8"), str(args.config))
+        teacher = read_yaml_mapping(read_user_file(args.config), str(args.config))
     # The source run's settings (seed, templates, seeds) with the teacher as the model.
     config = build_config(config_file=source_config, overrides=deep_merge(teacher, backend_overrides(args)))
+    check_backend_flags(args, config.backend.kind)
     run = Run(args.out, config, progress=progress(args), log=note)
     with run.opened():
         run.relabel(args.run)

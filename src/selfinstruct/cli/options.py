@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfinstruct.errors import ConfigError
+
 # config.PRESETS, spelled out so that `--help` needs no pydantic (a test keeps them equal).
 PRESETS = ["selfinstruct-2022", "alpaca-2023"]
 
@@ -23,6 +25,8 @@ class ConfigFlag:
     dest: str
     key: str
     options: dict[str, Any] = field(default_factory=dict)
+    # The backends that read this flag; () = every one (see check_backend_flags).
+    backends: tuple[str, ...] = ()
 
     def add_to(self, group: argparse._ActionsContainer) -> None:
         group.add_argument(*self.names, dest=self.dest, **self.options)
@@ -86,30 +90,36 @@ BACKEND_FLAGS = (
             "help": "embedded: a GGUF file instead of the packaged Gemma 3 270M; "
             "transformers: a Hugging Face model directory, or 'embedded' (the default)",
         },
+        backends=("embedded", "transformers"),
     ),
     ConfigFlag(
         ("--adapter",),
         "adapter",
         "backend.adapter_path",
         {"metavar": "DIR", "help": "transformers: a LoRA adapter from `selfinstruct finetune`"},
+        # The embedded llama.cpp runtime would need the adapter converted to GGUF (not yet).
+        backends=("transformers",),
     ),
     ConfigFlag(
         ("--base-url",),
         "base_url",
         "backend.base_url",
-        {"metavar": "URL", "help": "OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1"},
+        {"metavar": "URL", "help": "openai: base URL, e.g. http://127.0.0.1:8080/v1"},
+        backends=("openai",),
     ),
     ConfigFlag(
         ("--api",),
         "api",
         "backend.api",
-        {"choices": ["completions", "chat"], "help": "OpenAI endpoint to use"},
+        {"choices": ["completions", "chat"], "help": "openai: the endpoint to use"},
+        backends=("openai",),
     ),
     ConfigFlag(
         ("--api-key-file",),
         "api_key_file",
         "backend.api_key_file",
-        {"metavar": "PATH", "help": "file holding the API key; used instead of $OPENAI_API_KEY"},
+        {"metavar": "PATH", "help": "openai: file holding the API key; used instead of $OPENAI_API_KEY"},
+        backends=("openai",),
     ),
     ConfigFlag(
         ("--concurrency",),
@@ -165,6 +175,37 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
             node = node.setdefault(key, {})
         node[leaf] = value
     return o
+
+
+def check_backend_flags(args: argparse.Namespace, kind: str) -> None:
+    """Refuse a backend flag that the chosen backend would ignore (`--adapter` with the
+    embedded model would otherwise evaluate the base model under the adapter's name)."""
+    for flag in BACKEND_FLAGS:
+        if flag.backends and kind not in flag.backends and getattr(args, flag.dest, None) is not None:
+            raise ConfigError(
+                f"{flag.names[0]} applies to --backend {' or '.join(flag.backends)}, not to the {kind} backend"
+                + (
+                    " (it cannot load a LoRA adapter yet)"
+                    if flag.dest == "adapter" and kind == "embedded"
+                    else ""
+                )
+            )
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {value}")
+    return value
 
 
 def backend_overrides(args: argparse.Namespace) -> dict[str, Any]:

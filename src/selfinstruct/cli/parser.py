@@ -20,6 +20,8 @@ from selfinstruct.cli.options import (
     add_backend_options,
     add_no_progress,
     add_run_options,
+    port_number,
+    positive_int,
 )
 from selfinstruct.cli.train_evaluate import (
     cmd_evaluate_superni,
@@ -116,7 +118,11 @@ def _add_train_evaluate_commands(sub: Subparsers) -> None:
         "--positive-examples", type=int, default=0, choices=[0, 1, 2], help="examples in the prompt"
     )
     p.add_argument(
-        "--max-instances", type=int, default=100, metavar="N", help="instances per task (default 100)"
+        "--max-instances",
+        type=positive_int,
+        default=100,
+        metavar="N",
+        help="instances per task (default 100)",
     )
     p.add_argument("--config", type=Path, metavar="YAML", help="YAML file with a backend: section")
     add_backend_options(p)
@@ -131,7 +137,7 @@ def _add_train_evaluate_commands(sub: Subparsers) -> None:
     p.add_argument(
         "--judge-config", type=Path, metavar="YAML", help="YAML with a backend: section for the judge"
     )
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N instructions")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N instructions")
     p.add_argument("--config", type=Path, metavar="YAML", help="YAML file with a backend: section")
     add_backend_options(p)
     add_no_progress(p)
@@ -190,7 +196,7 @@ def _add_analysis_commands(sub: Subparsers) -> None:
     p = sub.add_parser("review", help="rate a random sample by hand on a local page (the paper's review)")
     p.add_argument("run", type=Path, metavar="RUN", help="run directory with instances")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    p.add_argument("--port", type=port_number, default=8765, help="port (default 8765; 0 = any free port)")
     p.add_argument("--sample", type=int, default=200, metavar="N", help="instructions to rate (default 200)")
     p.add_argument("--seed", type=int, default=42, help="seed of the sample (default 42)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selfinstruct.cli.options import backend_overrides, progress
+from selfinstruct.cli.options import backend_overrides, check_backend_flags, progress
 from selfinstruct.cli.summary import note
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         full=args.full,
         lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha or 2 * args.lora_r,
+        lora_alpha=2 * args.lora_r if args.lora_alpha is None else args.lora_alpha,
         lr=args.lr,
         batch_size=args.batch_size,
         max_length=args.max_length,
@@ -62,13 +62,15 @@ def started_models(
     """
     from selfinstruct.backends import build_engine, start_backend
     from selfinstruct.config import cache_dir
+    from selfinstruct.records import check_out_dir, make_dir
 
+    check_out_dir(out)
     configs = [config] if judge_config is None else [config, judge_config]
     backends: list[Any] = []
     try:
         for c in configs:
             backends.append(start_backend(c, cache_dir()))
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
         models = [
             Model(build_engine(c, out, backend, show_progress), backend)
             for c, backend in zip(configs, backends, strict=True)
@@ -86,6 +88,7 @@ def cmd_evaluate_superni(args: argparse.Namespace) -> int:
 
     tasks = load_tasks(args.tasks, args.task)
     backend_config = build_config(config_file=args.config, overrides=backend_overrides(args)).backend
+    check_backend_flags(args, backend_config.kind)
     with started_models(args.out, progress(args), backend_config) as (model, _):
         predictions, metrics = evaluate_superni(
             model.engine, tasks, args.positive_examples, args.max_instances
@@ -108,6 +111,7 @@ def cmd_evaluate_user_oriented(args: argparse.Namespace) -> int:
 
     tasks = load_user_tasks(args.file)[: args.limit]
     backend_config = build_config(config_file=args.config, overrides=backend_overrides(args)).backend
+    check_backend_flags(args, backend_config.kind)
     judge_config = build_config(config_file=args.judge_config).backend if args.judge_config else None
     with started_models(args.out, progress(args), backend_config, judge_config) as (model, judge):
         rows, metrics = evaluate_user_oriented(model.engine, tasks, judge.engine if judge else None)

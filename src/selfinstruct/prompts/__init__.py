@@ -8,6 +8,7 @@ checks the data.
 
 from __future__ import annotations
 
+import string
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from selfinstruct.config import read_yaml_mapping
+from selfinstruct.config import read_user_file, read_yaml_mapping
 from selfinstruct.errors import ConfigError
 
 
@@ -115,7 +116,7 @@ class FinetuneTemplates(PromptFile):
     @classmethod
     def _has_input(cls, templates: tuple[str, ...]) -> tuple[str, ...]:
         for template in templates:
-            if "{instruction}" not in template or "{input}" not in template:
+            if _template_fields(template) != {"instruction", "input"}:
                 raise ValueError(f"template {template!r} needs {{instruction}} and {{input}}")
         return templates
 
@@ -123,9 +124,32 @@ class FinetuneTemplates(PromptFile):
     @classmethod
     def _no_input(cls, templates: tuple[str, ...]) -> tuple[str, ...]:
         for template in templates:
-            if "{instruction}" not in template or "{input}" in template:
+            if _template_fields(template) != {"instruction"}:
                 raise ValueError(f"template {template!r} needs {{instruction}} and no {{input}}")
         return templates
+
+
+def _template_fields(template: str) -> set[str]:
+    """The `{}` fields of a str.format template; a field other than {instruction} and {input}
+    (`{output}`, `{0}`, `{input.x}`), a stray brace or a bad format spec is a ValueError."""
+    try:
+        parts = [(name, spec) for _, name, spec, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"template {template!r}: {exc} (write {{{{ and }}}} for a literal brace)") from None
+    fields = {name for name, _ in parts}
+    if any("{" in (spec or "") for _, spec in parts):
+        raise ValueError(f"template {template!r}: a field inside a format spec is not supported")
+    unknown = sorted(fields - {"instruction", "input"})
+    if unknown:
+        shown = ", ".join(f"{{{name}}}" for name in unknown)
+        raise ValueError(
+            f"template {template!r} has unknown field(s) {shown}; use {{instruction}} and {{input}}"
+        )
+    try:
+        template.format(instruction="", input="")  # conversions and format specs must work too
+    except ValueError as exc:
+        raise ValueError(f"template {template!r}: {exc}") from None
+    return fields
 
 
 class AlpacaPrompt(PromptFile):
@@ -164,7 +188,7 @@ def _read(name_or_path: str) -> tuple[str, str]:
     path = Path(name_or_path)
     if not path.is_file():
         raise ConfigError(f"{name_or_path}: prompt file not found")
-    return path.read_text("utf-8"), str(path)
+    return read_user_file(path), str(path)
 
 
 def load_prompt(family: str, name_or_path: str, model: type[P]) -> P:

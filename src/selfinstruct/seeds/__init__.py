@@ -10,8 +10,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from selfinstruct.config import read_user_file
 from selfinstruct.errors import SeedFileError
-from selfinstruct.records import Instance, SeedTask, json_object_line
+from selfinstruct.records import Instance, SeedTask, json_object_line, json_type
 
 PACKAGED = "seed_tasks.jsonl"
 
@@ -25,13 +26,12 @@ def load_seed_tasks(path: str | Path | None = None) -> list[SeedTask]:
     source = Path(path) if path is not None else packaged_seed_path()
     if not source.is_file():
         raise SeedFileError(f"{source}: seed file not found")
-    try:
-        text = source.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SeedFileError(f"{source}: not UTF-8 text ({exc.reason})") from None
+    text = read_user_file(source, SeedFileError)  # a BOM first is fine
     tasks: list[SeedTask] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a line (a "\r" before it is JSON whitespace): str.splitlines would also
+    # split on U+2028 or U+0085, which JSON allows unescaped inside a string.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{source}:{lineno}"
@@ -76,17 +76,5 @@ def _require(obj: dict[str, Any], key: str, kind: type, where: str, sep: str = "
     # bool is a subclass of int in Python; be exact about the expected type.
     if type(value) is not kind:
         raise SeedFileError(
-            f"{where}{sep} field {key!r} must be {_json_type(kind)}, got {_json_type(type(value))}"
+            f"{where}{sep} field {key!r} must be {json_type(kind)}, got {json_type(type(value))}"
         )
-
-
-def _json_type(kind: type) -> str:
-    return {
-        str: "a string",
-        bool: "true/false",
-        list: "a list",
-        dict: "an object",
-        int: "a number",
-        float: "a number",
-        type(None): "null",
-    }.get(kind, kind.__name__)

@@ -110,9 +110,12 @@ def load_latest(path: Path) -> dict[str, dict[str, Any]]:
             continue
         try:
             record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get("item"), str):
-                raise ValueError("not a rating record")
-        except ValueError as exc:
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            # The answers as a posted rating has them: a hand-edited "valid": "yes" would
+            # otherwise break the summary's sums.
+            parse_rating({k: v for k, v in record.items() if k in ("item", *QUESTIONS, "grade")})
+        except (ValueError, RecursionError) as exc:
             if lineno == len(lines) and not raw.endswith(b"\n"):
                 continue  # torn by a crash while being written: never acknowledged
             raise InputFileError(f"{path}:{lineno}: not a rating record ({exc})") from None

@@ -110,6 +110,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: ReviewServer
     server_version = "selfinstruct-review"
     sys_version = ""
+    # Seconds a request may stall: a body shorter than its Content-Length must not hold a
+    # thread forever.
+    timeout = 10
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the terminal shows the URL and nothing else
@@ -154,13 +157,18 @@ class _Handler(BaseHTTPRequestHandler):
         # A cross-site form can only send form or text bodies; JSON needs a same-origin script.
         if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
             return self._send_error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "expected application/json")
-        length = int(self.headers.get("Content-Length") or 0)
+        raw_length = self.headers.get("Content-Length") or "0"
+        length = int(raw_length) if raw_length.isascii() and raw_length.isdigit() else -1
         if not 0 < length <= MAX_BODY:
-            return self._send_error(HTTPStatus.BAD_REQUEST, "missing or oversized body")
+            return self._send_error(HTTPStatus.BAD_REQUEST, "missing, malformed or oversized body")
         try:
             rating = parse_rating(json.loads(self.rfile.read(length)))
+        except TimeoutError:
+            return self._send_error(HTTPStatus.BAD_REQUEST, "the body is shorter than its Content-Length")
         except (ValueError, RatingError) as exc:
             return self._send_error(HTTPStatus.BAD_REQUEST, str(exc))
+        except RecursionError:
+            return self._send_error(HTTPStatus.BAD_REQUEST, "JSON nested too deeply")
         item = self.server.by_id.get(rating["item"])
         if item is None:
             return self._send_error(HTTPStatus.BAD_REQUEST, "unknown item")
