@@ -317,7 +317,7 @@ def test_review_of_a_corrupt_ratings_file_stops_before_serving(tmp_path: Path) -
     ]
 
 
-def test_a_closed_stdout_pipe_ends_quietly_with_the_sigpipe_status() -> None:
+def test_a_closed_stdout_pipe_ends_with_one_line_and_the_sigpipe_status() -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before anything is written (`| head -1` after its line)
     try:
@@ -330,7 +330,8 @@ def test_a_closed_stdout_pipe_ends_quietly_with_the_sigpipe_status() -> None:
         )
     finally:
         os.close(write_end)
-    assert result.returncode == 141 and result.stderr == ""
+    assert result.returncode == 141
+    assert result.stderr == "selfinstruct: stopped: the reader of its output closed the pipe\n"
 
 
 # -- a BOM first, and a wrong value hidden by a flag -----------------------------------------------

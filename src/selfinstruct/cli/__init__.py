@@ -34,10 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # here, so that a closed pipe is seen by the handler below
         return code
     except BrokenPipeError:
-        # The reader stopped early (`selfinstruct config | head -1`): what it read is all it
-        # wanted, so stop quietly, with the status of a program killed by SIGPIPE, as `cat`.
-        # Python would otherwise try to flush stdout again at exit and complain.
+        # The reader stopped early (`selfinstruct config | head -1`): stop with one line on
+        # stderr (the terminal, not the pipe) and the status of a program killed by SIGPIPE.
+        # Python would otherwise try to flush stdout again at exit and print a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"{PROG}: stopped: the reader of its output closed the pipe", file=sys.stderr)
         return EXIT_BROKEN_PIPE
     except SelfInstructError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
