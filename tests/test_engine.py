@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import threading
@@ -24,7 +25,7 @@ from servers.openai_stub import (
 
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError
-from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.llm.base import ChatMessage, CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
 from selfinstruct.llm.hedging import HedgePolicy
 from selfinstruct.llm.openai_compat import OpenAIBackend
@@ -500,3 +501,58 @@ def test_a_glitch_is_retried_at_once_and_only_overload_backs_off_exponentially()
     overloads = [policy.delay(6, overload=True) for _ in range(50)]
     assert max(overloads) > 1.0  # up to base x 2^5
     assert policy.delay(1, retry_after=2.0, overload=False) >= 2.0  # Retry-After always wins
+
+
+def test_a_chat_request_to_a_text_only_backend_stops_the_stage_with_one_line(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    chat = CompletionRequest.chat(
+        [ChatMessage("user", "Name a fruit.")], GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
+    )
+    with pytest.raises(BackendError, match="need a chat model: --backend openai --api chat"):
+        make_engine(stub, store, tmp_path, api="completions").run([chat], "s")
+    assert store.count() == 0 and not any(r.method == "POST" for r in stub.received)
+
+
+def test_a_chat_request_is_stored_with_its_messages_and_schema(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    chat = CompletionRequest.chat(
+        [ChatMessage("system", "Be brief."), ChatMessage("user", "Name a fruit.")],
+        GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0),
+        response_schema='{"type": "string"}',
+    )
+    (completion,) = make_engine(stub, store, tmp_path, api="chat").run([chat], "s")
+    assert completion is not None
+    (blob,) = store._db.execute("SELECT request_json FROM responses").fetchone()
+    meta = json.loads(blob)
+    assert meta["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Name a fruit."},
+    ]
+    assert meta["response_schema"] == {"type": "string"} and "[system]" in meta["prompt"]
+
+
+def test_a_text_request_keeps_its_key_and_chat_parts_change_it() -> None:
+    params = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
+    identity = {"kind": "openai", "model": "m"}
+    text = CompletionRequest("Name a fruit.", params)
+    # The key every stored answer of a text prompt was saved under: it must not move.
+    payload = {
+        "backend": identity,
+        "prompt": "Name a fruit.",
+        "params": params.model_dump(mode="json"),
+        "sample_index": 0,
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert text.key(identity) == hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    chat = CompletionRequest.chat([ChatMessage("user", "Name a fruit.")], params)
+    keys = {
+        text.key(identity),
+        chat.key(identity),
+        CompletionRequest.chat([ChatMessage("system", "Name a fruit.")], params).key(identity),
+        CompletionRequest.chat([ChatMessage("user", "Name a fruit.")], params, '{"type": "string"}').key(
+            identity
+        ),
+    }
+    assert len(keys) == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from servers.openai_stub import (
 
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.llm.base import ChatMessage, CompletionRequest
 from selfinstruct.llm.openai_compat import OpenAIBackend, parse_retry_after
 
 FAKE_KEY = "sk-test-ZX9Q-distinctive-secret-4242"
@@ -350,3 +351,33 @@ def test_real_llama_cpp_server_returns_text(tmp_path: Path) -> None:
     assert completion.finish_reason in ("stop", "length")
     assert 1 <= completion.completion_tokens <= 8
     assert completion.prompt_tokens > 0
+
+
+def test_chat_messages_and_a_response_schema_are_sent_as_given(stub: OpenAIStub) -> None:
+    stub.reply("List two fruits.", '{"items": ["plum", "fig"]}')
+    schema = '{"type": "object", "properties": {"items": {"type": "array", "items": {"type": "string"}}}}'
+    chat = CompletionRequest.chat(
+        [ChatMessage("system", "You write short lists."), ChatMessage("user", "List two fruits.")],
+        GenerationParams(max_tokens=32, temperature=0.0, top_p=1.0),
+        response_schema=schema,
+    )
+    completion = backend_for(stub, api="chat").complete(chat, timeout=5)
+    body = stub.received[-1].body or {}
+    assert body["messages"] == [
+        {"role": "system", "content": "You write short lists."},
+        {"role": "user", "content": "List two fruits."},
+    ]
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": json.loads(schema)},
+    }
+    assert completion.text == '{"items": ["plum", "fig"]}'
+
+
+def test_chat_messages_are_never_flattened_into_a_completions_prompt(stub: OpenAIStub) -> None:
+    chat = CompletionRequest.chat(
+        [ChatMessage("user", "Hi.")], GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
+    )
+    with pytest.raises(BackendError, match="--api chat"):
+        backend_for(stub).complete(chat, timeout=5)
+    assert stub.received == [] or all(r.method != "POST" for r in stub.received)

@@ -236,6 +236,12 @@ class RequestEngine:
         stats: StageStats,
         abort: threading.Event,
     ) -> Completion | None:
+        if request.messages and not getattr(self.backend, "chat", False):
+            abort.set()
+            raise BackendError(
+                f"{stage}: chat messages need a chat model: --backend openai --api chat "
+                f"(the {self._identity.get('kind', 'chosen')} backend completes text prompts)"
+            )
         with self._stats_lock:
             stats.sent += 1
         retries = 0
@@ -354,12 +360,17 @@ class RequestEngine:
         return completion
 
     def _request_meta(self, request: CompletionRequest) -> dict[str, Any]:
-        return {
+        meta: dict[str, Any] = {
             "prompt": request.prompt,
             "params": request.params.model_dump(mode="json"),
             "sample_index": request.sample_index,
             "backend": self._identity,
         }
+        if request.messages:
+            meta["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        if request.response_schema is not None:
+            meta["response_schema"] = json.loads(request.response_schema)
+        return meta
 
     def _record_failure(
         self, key: str, request: CompletionRequest, stage: str, reason: str, attempts: int, stats: StageStats

@@ -46,6 +46,8 @@ class OpenAIBackend:
 
     def __init__(self, config: BackendConfig) -> None:
         self._api = config.api
+        # Chat requests (CompletionRequest.messages) go only to /chat/completions.
+        self.chat = config.api == "chat"
         self._model = config.model
         self._base_url = config.base_url.rstrip("/")
         self._key = _read_api_key(config.api_key_file)
@@ -108,9 +110,18 @@ class OpenAIBackend:
         # Not an OpenAI parameter: llama.cpp servers honour it; OpenAI itself would reject it.
         if params.repeat_penalty is not None:
             body["repeat_penalty"] = params.repeat_penalty
+        if request.response_schema is not None:
+            # OpenAI's structured-output form; vLLM and the llama.cpp servers take it too.
+            schema = json.loads(request.response_schema)
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
         if self._api == "chat":
-            body["messages"] = [{"role": "user", "content": request.prompt}]
+            if request.messages:
+                body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+            else:  # a text prompt for a base model, sent as one user message
+                body["messages"] = [{"role": "user", "content": request.prompt}]
             return "/chat/completions", body
+        if request.messages:  # the engine refuses these before: a caller's mistake
+            raise BackendError(f"chat messages cannot go to {self._base_url}/completions: use --api chat")
         body["prompt"] = request.prompt
         return "/completions", body
 
