@@ -113,7 +113,10 @@ class OpenAIBackend:
         if request.response_schema is not None:
             # OpenAI's structured-output form; vLLM and the llama.cpp servers take it too.
             schema = json.loads(request.response_schema)
-            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": schema},
+            }
         if self._api == "chat":
             if request.messages:
                 body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
