@@ -248,3 +248,16 @@ def test_cli_serves_until_interrupted(tmp_path: Path) -> None:
         process.kill()
     assert process.returncode == 0
     assert "review: stopped" in rest and "Traceback" not in rest
+
+
+def test_a_ratings_file_broken_while_serving_is_one_error_and_the_server_goes_on(
+    server: ReviewServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ratings = server.run / "review" / "ratings.jsonl"
+    ratings.parent.mkdir(parents=True, exist_ok=True)
+    ratings.write_text('{"item": "x", "valid": "yes"}\n')  # edited by hand while the page is open
+    status, _, body = request(server, "GET", "/api/items")
+    assert status == 500 and "ratings.jsonl:1: not a rating record" in json.loads(body)["error"]
+    assert "Traceback" not in capsys.readouterr().err
+    ratings.write_text("")
+    assert request(server, "GET", "/api/items")[0] == 200

@@ -100,3 +100,11 @@ def test_a_second_invocation_on_a_run_in_use_stops_with_one_line(
         timeout=120,
     )
     assert third.returncode == 0, third.stderr
+
+
+def test_an_out_below_a_file_is_refused_before_any_model_starts(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    with pytest.raises(InputFileError, match="cannot create the directory"):
+        check_run_directory(blocker / "deeper" / "run")
+    check_run_directory(tmp_path / "new" / "deeper" / "run")  # missing parents are made later

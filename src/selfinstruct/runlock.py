@@ -17,8 +17,14 @@ from selfinstruct.rundir import CONFIG_FILE, LOCK_FILE, RUN_MARKERS
 
 
 def check_run_directory(out: Path) -> None:
-    """Raise unless `out` is missing, an empty directory or a run directory."""
+    """Raise unless `out` is missing (and could be made), an empty directory or a run directory.
+
+    Checked before a model is loaded, so that a typo in `--out` costs no model start.
+    """
     if not out.exists():
+        ancestor = next((p for p in out.absolute().parents if p.exists()), None)
+        if ancestor is not None and not ancestor.is_dir():
+            raise InputFileError(f"{out}: cannot create the directory (Not a directory)")
         return
     if not out.is_dir():
         raise InputFileError(f"{out}: exists and is not a directory")

@@ -118,6 +118,21 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # quiet: the terminal shows the URL and nothing else
 
     def do_GET(self) -> None:
+        self._guarded(self._get)
+
+    def do_POST(self) -> None:
+        self._guarded(self._post)
+
+    def _guarded(self, handle: Callable[[], None]) -> None:
+        # ratings.jsonl is read again for every summary: edited into something else while the
+        # server runs, it is one error line for the page (and the terminal), not a traceback.
+        try:
+            handle()
+        except InputFileError as exc:
+            print(f"selfinstruct review: {exc}", file=sys.stderr)
+            self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+
+    def _get(self) -> None:
         if not self.server.allowed_host(self.headers.get("Host")):
             return self._send_error(HTTPStatus.FORBIDDEN, "unexpected Host header")
         path = self.path.split("?", 1)[0]
@@ -147,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.NO_CONTENT, "image/x-icon", b"")  # none, and no 404 in the console
         return self._send_error(HTTPStatus.NOT_FOUND, "not found")
 
-    def do_POST(self) -> None:
+    def _post(self) -> None:
         if not self.server.allowed_host(self.headers.get("Host")):
             return self._send_error(HTTPStatus.FORBIDDEN, "unexpected Host header")
         if not self.server.authorized(self.headers.get(TOKEN_HEADER)):
