@@ -215,9 +215,14 @@ def write_atomic(path: Path, text_or_lines: str | Iterable[str]) -> None:
 
 
 def check_out_dir(path: Path) -> None:
-    """Refuse an output directory that is a file, before any work starts."""
-    if path.exists() and not path.is_dir():
-        raise InputFileError(f"{path}: exists and is not a directory")
+    """Refuse an output directory that is a file, or below one, before any work starts."""
+    if path.exists():
+        if not path.is_dir():
+            raise InputFileError(f"{path}: exists and is not a directory")
+        return
+    ancestor = next((p for p in path.absolute().parents if p.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        raise InputFileError(f"{path}: cannot create the directory (Not a directory)")
 
 
 def make_dir(path: Path) -> bool:

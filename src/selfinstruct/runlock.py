@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from selfinstruct.errors import InputFileError, RunBusyError
+from selfinstruct.records import check_out_dir
 from selfinstruct.rundir import CONFIG_FILE, LOCK_FILE, RUN_MARKERS
 
 
@@ -21,14 +22,8 @@ def check_run_directory(out: Path) -> None:
 
     Checked before a model is loaded, so that a typo in `--out` costs no model start.
     """
-    if not out.exists():
-        ancestor = next((p for p in out.absolute().parents if p.exists()), None)
-        if ancestor is not None and not ancestor.is_dir():
-            raise InputFileError(f"{out}: cannot create the directory (Not a directory)")
-        return
-    if not out.is_dir():
-        raise InputFileError(f"{out}: exists and is not a directory")
-    if not any(out.iterdir()) or is_run_directory(out):
+    check_out_dir(out)
+    if not out.exists() or not any(out.iterdir()) or is_run_directory(out):
         return
     raise InputFileError(
         f"{out}: a non-empty directory that is not a run directory (it has no {CONFIG_FILE}); "
