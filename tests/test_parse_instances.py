@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from selfinstruct.parsing import (
+from selfinstruct.parsing.completion import (
     parse_classification_instances,
     parse_generation_instances,
     parse_input_output,

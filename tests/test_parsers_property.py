@@ -25,12 +25,8 @@ from selfinstruct.evaluate.user_oriented import parse_grade
 from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.llm.openai_answer import parse_answer
 from selfinstruct.llm.openai_compat import OpenAIBackend, parse_retry_after
-from selfinstruct.parsing import (
-    instances_of_record,
-    is_classification_answer,
-    parse_classification_instances,
-    parse_generation_instances,
-)
+from selfinstruct.parsing import instances_of_record, is_classification_answer
+from selfinstruct.parsing.completion import parse_classification_instances, parse_generation_instances
 from selfinstruct.records import Instance
 from selfinstruct.stages.alpaca import parse_alpaca_response
 from selfinstruct.stages.bootstrap import parse_bootstrap_response

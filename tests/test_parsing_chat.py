@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from selfinstruct.parsing_chat import MARKER, clean_instruction_item, parse_chat_instructions
+from selfinstruct.parsing.chat_list import MARKER, clean_instruction_item, parse_chat_instructions
 
 REPLIES = Path(__file__).parent / "fixtures" / "chat_replies"
 

@@ -57,6 +57,12 @@ class BackendConfig(Strict):
     # OpenAI-compatible: base URL up to and including /v1; no user:password@ (see _no_credentials).
     base_url: str = "https://api.openai.com/v1"
     api: Literal["completions", "chat"] = "completions"
+    # With api: chat, the stages send chat prompts (prompts/chat.yaml) and ask for answers as
+    # JSON where the server can constrain them to a schema: "json_schema" (OpenAI's
+    # response_format, vLLM), "json_object" (a schema in llama-cpp-python's json_object form)
+    # or "text" (parsed from the reply). "auto" probes the server once, at the run's start, and
+    # config.yaml records what it found, so later stages and resumes ask the same way.
+    output_mode: Literal["auto", "json_schema", "json_object", "text"] = "auto"
     # Where the API key is read from; OPENAI_API_KEY only when this is unset (a key file
     # named for this endpoint beats an ambient OpenAI key). The key is never stored anywhere.
     api_key_file: str | None = None
@@ -96,6 +102,10 @@ class BackendConfig(Strict):
             f"credentials in the URL are not accepted, they would be stored and logged: use {bare} "
             "and give the key with --api-key-file (backend.api_key_file) or OPENAI_API_KEY"
         )
+
+    def chat_prompts(self) -> bool:
+        """Whether the stages talk to this backend with chat prompts (prompts/chat.yaml)."""
+        return self.kind == "openai" and self.api == "chat"
 
 
 class BootstrapConfig(Strict):

@@ -115,6 +115,16 @@ BACKEND_FLAGS = (
         backends=("openai",),
     ),
     ConfigFlag(
+        ("--output-mode",),
+        "output_mode",
+        "backend.output_mode",
+        {
+            "choices": ["auto", "json_schema", "json_object", "text"],
+            "help": "openai --api chat: how answers come back; auto = probe the server once",
+        },
+        backends=("openai",),
+    ),
+    ConfigFlag(
         ("--api-key-file",),
         "api_key_file",
         "backend.api_key_file",

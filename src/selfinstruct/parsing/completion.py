@@ -1,7 +1,6 @@
-"""Stored model text -> records: stage 2's answers and stage 3's instances (method.md 1.2, 1.4).
+"""A base model's continuation -> instances: the reference's text rules (method.md 1.4).
 
-Pure functions, shared by stage 4 (which filters what they parse) and the analysis (which
-reads any run directory). The rules follow the reference so that the same model text yields
+The rules follow the reference so that the same model text yields
 the same instances. Field prefixes such as "Sentence:" stay in the input (stage 4's noise
 augmentation strips them half of the time).
 """
@@ -9,35 +8,13 @@ augmentation strips them half of the time).
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from selfinstruct.records import Instance
-
-YES = frozenset({"Yes", "yes", "YES"})
 
 EXAMPLE_MARK = re.compile(r"Example\s?\d*\.?")
 OUTPUT_MARK = re.compile(r"Output\s*\d*\s*:")
 INPUT_MARK = re.compile(r"Input\s*\d*\s*:")
 LEADING_INPUT_MARK = re.compile(r"^Input\s*\d*\s*:")
-
-
-def is_classification_answer(raw: str) -> bool:
-    """Stage 2's raw answer means yes. Anything else, an empty answer included, is no."""
-    return raw.strip() in YES
-
-
-def instances_of_record(record: dict[str, Any]) -> tuple[list[Instance], str]:
-    """Parse one stage-3 record (or take the instance of a one-stage alpaca record).
-
-    Returns the instances and the finish reason of the response they came from.
-    """
-    if "raw_instances" not in record:
-        return [Instance(record.get("input", ""), record.get("output", ""))], "stop"
-    finish = str((record.get("instance_metadata") or {}).get("finish_reason", "stop"))
-    raw = record["raw_instances"] or ""
-    if is_classification_answer(str(record.get("is_classification", ""))):
-        return parse_classification_instances(raw, finish), finish
-    return parse_generation_instances(raw, finish), finish
 
 
 def parse_input_output(text: str) -> Instance:
