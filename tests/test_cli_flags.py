@@ -23,6 +23,7 @@ BACKEND = {
     "--adapter",
     "--base-url",
     "--api",
+    "--output-mode",
     "--api-key-file",
     "--concurrency",
 }

@@ -277,6 +277,10 @@ class Run:
         funnel.update(update)
         summary["funnel"] = funnel
         if self._engine is not None:
+            from selfinstruct.stages.chat_prompts import prompt_style
+
+            # Which prompts the stages sent and how answers came back (issue 11).
+            summary["generation"] = prompt_style(self.config.backend)
             summary["requests"] = self._engine.stats()
         write_json(self.out / SUMMARY_FILE, summary)
 

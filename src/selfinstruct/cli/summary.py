@@ -14,6 +14,9 @@ def note(message: str) -> None:
 def print_summary(out: Path, summary: dict[str, Any]) -> None:
     funnel = summary.get("funnel", {})
     lines = [f"run directory: {out}"]
+    style = summary.get("generation")
+    if style:
+        lines.append(f"  prompts:   {style['prompt_style']}, answers as {style['output_mode']}")
     if "bootstrap" in funnel:
         f = funnel["bootstrap"]
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(f.get("rejected", {}).items())) or "none"

@@ -112,9 +112,18 @@ def cmd_evaluate_user_oriented(args: argparse.Namespace) -> int:
     tasks = load_user_tasks(args.file)[: args.limit]
     backend_config = build_config(config_file=args.config, overrides=backend_overrides(args)).backend
     check_backend_flags(args, backend_config.kind)
-    judge_config = build_config(config_file=args.judge_config).backend if args.judge_config else None
+    judge_run = build_config(config_file=args.judge_config) if args.judge_config else None
+    judge_config = judge_run.backend if judge_run else None
     with started_models(args.out, progress(args), backend_config, judge_config) as (model, judge):
-        rows, metrics = evaluate_user_oriented(model.engine, tasks, judge.engine if judge else None)
+        judge_chat = None
+        if judge_run is not None and judge_run.backend.chat_prompts():
+            from selfinstruct.prompts import ChatPrompts, load_prompt
+
+            chat_file = judge_run.prompts.get("chat", "chat.yaml")
+            judge_chat = load_prompt("chat", chat_file, ChatPrompts).judge
+        rows, metrics = evaluate_user_oriented(
+            model.engine, tasks, judge.engine if judge else None, judge_chat
+        )
     metrics["backend"] = model.identity()
     if judge is not None:
         metrics["judge"] = judge.identity()

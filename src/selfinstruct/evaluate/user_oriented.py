@@ -17,9 +17,9 @@ from selfinstruct.config import GenerationParams
 from selfinstruct.errors import InputFileError
 from selfinstruct.evaluate.grades import GRADES, parse_grade
 from selfinstruct.evaluate.metrics import mean_percent, rouge_l
-from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.llm.base import ChatMessage, CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
-from selfinstruct.prompts import plain_task_prompt
+from selfinstruct.prompts import ChatTaskStage, plain_task_prompt
 from selfinstruct.records import iter_jsonl
 
 # Greedy; a blank line ends the answer (base models run on into a new "task" otherwise).
@@ -84,9 +84,27 @@ def judge_prompt(task: UserTask, response: str) -> str:
     )
 
 
+def judge_chat_request(stage: ChatTaskStage, task: UserTask, response: str) -> CompletionRequest:
+    """The judge's question to a chat model: the rubric as the system message, the item as the user's."""
+    input_block = f"Input: {task.input.strip()}\n" if task.input.strip() else ""
+    item = (
+        f"Instruction: {task.instruction.strip()}\n{input_block}"
+        f"Reference answer (one acceptable answer): {task.reference.strip()}\n"
+        f"Assistant's response: {response.strip() or '(empty)'}"
+    )
+    messages = [ChatMessage("system", stage.system_message(False)), ChatMessage("user", item)]
+    # Room for "Grade: B" and an end of turn; no stop sequences (they are made for a continuation).
+    return CompletionRequest.chat(messages, JUDGE_PARAMS.with_(max_tokens=16))
+
+
 def evaluate_user_oriented(
-    engine: RequestEngine, tasks: list[UserTask], judge: RequestEngine | None = None
+    engine: RequestEngine,
+    tasks: list[UserTask],
+    judge: RequestEngine | None = None,
+    judge_chat: ChatTaskStage | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Responses, ROUGE-L and (with a judge) grades; `judge_chat` is the judge's chat prompt
+    when the judge is a chat model (prompts/chat.yaml), else it gets the text rubric."""
     responses = engine.complete_all(
         [CompletionRequest(response_prompt(t), RESPONSE_PARAMS) for t in tasks], "respond"
     )
@@ -100,7 +118,9 @@ def evaluate_user_oriented(
     metrics: dict[str, Any] = {"instructions": len(rows), "rougeL": mean_percent([r["rougeL"] for r in rows])}
     if judge is not None:
         requests = [
-            CompletionRequest(judge_prompt(t, r["response"]), JUDGE_PARAMS)
+            judge_chat_request(judge_chat, t, r["response"])
+            if judge_chat is not None
+            else CompletionRequest(judge_prompt(t, r["response"]), JUDGE_PARAMS)
             for t, r in zip(tasks, rows, strict=True)
         ]
         for row, verdict in zip(rows, judge.complete_all(requests, "judge"), strict=True):

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from selfinstruct.config import read_user_file, read_yaml_mapping
 from selfinstruct.errors import ConfigError
@@ -130,8 +130,13 @@ class FinetuneTemplates(PromptFile):
 
 
 def _template_fields(template: str) -> set[str]:
-    """The `{}` fields of a str.format template; a field other than {instruction} and {input}
-    (`{output}`, `{0}`, `{input.x}`), a stray brace or a bad format spec is a ValueError."""
+    """The `{}` fields of a fine-tuning template: {instruction} and {input} only."""
+    return format_fields(template, ("instruction", "input"))
+
+
+def format_fields(template: str, allowed: tuple[str, ...]) -> set[str]:
+    """The `{}` fields of a str.format template; a field not in `allowed` (`{output}`, `{0}`,
+    `{input.x}`), a stray brace or a bad format spec is a ValueError."""
     try:
         parts = [(name, spec) for _, name, spec, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:
@@ -139,14 +144,13 @@ def _template_fields(template: str) -> set[str]:
     fields = {name for name, _ in parts}
     if any("{" in (spec or "") for _, spec in parts):
         raise ValueError(f"template {template!r}: a field inside a format spec is not supported")
-    unknown = sorted(fields - {"instruction", "input"})
+    unknown = sorted(fields - set(allowed))
     if unknown:
         shown = ", ".join(f"{{{name}}}" for name in unknown)
-        raise ValueError(
-            f"template {template!r} has unknown field(s) {shown}; use {{instruction}} and {{input}}"
-        )
+        known = " and ".join(f"{{{name}}}" for name in allowed)
+        raise ValueError(f"template {template!r} has unknown field(s) {shown}; use {known}")
     try:
-        template.format(instruction="", input="")  # conversions and format specs must work too
+        template.format(**dict.fromkeys(allowed, ""))  # conversions and format specs must work too
     except ValueError as exc:
         raise ValueError(f"template {template!r}: {exc}") from None
     return fields
@@ -161,6 +165,77 @@ class AlpacaPrompt(PromptFile):
     _check = field_validator("preamble")(_non_blank)
 
 
+class ChatStage(PromptFile):
+    """One stage's chat prompt: the system message, and the user message of each request.
+
+    `text_format` or `json_format` is added to the system message, depending on whether the
+    answers come back as text or as schema-constrained JSON (backend.output_mode).
+    """
+
+    system: str
+    request: str = ""
+    text_format: str = ""
+    json_format: str = ""
+    # The fields `request` may use (not part of the file).
+    _fields: tuple[str, ...] = ()
+
+    _check = field_validator("system")(_non_blank)
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> ChatStage:
+        for name in type(self).model_fields:
+            if name == "request" or name.endswith("_request"):
+                try:
+                    format_fields(getattr(self, name), self._fields)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        return self
+
+    def system_message(self, json_output: bool) -> str:
+        extra = self.json_format if json_output else self.text_format
+        return f"{self.system.strip()} {extra.strip()}".strip()
+
+
+class ChatListStage(ChatStage):
+    """A stage that shows a numbered list of examples and asks for `new` more."""
+
+    _fields = ("examples", "count", "new")
+    new: int = Field(default=8, ge=1, le=100)
+
+    _requests = field_validator("request")(_non_blank)
+
+
+class ChatBootstrap(ChatListStage):
+    classification_request: str
+
+    _requests2 = field_validator("classification_request")(_non_blank)
+
+
+class ChatFewShotStage(ChatStage):
+    """A stage that shows the completion file's demonstrations as earlier turns."""
+
+    _fields = ("instruction",)
+    shots: int = Field(default=8, ge=0)
+
+    _requests = field_validator("request")(_non_blank)
+
+
+class ChatTaskStage(ChatStage):
+    """A stage whose user message is one task: its instruction, then its input if any."""
+
+
+class ChatPrompts(PromptFile):
+    """Every stage's chat prompt (used with backend.api: chat)."""
+
+    bootstrap: ChatBootstrap
+    classify: ChatFewShotStage
+    instances_generation: ChatFewShotStage
+    instances_classification: ChatFewShotStage
+    alpaca: ChatListStage
+    relabel: ChatTaskStage
+    judge: ChatTaskStage
+
+
 FAMILIES: dict[str, type[PromptFile]] = {
     "bootstrap": BootstrapPrompt,
     "classify": ClassifyPrompt,
@@ -168,6 +243,7 @@ FAMILIES: dict[str, type[PromptFile]] = {
     "instances_generation": InstancesGenerationPrompt,
     "finetune_templates": FinetuneTemplates,
     "alpaca": AlpacaPrompt,
+    "chat": ChatPrompts,
 }
 
 P = TypeVar("P", bound=PromptFile)

@@ -12,9 +12,12 @@ import random
 import re
 from collections.abc import Sequence
 
-from selfinstruct.llm.base import Completion
+from selfinstruct.config import GenerationParams
+from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.parsing.chat_answers import parse_chat_tasks
 from selfinstruct.records import SeedTask
 from selfinstruct.stages.bootstrap import BootstrapResult, Candidate, run_bootstrap_loop
+from selfinstruct.stages.chat_prompts import alpaca_request, json_output
 from selfinstruct.stages.context import StageContext
 
 
@@ -58,11 +61,19 @@ def generate_alpaca_tasks(ctx: StageContext) -> BootstrapResult:
     prompt = ctx.prompts.alpaca
     seeds = list(ctx.seeds)
 
-    def build(rng: random.Random, machine: Sequence[str]) -> str:
+    chat = ctx.config.backend.chat_prompts()
+    json_mode = json_output(ctx.config.backend)
+
+    def build(rng: random.Random, machine: Sequence[str], params: GenerationParams) -> CompletionRequest:
         shown = rng.sample(seeds, min(cfg.in_context, len(seeds)))
-        return render_alpaca_prompt(prompt.preamble, shown, prompt.no_input_marker)
+        if chat:
+            return alpaca_request(ctx.prompts.chat.alpaca, shown, prompt.no_input_marker, json_mode, params)
+        return CompletionRequest(render_alpaca_prompt(prompt.preamble, shown, prompt.no_input_marker), params)
 
     def parse(completion: Completion) -> list[Candidate]:
+        if chat:
+            tasks = parse_chat_tasks(completion.text, completion.finish_reason)
+            return [Candidate(text, {"input": i.input, "output": i.output}) for text, i in tasks]
         first = min(cfg.in_context, len(seeds)) + 1
         return parse_alpaca_response(completion.text, completion.finish_reason, first, prompt.no_input_marker)
 

@@ -27,14 +27,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from selfinstruct.config import CompatConfig
+from selfinstruct.config import CompatConfig, GenerationParams
 from selfinstruct.errors import RequestsFailedError
 from selfinstruct.filters.heuristics import check_instruction
 from selfinstruct.filters.rouge import RougeNoveltyIndex
 from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.parsing.chat_list import parse_chat_instructions
 from selfinstruct.randomness import derive_seed, step_rng
 from selfinstruct.records import Funnel
 from selfinstruct.rundir import FAILED_FILE
+from selfinstruct.stages.chat_prompts import bootstrap_request, json_output
 from selfinstruct.stages.context import StageContext
 
 # Prompts in flight per unit of concurrency: while the prompt at the head waits for a retry
@@ -84,6 +86,17 @@ def parse_bootstrap_response(text: str, finish_reason: str, compat: CompatConfig
     return [capitalize_first(item, compat.python_capitalize) for item in items]
 
 
+def parse_chat_reply(text: str, finish_reason: str, compat: CompatConfig) -> list[str]:
+    """The new instructions in a chat model's reply (a list or JSON, see parsing.chat_list);
+    a reply cut by max_tokens loses its last item, as a continuation does."""
+    if finish_reason == "length" and compat.drop_whole_response_on_length:
+        return []
+    items = parse_chat_instructions(text)
+    if finish_reason == "length":
+        items = items[:-1]
+    return [capitalize_first(item, compat.python_capitalize) for item in items]
+
+
 def sample_in_context(
     seeds: Sequence[str], machine: Sequence[str], total: int, n_machine: int, rng: random.Random
 ) -> list[str]:
@@ -109,7 +122,8 @@ class BootstrapResult:
     complete: bool  # False when the model stopped producing new instructions
 
 
-PromptBuilder = Callable[[random.Random, Sequence[str]], str]
+# (the step's random source, the machine pool it may show, the step's sampling) -> its request
+PromptBuilder = Callable[[random.Random, Sequence[str], GenerationParams], CompletionRequest]
 ResponseParser = Callable[[Completion], list[Candidate]]
 
 
@@ -162,9 +176,8 @@ def run_bootstrap_loop(
     def request(k: int) -> CompletionRequest:
         round_no, i = divmod(k, per_round)
         pool = machine[: accepted_after[pool_basis(k, cfg.window, per_round)]]
-        prompt = build_prompt(step_rng(ctx.config.seed, stage, "context", round_no, i), pool)
         params = cfg.generation.with_(seed=derive_seed(ctx.config.seed, stage, "sample", round_no, i))
-        return CompletionRequest(prompt=prompt, params=params)
+        return build_prompt(step_rng(ctx.config.seed, stage, "context", round_no, i), pool, params)
 
     def still_useful() -> int:
         """Prompts worth having in flight: the remaining target at the yield seen so far,
@@ -284,13 +297,25 @@ def bootstrap_instructions(ctx: StageContext) -> BootstrapResult:
     seed_instructions = [t.instruction for t in seeds]
     prompt = ctx.prompts.bootstrap
     header = prompt.classification_header if cfg.classification_seeds_only else prompt.header
+    chat = ctx.config.backend.chat_prompts()
+    json_mode = json_output(ctx.config.backend)
+    chat_prompt = ctx.prompts.chat.bootstrap
+    chat_template = (
+        chat_prompt.classification_request if cfg.classification_seeds_only else chat_prompt.request
+    )
 
-    def build(rng: random.Random, machine: Sequence[str]) -> str:
+    def build(rng: random.Random, machine: Sequence[str], params: GenerationParams) -> CompletionRequest:
         shown = sample_in_context(seed_instructions, machine, cfg.in_context, cfg.machine_in_context, rng)
-        return render_bootstrap_prompt(header, shown)
+        if chat:
+            shown = [clean_instruction(text) for text in shown]
+            return bootstrap_request(chat_prompt, chat_template, shown, json_mode, params)
+        return CompletionRequest(render_bootstrap_prompt(header, shown), params)
 
     def parse(completion: Completion) -> list[Candidate]:
-        items = parse_bootstrap_response(completion.text, completion.finish_reason, ctx.config.compat)
+        if chat:
+            items = parse_chat_reply(completion.text, completion.finish_reason, ctx.config.compat)
+        else:
+            items = parse_bootstrap_response(completion.text, completion.finish_reason, ctx.config.compat)
         return [Candidate(item) for item in items]
 
     return run_bootstrap_loop(ctx, "bootstrap", seed_instructions, build, parse)

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.parsing.chat_answers import parse_chat_yes_no
 from selfinstruct.prompts import ClassifyPrompt
+from selfinstruct.stages.chat_prompts import classify_request, json_output
 from selfinstruct.stages.context import StageContext
 
 
@@ -22,14 +24,33 @@ def render_classify_prompt(prompt: ClassifyPrompt, instruction: str) -> str:
 
 
 def identify_classification(ctx: StageContext, instructions: list[str]) -> list[dict[str, Any]]:
-    """One record per instruction: {instruction, is_classification: the raw answer}, as the reference."""
+    """One record per instruction: {instruction, is_classification: the raw answer}, as the reference.
+
+    A chat model's reply (JSON or a sentence) is read here and stored as "Yes" or "No", so that
+    every later step reads the answer one way; the reply itself is kept as `reply`.
+    """
     params = ctx.config.classify.generation
-    requests = [
-        CompletionRequest(prompt=render_classify_prompt(ctx.prompts.classify, text), params=params)
-        for text in instructions
-    ]
+    backend = ctx.config.backend
+    if backend.chat_prompts():
+        json_mode = json_output(backend)
+        chat, demos = ctx.prompts.chat.classify, ctx.prompts.classify
+        requests = [classify_request(chat, demos, text, json_mode, params) for text in instructions]
+    else:
+        requests = [
+            CompletionRequest(prompt=render_classify_prompt(ctx.prompts.classify, text), params=params)
+            for text in instructions
+        ]
     completions = ctx.complete_all(requests, "classify")
+    if not backend.chat_prompts():
+        return [
+            {"instruction": text, "is_classification": completion.text}
+            for text, completion in zip(instructions, completions, strict=True)
+        ]
     return [
-        {"instruction": text, "is_classification": completion.text}
+        {
+            "instruction": text,
+            "is_classification": "Yes" if parse_chat_yes_no(completion.text) else "No",
+            "reply": completion.text,
+        }
         for text, completion in zip(instructions, completions, strict=True)
     ]

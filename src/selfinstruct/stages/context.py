@@ -11,6 +11,7 @@ from selfinstruct.llm.engine import RequestEngine
 from selfinstruct.prompts import (
     AlpacaPrompt,
     BootstrapPrompt,
+    ChatPrompts,
     ClassifyPrompt,
     FinetuneTemplates,
     InstancesClassificationPrompt,
@@ -28,6 +29,7 @@ class PromptSet:
     instances_generation: InstancesGenerationPrompt
     finetune_templates: FinetuneTemplates
     alpaca: AlpacaPrompt
+    chat: ChatPrompts
 
     @classmethod
     def load(cls, files: dict[str, str]) -> PromptSet:
@@ -41,6 +43,7 @@ class PromptSet:
             instances_generation=get("instances_generation", InstancesGenerationPrompt),  # type: ignore[arg-type]
             finetune_templates=get("finetune_templates", FinetuneTemplates),  # type: ignore[arg-type]
             alpaca=get("alpaca", AlpacaPrompt),  # type: ignore[arg-type]
+            chat=get("chat", ChatPrompts),  # type: ignore[arg-type]
         )
 
 

@@ -13,6 +13,12 @@ from typing import Any
 from selfinstruct.llm.base import CompletionRequest
 from selfinstruct.parsing import is_classification_answer
 from selfinstruct.prompts import InstancesClassificationPrompt, InstancesGenerationPrompt
+from selfinstruct.stages.chat_prompts import (
+    classification_request,
+    generation_request,
+    json_output,
+    prompt_style,
+)
 from selfinstruct.stages.context import StageContext
 
 
@@ -54,16 +60,34 @@ def generate_instances(ctx: StageContext, tasks: list[dict[str, Any]]) -> list[d
     # Stop before an example beyond the wanted number, as the reference does ("Example 6").
     stop = tuple(s for s in cfg.generation.stop if not s.startswith("Example "))
     base = cfg.generation.with_(stop=(f"Example {cfg.max_instances + 1}", *stop))
+    backend = ctx.config.backend
+    chat, json_mode = backend.chat_prompts(), json_output(backend)
     requests = []
     for task in tasks:
+        instruction = task["instruction"]
         if is_classification_answer(str(task.get("is_classification", ""))):
-            text = render_classification_prompt(prompts.instances_classification, task["instruction"])
             params = base.with_(max_tokens=cfg.max_tokens_classification)
+            if chat:
+                request = classification_request(
+                    prompts.chat.instances_classification, prompts.instances_classification,
+                    instruction, json_mode, params, cfg.max_instances,
+                )  # fmt: skip
+            else:
+                text = render_classification_prompt(prompts.instances_classification, instruction)
+                request = CompletionRequest(prompt=text, params=params)
+        elif chat:
+            request = generation_request(
+                prompts.chat.instances_generation, prompts.instances_generation,
+                instruction, json_mode, base, cfg.max_instances,
+            )  # fmt: skip
         else:
-            text = render_generation_prompt(prompts.instances_generation, task["instruction"])
-            params = base
-        requests.append(CompletionRequest(prompt=text, params=params))
+            request = CompletionRequest(
+                render_generation_prompt(prompts.instances_generation, instruction), base
+            )
+        requests.append(request)
     completions = ctx.complete_all(requests, "instances")
+    # A chat model's reply is parsed by parsing.chat_answers (parsing.instances_of_record reads this).
+    style = {"prompt_style": "chat", "output_mode": prompt_style(backend)["output_mode"]} if chat else {}
     out = []
     for task, completion in zip(tasks, completions, strict=True):
         record = dict(task)
@@ -72,6 +96,7 @@ def generate_instances(ctx: StageContext, tasks: list[dict[str, Any]]) -> list[d
             "finish_reason": completion.finish_reason,
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
+            **style,
         }
         out.append(record)
     return out

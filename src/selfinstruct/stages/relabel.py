@@ -11,6 +11,7 @@ from selfinstruct.config import GenerationParams
 from selfinstruct.llm.base import CompletionRequest
 from selfinstruct.prompts import plain_task_prompt
 from selfinstruct.records import Funnel, Triple
+from selfinstruct.stages.chat_prompts import task_request, task_text
 from selfinstruct.stages.context import StageContext
 
 # Greedy; a blank line or a new "Input:" ends the answer, as in the user-oriented evaluation.
@@ -23,7 +24,11 @@ def relabel_triples(
     ctx: StageContext, triples: list[Triple], params: GenerationParams = TEACHER_PARAMS
 ) -> tuple[list[Triple], Funnel]:
     """The same triples with the teacher's outputs; a triple whose new output is empty is dropped."""
-    requests = [CompletionRequest(plain_task_prompt(t.instruction, t.input), params) for t in triples]
+    if ctx.config.backend.chat_prompts():
+        stage = ctx.prompts.chat.relabel
+        requests = [task_request(stage, task_text(t.instruction, t.input), params) for t in triples]
+    else:
+        requests = [CompletionRequest(plain_task_prompt(t.instruction, t.input), params) for t in triples]
     completions = ctx.complete_all(requests, "relabel")
     funnel = Funnel(generated=len(triples))
     relabelled = []

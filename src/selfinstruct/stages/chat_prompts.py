@@ -1,0 +1,229 @@
+"""The chat form of every stage's question (issue 11), and the JSON schemas of the answers.
+
+A base model continues a text; a chat model answers a conversation. With a chat backend
+(`BackendConfig.chat_prompts()`) each stage builds its request here: a system message from
+prompts/chat.yaml that says what to write and in which format, the demonstrations of the
+completion prompt files as earlier turns (or as a numbered list to add to), then the
+question. When the server constrains answers to a schema (`output_mode` json_schema or
+json_object) the request carries the schema and the demonstrations answer in JSON;
+otherwise they answer in the text layout that `parsing.chat_answers` reads.
+
+Stop sequences are left out: the completion prompts' stops ("\\n\\n", "Task:") end a list
+continuation, and would cut a chat reply after its preamble; the chat template's end of
+turn ends the reply instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from selfinstruct.config import BackendConfig, GenerationParams
+from selfinstruct.llm.base import ChatMessage, CompletionRequest
+from selfinstruct.prompts import (
+    ChatFewShotStage,
+    ChatListStage,
+    ChatStage,
+    ClassifyPrompt,
+    InstancesClassificationPrompt,
+    InstancesGenerationPrompt,
+)
+from selfinstruct.records import SeedTask
+
+JSON_MODES = ("json_schema", "json_object")
+
+
+def json_output(backend: BackendConfig) -> bool:
+    """Whether answers come back as schema-constrained JSON (else as text to parse)."""
+    return backend.output_mode in JSON_MODES
+
+
+def prompt_style(backend: BackendConfig) -> dict[str, str]:
+    """What the summary reports: the prompts used, and how the answers came back."""
+    if not backend.chat_prompts():
+        return {"prompt_style": "completion", "output_mode": "text"}
+    mode = backend.output_mode if backend.output_mode != "auto" else "text"
+    return {"prompt_style": "chat", "output_mode": mode}
+
+
+def _string(min_length: int = 1) -> dict[str, Any]:
+    return {"type": "string", "minLength": min_length}
+
+
+def _object(**properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def _array(items: dict[str, Any], max_items: int) -> dict[str, Any]:
+    return {"type": "array", "items": items, "minItems": 1, "maxItems": max_items}
+
+
+def _schema(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, separators=(",", ":"))
+
+
+def instructions_schema(new: int) -> str:
+    return _schema(_object(instructions=_array(_string(), new)))
+
+
+CLASSIFY_SCHEMA = _schema(_object(is_classification={"type": "boolean"}))
+
+
+def instances_schema(classification: bool, max_instances: int) -> str:
+    if classification:
+        item = _object(label=_string(), input=_string(0))
+    else:
+        item = _object(input=_string(0), output=_string())
+    return _schema(_object(instances=_array(item, max_instances)))
+
+
+def tasks_schema(new: int) -> str:
+    return _schema(
+        _object(tasks=_array(_object(instruction=_string(), input=_string(0), output=_string()), new))
+    )
+
+
+def chat_params(params: GenerationParams, min_tokens: int = 1) -> GenerationParams:
+    return params.with_(stop=(), max_tokens=max(params.max_tokens, min_tokens))
+
+
+def _request(
+    stage: ChatStage,
+    json_mode: bool,
+    turns: Sequence[ChatMessage],
+    params: GenerationParams,
+    schema: str,
+) -> CompletionRequest:
+    messages = [ChatMessage("system", stage.system_message(json_mode)), *turns]
+    return CompletionRequest.chat(messages, params, schema if json_mode else None)
+
+
+def _numbered(items: Sequence[str]) -> str:
+    return "\n".join(f"{n}. {item}" for n, item in enumerate(items, start=1))
+
+
+# -- stage 1 and the one-stage variant: a list to add to --------------------------------------
+
+
+def bootstrap_request(
+    stage: ChatListStage,
+    template: str,
+    instructions: Sequence[str],
+    json_mode: bool,
+    params: GenerationParams,
+) -> CompletionRequest:
+    text = template.format(examples=_numbered(instructions), count=len(instructions), new=stage.new)
+    turns = [ChatMessage("user", text)]
+    return _request(stage, json_mode, turns, chat_params(params), instructions_schema(stage.new))
+
+
+def alpaca_request(
+    stage: ChatListStage,
+    tasks: Sequence[SeedTask],
+    no_input: str,
+    json_mode: bool,
+    params: GenerationParams,
+) -> CompletionRequest:
+    blocks = []
+    for task in tasks:
+        first = task.instances[0]
+        blocks.append(
+            f"Instruction: {' '.join(task.instruction.split())}\n"
+            f"Input: {first.input.strip() or no_input}\nOutput: {first.output.strip()}"
+        )
+    examples = "\n###\n".join(blocks)
+    text = stage.request.format(examples=examples, count=len(tasks), new=stage.new)
+    turns = [ChatMessage("user", text)]
+    return _request(stage, json_mode, turns, chat_params(params), tasks_schema(stage.new))
+
+
+# -- stages 2 and 3: demonstrations as earlier turns -----------------------------------------
+
+
+def classify_request(
+    stage: ChatFewShotStage,
+    demos: ClassifyPrompt,
+    instruction: str,
+    json_mode: bool,
+    params: GenerationParams,
+) -> CompletionRequest:
+    turns = []
+    for demo in demos.demonstrations[: stage.shots]:
+        if json_mode:
+            answer = json.dumps({"is_classification": demo.is_classification})
+        else:
+            answer = "Yes" if demo.is_classification else "No"
+        turns += [
+            ChatMessage("user", stage.request.format(instruction=demo.task.strip())),
+            ChatMessage("assistant", answer),
+        ]
+    turns.append(ChatMessage("user", stage.request.format(instruction=instruction.strip())))
+    # Room for the JSON object, or for a chat model's "No." with its end of turn.
+    return _request(stage, json_mode, turns, chat_params(params, min_tokens=16), CLASSIFY_SCHEMA)
+
+
+def generation_request(
+    stage: ChatFewShotStage,
+    demos: InstancesGenerationPrompt,
+    instruction: str,
+    json_mode: bool,
+    params: GenerationParams,
+    max_instances: int,
+) -> CompletionRequest:
+    turns = []
+    for demo in demos.demonstrations[: stage.shots]:
+        if json_mode:
+            rows = [{"input": e.input, "output": e.output} for e in demo.examples]
+            answer = json.dumps({"instances": rows}, ensure_ascii=False)
+        elif len(demo.examples) == 1 and not demo.examples[0].input:
+            answer = f"Output: {demo.examples[0].output}"
+        else:
+            answer = "\n\n".join(
+                f"Example {n}\n{e.input}\nOutput: {e.output}" for n, e in enumerate(demo.examples, start=1)
+            )
+        turns += [
+            ChatMessage("user", stage.request.format(instruction=demo.task.strip())),
+            ChatMessage("assistant", answer),
+        ]
+    turns.append(ChatMessage("user", stage.request.format(instruction=instruction.strip())))
+    schema = instances_schema(False, max_instances)
+    return _request(stage, json_mode, turns, chat_params(params), schema)
+
+
+def classification_request(
+    stage: ChatFewShotStage,
+    demos: InstancesClassificationPrompt,
+    instruction: str,
+    json_mode: bool,
+    params: GenerationParams,
+    max_instances: int,
+) -> CompletionRequest:
+    turns = []
+    for demo in demos.demonstrations[: stage.shots]:
+        if json_mode:
+            rows = [{"label": e.label, "input": e.input} for e in demo.examples]
+            answer = json.dumps({"instances": rows}, ensure_ascii=False)
+        else:
+            answer = "\n\n".join(f"Class label: {e.label}\n{e.input}".rstrip() for e in demo.examples)
+        turns += [
+            ChatMessage("user", stage.request.format(instruction=demo.task.strip())),
+            ChatMessage("assistant", answer),
+        ]
+    turns.append(ChatMessage("user", stage.request.format(instruction=instruction.strip())))
+    schema = instances_schema(True, max_instances)
+    return _request(stage, json_mode, turns, chat_params(params), schema)
+
+
+# -- relabel and the judge: one task in the user message ------------------------------------
+
+
+def task_request(stage: ChatStage, user_text: str, params: GenerationParams) -> CompletionRequest:
+    """A plain text question (relabel's task, the judge's item); the answer is the reply."""
+    return _request(stage, False, [ChatMessage("user", user_text)], chat_params(params), "")
+
+
+def task_text(instruction: str, task_input: str) -> str:
+    if task_input.strip():
+        return f"{instruction.strip()}\n\n{task_input.strip()}"
+    return instruction.strip()
