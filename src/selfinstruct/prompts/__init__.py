@@ -197,18 +197,25 @@ class ChatStage(PromptFile):
 
 
 class ChatListStage(ChatStage):
-    """A stage that shows a numbered list of examples and asks for `new` more."""
+    """A stage that asks for new items: the in-context examples are the assistant's earlier
+    answers (`per_turn` at a time), then `final_request` asks for `new` more."""
 
-    _fields = ("examples", "count", "new")
+    _fields = ("count", "kind", "new")
+    first_request: str
+    next_request: str
+    final_request: str
+    kind: str
+    per_turn: int = Field(default=4, ge=1)
     new: int = Field(default=8, ge=1, le=100)
 
-    _requests = field_validator("request")(_non_blank)
+    _requests = field_validator("first_request", "next_request", "final_request", "kind")(_non_blank)
 
 
 class ChatBootstrap(ChatListStage):
-    classification_request: str
+    # What the items are called when bootstrap.classification_seeds_only is set.
+    classification_kind: str
 
-    _requests2 = field_validator("classification_request")(_non_blank)
+    _kinds = field_validator("classification_kind")(_non_blank)
 
 
 class ChatFewShotStage(ChatStage):

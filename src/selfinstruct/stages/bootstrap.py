@@ -300,15 +300,12 @@ def bootstrap_instructions(ctx: StageContext) -> BootstrapResult:
     chat = ctx.config.backend.chat_prompts()
     json_mode = json_output(ctx.config.backend)
     chat_prompt = ctx.prompts.chat.bootstrap
-    chat_template = (
-        chat_prompt.classification_request if cfg.classification_seeds_only else chat_prompt.request
-    )
 
     def build(rng: random.Random, machine: Sequence[str], params: GenerationParams) -> CompletionRequest:
         shown = sample_in_context(seed_instructions, machine, cfg.in_context, cfg.machine_in_context, rng)
         if chat:
             shown = [clean_instruction(text) for text in shown]
-            return bootstrap_request(chat_prompt, chat_template, shown, json_mode, params)
+            return bootstrap_request(chat_prompt, shown, cfg.classification_seeds_only, json_mode, params)
         return CompletionRequest(render_bootstrap_prompt(header, shown), params)
 
     def parse(completion: Completion) -> list[Candidate]:

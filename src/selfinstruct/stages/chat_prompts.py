@@ -22,6 +22,7 @@ from typing import Any
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.llm.base import ChatMessage, CompletionRequest
 from selfinstruct.prompts import (
+    ChatBootstrap,
     ChatFewShotStage,
     ChatListStage,
     ChatStage,
@@ -99,22 +100,41 @@ def _request(
     return CompletionRequest.chat(messages, params, schema if json_mode else None)
 
 
-def _numbered(items: Sequence[str]) -> str:
-    return "\n".join(f"{n}. {item}" for n, item in enumerate(items, start=1))
+# -- stage 1 and the one-stage variant: examples as the assistant's earlier answers ---------
 
 
-# -- stage 1 and the one-stage variant: a list to add to --------------------------------------
+def _list_turns(stage: ChatListStage, answers: Sequence[tuple[int, str]], kind: str) -> list[ChatMessage]:
+    """User asks, assistant answers with the next examples (count, rendered answer), ..., then
+    the request for `new` more."""
+    turns = []
+    for n, (count, answer) in enumerate(answers):
+        template = stage.first_request if n == 0 else stage.next_request
+        turns.append(ChatMessage("user", template.format(count=count, kind=kind, new=stage.new)))
+        turns.append(ChatMessage("assistant", answer))
+    turns.append(ChatMessage("user", stage.final_request.format(count=stage.new, kind=kind, new=stage.new)))
+    return turns
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def bootstrap_request(
-    stage: ChatListStage,
-    template: str,
+    stage: ChatBootstrap,
     instructions: Sequence[str],
+    classification: bool,
     json_mode: bool,
     params: GenerationParams,
 ) -> CompletionRequest:
-    text = template.format(examples=_numbered(instructions), count=len(instructions), new=stage.new)
-    turns = [ChatMessage("user", text)]
+    answers = []
+    for chunk in _chunks(instructions, stage.per_turn):
+        if json_mode:
+            answer = json.dumps({"instructions": list(chunk)}, ensure_ascii=False)
+        else:
+            answer = "\n".join(f"{n}. {text}" for n, text in enumerate(chunk, start=1))
+        answers.append((len(chunk), answer))
+    kind = stage.classification_kind if classification else stage.kind
+    turns = _list_turns(stage, answers, kind)
     return _request(stage, json_mode, turns, chat_params(params), instructions_schema(stage.new))
 
 
@@ -125,16 +145,24 @@ def alpaca_request(
     json_mode: bool,
     params: GenerationParams,
 ) -> CompletionRequest:
-    blocks = []
-    for task in tasks:
-        first = task.instances[0]
-        blocks.append(
-            f"Instruction: {' '.join(task.instruction.split())}\n"
-            f"Input: {first.input.strip() or no_input}\nOutput: {first.output.strip()}"
-        )
-    examples = "\n###\n".join(blocks)
-    text = stage.request.format(examples=examples, count=len(tasks), new=stage.new)
-    turns = [ChatMessage("user", text)]
+    answers = []
+    for chunk in _chunks(tasks, stage.per_turn):
+        rows = [
+            {
+                "instruction": " ".join(task.instruction.split()),
+                "input": task.instances[0].input.strip() or no_input,
+                "output": task.instances[0].output.strip(),
+            }
+            for task in chunk
+        ]
+        if json_mode:
+            answer = json.dumps({"tasks": rows}, ensure_ascii=False)
+        else:
+            answer = "\n###\n".join(
+                f"Instruction: {r['instruction']}\nInput: {r['input']}\nOutput: {r['output']}" for r in rows
+            )
+        answers.append((len(chunk), answer))
+    turns = _list_turns(stage, answers, stage.kind)
     return _request(stage, json_mode, turns, chat_params(params), tasks_schema(stage.new))
 
 
