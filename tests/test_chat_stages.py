@@ -1,0 +1,138 @@
+"""Every stage with a chat model (issue 11): chat prompts go out, chat-shaped answers come back
+as clean records, in text and in JSON output mode, with the funnel, the store and resume
+working as on the completion path."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RunFactory
+from servers.scripted_chat import ScriptedChatModel
+
+from selfinstruct.parsing import instances_of_record
+from selfinstruct.rundir import (
+    CONFIG_FILE,
+    FINETUNE_DIR,
+    GENERATED_INSTANCES_FILE,
+    INSTANCES_FILE,
+    INSTRUCTIONS_FILE,
+    SUMMARY_FILE,
+)
+
+OUTPUTS = (INSTRUCTIONS_FILE, INSTANCES_FILE, f"{FINETUNE_DIR}/{GENERATED_INSTANCES_FILE}")
+LIST_NUMBER = re.compile(r"^\s*\d+[.)]")
+
+
+def chat_backend(mode: str) -> dict[str, Any]:
+    return {
+        "kind": "openai",
+        "api": "chat",
+        "output_mode": mode,
+        "max_retries": 2,
+        "retry_base_s": 0.01,
+    }
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["text", "json_object", "json_schema"])
+def test_a_chat_model_run_gives_clean_instructions_and_instances(
+    tmp_path: Path, make_run: RunFactory, mode: str
+) -> None:
+    model = ScriptedChatModel()
+    run = make_run(tmp_path / "run", model, n=10, backend=chat_backend(mode))
+    summary = run.run_all()
+
+    instructions = [r["instruction"] for r in read_jsonl(tmp_path / "run" / INSTRUCTIONS_FILE)]
+    assert len(instructions) == 10
+    for text in instructions:
+        assert not LIST_NUMBER.match(text) and "**" not in text, text
+        assert not text.lower().startswith(("sure", "here", "let me")), text
+    tasks = read_jsonl(tmp_path / "run" / INSTANCES_FILE)
+    assert all(instances_of_record(task)[0] for task in tasks)
+    # Classification tasks were asked output-first, and their labels came back as outputs.
+    labelled = [t for t in tasks if "happy or sad" in t["instruction"]]
+    assert labelled, "the scripted model writes some classification tasks"
+    assert all(t["is_classification"] == "Yes" for t in labelled)
+    assert all({i.output for i in instances_of_record(t)[0]} == {"Happy", "Sad"} for t in labelled)
+    kept = {t["instruction"] for t in read_jsonl(tmp_path / "run" / FINETUNE_DIR / GENERATED_INSTANCES_FILE)}
+    assert kept == {t["instruction"] for t in tasks}
+
+    assert summary["generation"] == {"prompt_style": "chat", "output_mode": mode}
+    # Only JSON modes ask for a schema; no chat request carries the completion prompts' stops.
+    assert all((r.response_schema is not None) == (mode != "text") for r in model.requests)
+    assert all(r.messages and not r.params.stop for r in model.requests)
+
+
+def test_a_chat_run_resumes_from_the_store_and_is_reproducible(tmp_path: Path, make_run: RunFactory) -> None:
+    first = make_run(tmp_path / "a", ScriptedChatModel(), n=8, backend=chat_backend("text"))
+    first.run_all()
+    again = ScriptedChatModel()
+    rerun = make_run(tmp_path / "a", again, n=8, backend=chat_backend("text"))
+    rerun.run_all()
+    assert again.requests == []  # every answer came from the store
+    other = make_run(tmp_path / "b", ScriptedChatModel(), n=8, backend=chat_backend("text"))
+    other.run_all()
+    for name in OUTPUTS:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_the_classify_record_keeps_the_chat_reply_and_a_plain_answer(
+    tmp_path: Path, make_run: RunFactory
+) -> None:
+    run = make_run(tmp_path / "run", ScriptedChatModel(), n=6, backend=chat_backend("text"))
+    run.bootstrap()
+    records = run.classify()
+    assert {r["is_classification"] for r in records} <= {"Yes", "No"}
+    assert all(r["reply"] in ("Yes.", "No, it is not.") for r in records)
+    assert all(r["is_classification"] == ("Yes" if r["reply"] == "Yes." else "No") for r in records)
+
+
+def test_the_output_mode_is_recorded_in_the_run_config_and_the_summary(
+    tmp_path: Path, make_run: RunFactory
+) -> None:
+    run = make_run(tmp_path / "run", ScriptedChatModel(), n=4, backend=chat_backend("json_object"))
+    run.bootstrap()
+    assert "output_mode: json_object" in (tmp_path / "run" / CONFIG_FILE).read_text()
+    assert (
+        json.loads((tmp_path / "run" / SUMMARY_FILE).read_text())["generation"]["output_mode"]
+        == "json_object"
+    )
+
+
+@pytest.mark.parametrize("mode", ["text", "json_object"])
+def test_the_alpaca_variant_with_a_chat_model_keeps_each_task_with_its_instance(
+    tmp_path: Path, make_run: RunFactory, mode: str
+) -> None:
+    model = ScriptedChatModel()
+    run = make_run(tmp_path / "run", model, n=6, preset="alpaca-2023", backend=chat_backend(mode))
+    records = run.bootstrap()
+    assert len(records) == 6
+    for record in records:
+        assert record["instruction"][0].isupper() and not record["instruction"].startswith("Instruction")
+        assert record["output"] and "Output:" not in record["output"]
+    assert {model.stage_of(r) for r in model.requests} == {"alpaca"}
+
+
+def test_relabel_with_a_chat_teacher_asks_the_task_and_keeps_the_reply(
+    tmp_path: Path, make_run: RunFactory
+) -> None:
+    source = make_run(tmp_path / "source", ScriptedChatModel(), n=6, backend=chat_backend("text"))
+    source.run_all()
+    teacher = ScriptedChatModel()
+    run = make_run(tmp_path / "relabelled", teacher, n=6, backend=chat_backend("text"))
+    entry = run.relabel(tmp_path / "source")
+    assert entry["training_triples"] > 0
+    assert {teacher.stage_of(r) for r in teacher.requests} == {"relabel"}
+    # The user message is the task itself: its instruction, then its input.
+    triples = read_jsonl(tmp_path / "source" / FINETUNE_DIR / GENERATED_INSTANCES_FILE)
+    asked = {r.messages[-1].content for r in teacher.requests}
+    first = triples[0]
+    expected = first["instruction"] + (f"\n\n{first['input']}" if first["input"] else "")
+    assert expected in asked
