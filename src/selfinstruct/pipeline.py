@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from selfinstruct.config import SIMILARITY_STATS_AUTO_MAX, RunConfig, cache_dir, dump_config
 from selfinstruct.errors import BackendError, InputFileError
 from selfinstruct.records import (
@@ -81,6 +83,8 @@ class Run:
             self._lock = RunLock.acquire(self.out)
         if needs_model and self._backend is None:
             self._backend = start_backend(self.config.backend, cache_dir())
+        if needs_model:
+            self._settle_output_mode()
         # Remembered so that a bad key or model seen only at the first completion can take
         # back what this invocation made (see close()).
         self._created_here = make_dir(self.out)
@@ -95,6 +99,29 @@ class Run:
             (self.out / FAILED_FILE).unlink(missing_ok=True)
         if needs_model and self._engine is None:
             self._engine = build_engine(self.config.backend, self.out, self._backend, self.progress)
+
+    def _settle_output_mode(self) -> None:
+        """Decide how a chat model's answers come back before config.yaml records it.
+
+        "auto" takes the mode this run directory's config.yaml recorded for the same server,
+        else probes the server once; either way the run's config then names the mode, so
+        later stage commands (which read config.yaml) and resumes ask the same way.
+        """
+        backend = self.config.backend
+        if backend.output_mode == "auto" and backend.chat_prompts():
+            mode = recorded_output_mode(self.out / CONFIG_FILE, self.config)
+            probe = getattr(self._backend, "probe_output_mode", None)
+            if mode is None and callable(probe):
+                mode = str(probe())
+                self.log(
+                    f"chat model at {backend.base_url}: answers as {mode} (probed; recorded in config.yaml)"
+                )
+            if mode is not None:
+                self.config = self.config.model_copy(
+                    update={"backend": backend.model_copy(update={"output_mode": mode})}
+                )
+        if self.config.backend.output_mode != "auto" and hasattr(self._backend, "output_mode"):
+            self._backend.output_mode = self.config.backend.output_mode
 
     @contextlib.contextmanager
     def opened(self, needs_model: bool = True) -> Iterator[Run]:
@@ -283,6 +310,22 @@ class Run:
             summary["generation"] = prompt_style(self.config.backend)
             summary["requests"] = self._engine.stats()
         write_json(self.out / SUMMARY_FILE, summary)
+
+
+def recorded_output_mode(config_file: Path, config: RunConfig) -> str | None:
+    """The output mode `config_file` (a run's config.yaml) records for the server that `config`
+    names (kind, URL, model, API), or None: another server, no file, or nothing settled."""
+    try:
+        recorded = yaml.safe_load(config_file.read_text("utf-8"))["backend"]
+        mode = recorded["output_mode"]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return None  # unreadable or not ours: probing again is always safe
+    same_server = all(recorded.get(key) == getattr(config.backend, key) for key in _SERVER_KEYS)
+    return mode if same_server and mode in ("json_schema", "json_object", "text") else None
+
+
+# What identifies the server whose output mode a run recorded.
+_SERVER_KEYS = ("kind", "base_url", "model", "api")
 
 
 def _remove_unused_run(out: Path) -> None:

@@ -10,8 +10,12 @@ Optional modes, for whole runs of the `selfinstruct` command against it:
   faults=FaultPlan a share of requests drawn as faults, deterministically per request body
   delay_s=(lo, hi) every completion waits a random time in [lo, hi] seconds first
   api_key=KEY      anything without "Bearer KEY" gets 401; strict_model=True: other models 404
+  response_formats=TYPES  the response_format types it honours, e.g. ("text", "json_object") like
+                   llama-cpp-python; another type gets that server's HTTP 500. A schema sent in an
+                   honoured form gets a minimal JSON instance of it unless reply() scripted the
+                   prompt. None (the default): the field is accepted and ignored, as some servers do.
 It also runs as a process: `python tests/servers/openai_stub.py --port 0 --port-file PATH
-[--scripted] [--faults JSON] [--delay LO[:HI]]` writes its port to PATH once it listens;
+[--scripted] [--faults JSON] [--delay LO[:HI]] [--response-formats T1,T2]` writes its port to PATH once it listens;
 GET /stub/stats returns what it received and which faults it served.
 """
 
@@ -254,6 +258,7 @@ class OpenAIStub:
         delay_s: tuple[float, float] = (0.0, 0.0),
         api_key: str | None = None,
         strict_model: bool = False,
+        response_formats: tuple[str, ...] | None = None,
         port: int = 0,
     ) -> None:
         self.model = model
@@ -262,6 +267,7 @@ class OpenAIStub:
         self.delay_s = delay_s
         self.api_key = api_key
         self.strict_model = strict_model
+        self.response_formats = response_formats
         self.port = port
         self.served: Counter[str] = Counter()  # fault kind -> times served
         self.permanent: set[str] = set()  # bodies that got a permanent fault
@@ -289,8 +295,11 @@ class OpenAIStub:
     def answer_for(self, prompt: str) -> str:
         return self.replies.get(prompt, f"answer to: {prompt}")
 
-    def answer(self, prompt: str, seed: int | None) -> tuple[str, str]:
-        """(text, finish_reason) of a normal answer: a scripted reply wins, then scripted mode."""
+    def answer(self, prompt: str, seed: int | None, schema: dict[str, Any] | None = None) -> tuple[str, str]:
+        """(text, finish_reason) of a normal answer: a scripted reply wins, then an instance of
+        an honoured schema (what a constrained decoder must produce), then scripted mode."""
+        if prompt not in self.replies and schema is not None:
+            return json.dumps(minimal_instance(schema)), "stop"
         if prompt in self.replies or not self.scripted:
             return self.answer_for(prompt), "stop"
         scripted = _scripted().scripted_answer(prompt, seed)
@@ -364,7 +373,27 @@ class OpenAIStub:
             return Fault(401, _error_body(f"Incorrect API key provided: {sent}"))
         if self.strict_model and received.body is not None and received.body.get("model") != self.model:
             return unknown_model(str(received.body.get("model")))
+        form = (received.body or {}).get("response_format")
+        formats = self.response_formats
+        if formats is not None and isinstance(form, dict) and form.get("type") not in formats:
+            # llama-cpp-python's answer to a type it does not know: a validation error, as a 500.
+            allowed = " or ".join(repr(t) for t in formats)
+            message = f"response_format.type: Input should be {allowed} (got {form.get('type')!r})"
+            return Fault(500, json.dumps({"error": {"message": message, "type": "internal_server_error"}}))
         return None
+
+    def honoured_schema(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The JSON Schema a request asks for in a form this stub honours, or None."""
+        form = body.get("response_format")
+        if self.response_formats is None or not isinstance(form, dict):
+            return None
+        if form.get("type") == "json_schema" and "json_schema" in self.response_formats:
+            schema = (form.get("json_schema") or {}).get("schema")
+        elif form.get("type") == "json_object" and "json_object" in self.response_formats:
+            schema = form.get("schema")
+        else:
+            return None
+        return schema if isinstance(schema, dict) else None
 
     def _planned_fault(self, body: dict[str, Any], prompt: str) -> Fault | None:
         body_key = json.dumps(body, sort_keys=True)
@@ -378,6 +407,27 @@ class OpenAIStub:
             if self.fault_plan.is_permanent(body_key, prompt):
                 self.permanent.add(body_key)
         return fault
+
+
+def minimal_instance(schema: dict[str, Any]) -> Any:
+    """The smallest value that satisfies `schema` (the keywords the pipeline's schemas use):
+    an enum's or const's first value, an object of its required properties, the least items."""
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = kind[0] if kind else None
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {name: minimal_instance(properties.get(name) or {}) for name in schema.get("required") or ()}
+    if kind == "array":
+        return [minimal_instance(schema.get("items") or {}) for _ in range(schema.get("minItems", 0))]
+    if kind == "string":
+        return "x" * schema.get("minLength", 0)
+    defaults: dict[Any, Any] = {"integer": 0, "number": 0, "boolean": False}
+    return defaults.get(kind)
 
 
 def _prompt_of(body: dict[str, Any]) -> str:
@@ -442,7 +492,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.status != 200 or fault.body is not None:
             self._send(fault.status, fault.body or "", fault.headers)
             return
-        text, finish_reason = self.owner.answer(_prompt_of(body), body.get("seed"))
+        schema = self.owner.honoured_schema(body)
+        text, finish_reason = self.owner.answer(_prompt_of(body), body.get("seed"), schema)
         if self.path == "/v1/completions":
             choice: dict[str, Any] = {"index": 0, "text": text}
             kind = "text_completion"
@@ -493,6 +544,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scripted", action="store_true", help="answer like a small model")
     parser.add_argument("--faults", type=FaultPlan.from_json, help="a FaultPlan as JSON")
     parser.add_argument("--delay", default="0", metavar="LO[:HI]", help="seconds before each answer")
+    parser.add_argument("--response-formats", metavar="T1,T2", help="response_format types honoured")
     args = parser.parse_args(argv)
     low, _, high = args.delay.partition(":")
     stub = OpenAIStub(
@@ -500,6 +552,7 @@ def main(argv: list[str] | None = None) -> None:
         scripted=args.scripted,
         faults=args.faults,
         delay_s=(float(low), float(high or low)),
+        response_formats=tuple(args.response_formats.split(",")) if args.response_formats else None,
         port=args.port,
     ).start()
     assert stub._server is not None

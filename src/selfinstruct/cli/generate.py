@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from selfinstruct.cli.options import backend_overrides, check_backend_flags, overrides, progress
@@ -23,9 +24,26 @@ def resolve_config(args: argparse.Namespace, reuse_run_config: bool) -> Any:
         and (args.out / CONFIG_FILE).is_file()
     ):
         config_file = args.out / CONFIG_FILE
-    config = build_config(preset=None, config_file=config_file, overrides=overrides(args))
+    flags = overrides(args)
+    config = build_config(preset=None, config_file=config_file, overrides=flags)
     check_backend_flags(args, config.backend.kind)
+    if config_file is not None and config_file == args.out / CONFIG_FILE:
+        config = _own_output_mode(config, config_file, flags)
     return config
+
+
+def _own_output_mode(config: Any, run_config: Path, given: dict[str, Any]) -> Any:
+    """`config` with backend.output_mode back at "auto" when it came from `run_config` (a run's
+    config.yaml) but was probed there for another server than `config` names; a mode that
+    `given` (flags, a teacher's config) sets explicitly is kept."""
+    from selfinstruct.pipeline import recorded_output_mode
+
+    if "output_mode" in given.get("backend", {}) or config.backend.output_mode == "auto":
+        return config
+    if recorded_output_mode(run_config, config) is not None:
+        return config
+    backend = config.backend.model_copy(update={"output_mode": "auto"})
+    return config.model_copy(update={"backend": backend})
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -68,8 +86,10 @@ def cmd_relabel(args: argparse.Namespace) -> int:
             raise InputFileError(f"{args.config}: config file not found")
         teacher = read_yaml_mapping(read_user_file(args.config), str(args.config))
     # The source run's settings (seed, templates, seeds) with the teacher as the model.
-    config = build_config(config_file=source_config, overrides=deep_merge(teacher, backend_overrides(args)))
+    given = deep_merge(teacher, backend_overrides(args))
+    config = build_config(config_file=source_config, overrides=given)
     check_backend_flags(args, config.backend.kind)
+    config = _own_output_mode(config, source_config, given)
     run = Run(args.out, config, progress=progress(args), log=note)
     with run.opened():
         run.relabel(args.run)

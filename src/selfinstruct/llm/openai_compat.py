@@ -30,6 +30,13 @@ from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.llm.openai_answer import parse_answer
+from selfinstruct.llm.output_modes import (
+    PROBE_TIMEOUT_S,
+    PROBED_MODES,
+    probe_outcome,
+    probe_request,
+    response_format,
+)
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 # What a retryable status says about the server (RetryableBackendError.kind); any other is "server".
@@ -54,7 +61,10 @@ class OpenAIBackend:
         if self._key is None and not _is_loopback(self._base_url):
             raise BackendError("no API key: set OPENAI_API_KEY or backend.api_key_file")
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        self._timeout_s = config.timeout_s
         self._clients = _ClientPool(headers, config.timeout_s)
+        # How a response_schema is sent (output_modes.py); "auto" until probe_output_mode().
+        self.output_mode: str = config.output_mode
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "openai", "api": self._api, "model": self._model, "base_url": self._base_url}
@@ -88,12 +98,56 @@ class OpenAIBackend:
             raise self._status_error(response)
         return self._parse(response)
 
+    def probe_output_mode(self) -> str:
+        """Find which response_format form the server honours, remember it and return it.
+
+        One request per form, sent here rather than through the engine: llama-cpp-python
+        refuses a form with a 500, which the engine would retry, and a probe answer is no
+        answer to store. A form counts only if the reply is the schema's one allowed object.
+        A transport failure or a busy server (429, 503, ...) gives no verdict on a form; when
+        no form worked and some had no verdict, BackendError (a guess would be recorded).
+        """
+        timeout = min(PROBE_TIMEOUT_S, self._timeout_s)
+        request = probe_request()
+        unknown: list[str] = []
+        for mode in PROBED_MODES:
+            path, body = self._request_body(request, mode)
+            try:
+                with self._clients.lend() as client:
+                    response = client.post(f"{self._base_url}{path}", json=body, timeout=timeout)
+            except httpx.TimeoutException:
+                unknown.append(f"{mode}: no answer within {timeout:g} s")
+                continue
+            except httpx.TransportError as exc:
+                unknown.append(f"{mode}: {self._describe(exc)}")
+                continue
+            verdict = probe_outcome(response, self._api)
+            if verdict is True:
+                self.output_mode = mode
+                return mode
+            if verdict is None:  # a refusal that says nothing about the form (key, model, load)
+                error = self._status_error(response)
+                if not isinstance(error, RetryableBackendError):
+                    raise error
+                unknown.append(f"{mode}: {error}")
+        if unknown:
+            raise BackendError(
+                f"cannot probe the output mode of {self._base_url}: {'; '.join(unknown)} "
+                "(--output-mode names it without a probe)"
+            )
+        self.output_mode = "text"
+        return "text"
+
     def close(self) -> None:
         self._clients.close()
 
     # -- request and response mapping ------------------------------------------------------
 
-    def _request_body(self, request: CompletionRequest) -> tuple[str, dict[str, Any]]:
+    def _request_body(
+        self, request: CompletionRequest, mode: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """The route and JSON body of `request`; a response_schema is sent the way `mode`
+        (default: self.output_mode) says."""
         params = request.params
         body: dict[str, Any] = {
             "model": self._model,
@@ -111,12 +165,9 @@ class OpenAIBackend:
         if params.repeat_penalty is not None:
             body["repeat_penalty"] = params.repeat_penalty
         if request.response_schema is not None:
-            # OpenAI's structured-output form; vLLM and the llama.cpp servers take it too.
-            schema = json.loads(request.response_schema)
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": schema},
-            }
+            form = response_format(mode or self.output_mode, json.loads(request.response_schema))
+            if form is not None:
+                body["response_format"] = form
         if self._api == "chat":
             if request.messages:
                 body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
