@@ -58,13 +58,15 @@ PREAMBLE = re.compile(
 )
 
 
-def run_pipeline(out: Path, n: int, base_url: str, api: str, extra: list[str]) -> float:
+def run_pipeline(
+    out: Path, n: int, base_url: str, api: str, extra: list[str], src: Path = REPO / "src"
+) -> float:
     command = [
         sys.executable, "-m", "selfinstruct", "run", "-n", str(n), "--out", str(out), "--no-progress",
         "--backend", "openai", "--base-url", base_url, "--api", api, "--model", "local",
         "--concurrency", "2", *extra,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1"}
     started = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -117,6 +119,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20, help="instructions per run")
     parser.add_argument("--runs", default="chat-json,chat-text,completions")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="the src/ of another checkout (e.g. a worktree of the commit before issue 11): its completion "
+        "path runs too, against the same server, for comparison",
+    )
     args = parser.parse_args()
     runs = args.runs.split(",")
     print(f"selfinstruct run -n {args.n}, each against llama-cpp-python's server on loopback")
@@ -140,6 +148,11 @@ def main() -> None:
             with llama_server(model_path_for_tests(), work / "gemma.log", n_ctx=4096) as url:
                 seconds = run_pipeline(work / "completions", args.n, url, "completions", [])
                 report("completions", seconds, figures(work / "completions", chat=False))
+                if args.baseline_src:
+                    seconds = run_pipeline(
+                        work / "baseline", args.n, url, "completions", [], args.baseline_src
+                    )
+                    report("baseline", seconds, figures(work / "baseline", chat=False))
 
 
 if __name__ == "__main__":

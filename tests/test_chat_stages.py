@@ -136,3 +136,30 @@ def test_relabel_with_a_chat_teacher_asks_the_task_and_keeps_the_reply(
     first = triples[0]
     expected = first["instruction"] + (f"\n\n{first['input']}" if first["input"] else "")
     assert expected in asked
+
+
+def test_a_server_without_json_schema_support_gets_text_prompts_and_its_replies_are_parsed(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    from servers.openai_stub import OpenAIStub
+
+    from selfinstruct.config import build_config
+    from selfinstruct.pipeline import Run
+
+    model = ScriptedChatModel()
+    # Refuses every response_format type with a 500, as llama-cpp-python refuses json_schema.
+    with OpenAIStub(response_formats=(), chat_model=model) as stub:
+        backend = {**chat_backend("auto"), "base_url": stub.base_url}
+        config = build_config(
+            overrides={"seed_tasks": str(shared_data / "seed_tasks.jsonl"), "backend": backend,
+                       "bootstrap": {"num_instructions": 6, "prompts_per_round": 3}}
+        )  # fmt: skip
+        logged: list[str] = []
+        with Run(tmp_path / "run", config, progress=False, log=logged.append).opened() as run:
+            summary = run.run_all()
+    assert "output_mode: text" in (tmp_path / "run" / CONFIG_FILE).read_text()
+    assert any("answers as text" in line for line in logged)
+    assert summary["generation"] == {"prompt_style": "chat", "output_mode": "text"}
+    assert model.requests and all(r.response_schema is None for r in model.requests)
+    tasks = read_jsonl(tmp_path / "run" / INSTANCES_FILE)
+    assert len(tasks) == 6 and all(instances_of_record(t)[0] for t in tasks)

@@ -259,6 +259,7 @@ class OpenAIStub:
         api_key: str | None = None,
         strict_model: bool = False,
         response_formats: tuple[str, ...] | None = None,
+        chat_model: Any = None,
         port: int = 0,
     ) -> None:
         self.model = model
@@ -268,6 +269,8 @@ class OpenAIStub:
         self.api_key = api_key
         self.strict_model = strict_model
         self.response_formats = response_formats
+        # Answers chat requests (a Backend such as servers.scripted_chat.ScriptedChatModel).
+        self.chat_model = chat_model
         self.port = port
         self.served: Counter[str] = Counter()  # fault kind -> times served
         self.permanent: set[str] = set()  # bodies that got a permanent fault
@@ -430,6 +433,21 @@ def minimal_instance(schema: dict[str, Any]) -> Any:
     return defaults.get(kind)
 
 
+def _chat_answer(model: Any, body: dict[str, Any], schema: dict[str, Any] | None) -> tuple[str, str]:
+    """What `model` answers to a chat request, with the schema the stub honours (if any)."""
+    from selfinstruct.config import GenerationParams
+    from selfinstruct.llm.base import ChatMessage, CompletionRequest
+
+    params = GenerationParams(
+        max_tokens=body.get("max_tokens", 16), temperature=body.get("temperature", 0.0),
+        top_p=body.get("top_p", 1.0), seed=body.get("seed"),
+    )  # fmt: skip
+    messages = [ChatMessage(m["role"], m["content"]) for m in body["messages"]]
+    request = CompletionRequest.chat(messages, params, json.dumps(schema) if schema is not None else None)
+    completion = model.complete(request, timeout=30.0)
+    return completion.text, completion.finish_reason
+
+
 def _prompt_of(body: dict[str, Any]) -> str:
     if "messages" in body:
         return str(body["messages"][-1]["content"])
@@ -493,7 +511,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(fault.status, fault.body or "", fault.headers)
             return
         schema = self.owner.honoured_schema(body)
-        text, finish_reason = self.owner.answer(_prompt_of(body), body.get("seed"), schema)
+        if self.owner.chat_model is not None and "messages" in body:
+            text, finish_reason = _chat_answer(self.owner.chat_model, body, schema)
+        else:
+            text, finish_reason = self.owner.answer(_prompt_of(body), body.get("seed"), schema)
         if self.path == "/v1/completions":
             choice: dict[str, Any] = {"index": 0, "text": text}
             kind = "text_completion"
