@@ -26,6 +26,7 @@ from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.llm.openai_answer import parse_answer
 from selfinstruct.llm.openai_compat import OpenAIBackend, parse_retry_after
 from selfinstruct.parsing import instances_of_record, is_classification_answer
+from selfinstruct.parsing.chat_answers import parse_chat_instances, parse_chat_tasks, parse_chat_yes_no
 from selfinstruct.parsing.completion import parse_classification_instances, parse_generation_instances
 from selfinstruct.records import Instance
 from selfinstruct.stages.alpaca import parse_alpaca_response
@@ -264,3 +265,187 @@ def test_any_stage3_record_parses(raw: str | None, answer: str, finish: str | No
 @given(text=model_text | st.text())
 def test_any_judge_answer_is_a_grade_or_none(text: str) -> None:
     assert parse_grade(text) in (None, "A", "B", "C", "D")
+
+
+# -- a chat model's answers (issue 11) ---------------------------------------------------------
+
+CHAT_MARKERS = [
+    *MARKERS,
+    "**Input:**",
+    "**Output:** ",
+    "### Example 1",
+    "- Input: ",
+    "* Output:",
+    "Label: ",
+    "**Class label**",
+    "4. Instruction: ",
+    "Input: none",
+    "Sure! Here are some examples:",
+    "I hope these help!",
+    "No",
+    "no",
+    "not",
+    "**Yes**",
+    '{"instances": [',
+    '{"tasks": [',
+    '{"input": "a", "output": "b"}',
+    '"label": ',
+    '"instruction": ',
+    "{",
+    "}",
+    "[",
+    "]",
+    '"',
+    ",",
+    "```",
+    "---",
+]
+chat_text = st.lists(st.sampled_from(CHAT_MARKERS) | st.text(max_size=12), max_size=30).map("".join)
+chat_replies = chat_text | st.text() | json_values.map(json.dumps)
+
+
+def is_prefix_short_of_at_most_one(cut: list[Any], finished: list[Any]) -> bool:
+    return cut == finished[: len(cut)] and len(cut) >= len(finished) - 1
+
+
+@FAST
+@given(reply=chat_replies)
+def test_any_chat_reply_is_yes_no_or_none(reply: str) -> None:
+    assert parse_chat_yes_no(reply) in (True, False, None)
+
+
+@FAST
+@given(reply=chat_replies, classification=st.booleans())
+def test_any_chat_reply_parses_to_instances_and_a_cut_one_loses_at_most_its_last(
+    reply: str, classification: bool
+) -> None:
+    finished = parse_chat_instances(reply, classification, "stop")
+    assert all(isinstance(i.input, str) and isinstance(i.output, str) for i in finished)
+    assert is_prefix_short_of_at_most_one(parse_chat_instances(reply, classification, "length"), finished)
+
+
+@FAST
+@given(reply=chat_replies)
+def test_any_chat_reply_parses_to_one_line_tasks_with_an_output(reply: str) -> None:
+    finished = parse_chat_tasks(reply, "stop")
+    for instruction, instance in finished:
+        assert instruction and "\n" not in instruction and instance.output
+    assert is_prefix_short_of_at_most_one(parse_chat_tasks(reply, "length"), finished)
+
+
+# Text that no layout mistakes for a label, a remark or "no input": words, on one or more lines.
+WORDS = st.sampled_from(
+    ["cat", "sat", "on", "the", "mat", "42", "7.5", "blue", "river", "é", "Paris", "why?", "(b)"]
+)
+phrase = st.lists(WORDS, min_size=1, max_size=5).map(" ".join)
+passage = st.lists(phrase, min_size=1, max_size=3).map("\n".join)
+PREAMBLES = st.sampled_from(["", "Sure! Here are some examples:\n\n", "Here you go.\n"])
+CLOSINGS = st.sampled_from(["", "\n\nI hope these help!", "\nLet me know if you need more."])
+
+
+@st.composite
+def instance_replies(draw: st.DrawFn) -> tuple[str, list[Instance]]:
+    """Instances of an ordinary task, written in one of the layouts a chat model uses."""
+    instances = draw(st.lists(st.builds(Instance, st.just("") | passage, passage), min_size=1, max_size=4))
+    style = draw(st.sampled_from(["reference", "pairs", "markdown", "bullets"]))
+    blocks = []
+    for number, instance in enumerate(instances, start=1):
+        shown_input = instance.input or draw(st.sampled_from(["none", "N/A", "<noinput>", ""]))
+        if style == "reference":
+            shown = f"{instance.input}\n" if instance.input else ""
+            blocks.append(f"Example {number}\n{shown}Output: {instance.output}")
+        elif style == "pairs":
+            blocks.append(f"Input: {shown_input}\nOutput: {instance.output}")
+        elif style == "markdown":
+            blocks.append(f"### Example {number}\n**Input:** {shown_input}\n**Output:** {instance.output}")
+        else:
+            blocks.append(f"- Input: {shown_input}\n- Output: {instance.output}")
+    text = draw(PREAMBLES) + draw(st.sampled_from(["\n", "\n\n"])).join(blocks) + draw(CLOSINGS)
+    return text, instances
+
+
+@FAST
+@given(written=instance_replies())
+def test_chat_instances_written_in_any_asked_for_layout_come_back(
+    written: tuple[str, list[Instance]],
+) -> None:
+    reply, instances = written
+    assert parse_chat_instances(reply, False, "stop") == instances
+    assert parse_chat_instances(reply, False, "length") == instances[:-1]
+
+
+@FAST
+@given(
+    instances=st.lists(st.builds(Instance, passage, phrase), min_size=1, max_size=4),
+    bold=st.booleans(),
+    preamble=PREAMBLES,
+    closing=CLOSINGS,
+)
+def test_chat_labels_written_before_their_inputs_come_back(
+    instances: list[Instance], bold: bool, preamble: str, closing: str
+) -> None:
+    label = "**Class label:**" if bold else "Class label:"
+    reply = preamble + "\n".join(f"{label} {i.output}\n{i.input}" for i in instances) + closing
+    assert parse_chat_instances(reply, True, "stop") == instances
+
+
+@FAST
+@given(
+    instances=st.lists(st.builds(Instance, st.just("") | passage, passage), max_size=4),
+    cut=st.integers(0, 400),
+)
+def test_json_instances_cut_anywhere_keep_exactly_the_whole_objects(
+    instances: list[Instance], cut: int
+) -> None:
+    reply, ends = '{"instances": [', []
+    for number, instance in enumerate(instances):
+        reply += (", " if number else "") + json.dumps({"input": instance.input, "output": instance.output})
+        ends.append(len(reply))
+    reply += "]}"
+    whole = [instance for instance, end in zip(instances, ends, strict=True) if end <= cut]
+    assert parse_chat_instances(reply[:cut], False, "length") == (instances if cut >= len(reply) else whole)
+
+
+@FAST
+@given(
+    tasks=st.lists(
+        st.tuples(phrase, st.builds(Instance, st.just("") | passage, passage)), min_size=1, max_size=4
+    ),
+    separator=st.sampled_from(["\n###\n", "\n\n", "\n"]),
+    bold=st.booleans(),
+    numbered=st.booleans(),
+    preamble=PREAMBLES,
+    closing=CLOSINGS,
+)
+def test_chat_tasks_written_as_asked_come_back(
+    tasks: list[tuple[str, Instance]], separator: str, bold: bool, numbered: bool, preamble: str, closing: str
+) -> None:
+    blocks = []
+    for number, (instruction, instance) in enumerate(tasks, start=1):
+        lead = f"{number}. " if numbered else ""
+        fields = (
+            ("Instruction", instruction),
+            ("Input", instance.input or "<noinput>"),
+            ("Output", instance.output),
+        )
+        lines = (f"{lead}**{name}:** {text}" if bold else f"{lead}{name}: {text}" for name, text in fields)
+        blocks.append("\n".join(lines))
+    reply = preamble + separator.join(blocks) + closing
+    assert parse_chat_tasks(reply, "stop") == tasks
+    assert parse_chat_tasks(reply, "length") == tasks[:-1]
+
+
+@FAST
+@given(answer=st.booleans(), style=st.integers(0, 6), preamble=st.sampled_from(["", "Sure. "]))
+def test_a_yes_or_no_in_any_asked_for_form_comes_back(answer: bool, style: int, preamble: str) -> None:
+    word = "Yes" if answer else "No"
+    reply = [
+        word,
+        f"{word}.",
+        f"**{word}**",
+        f"Answer: {word.lower()}",
+        f"The answer is {word}.",
+        f"{word}, because of the labels.",
+        json.dumps({"is_classification": answer}),
+    ][style]
+    assert parse_chat_yes_no(reply if style == 6 else preamble + reply) is answer

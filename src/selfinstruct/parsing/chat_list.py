@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from selfinstruct.parsing.chat_json import FENCE, decode, json_text
+
 # A list marker at the start of a line: a bullet, "3." / "3)" / "(3)", or "3 -" / "3:". A digit
 # right after "3." is a decimal ("3.5 litres"), not a marker.
 MARKER = re.compile(r"^(?:[-*+•·▪►‣◦]\s+|[•·▪►‣◦]|\(?\d{1,3}\s*[.)](?=\s|$)|\d{1,3}\s*[-–—:](?=\s))\s*")
@@ -24,7 +26,6 @@ LABEL = re.compile(r"^(?:new\s+)?(?:task|instruction|prompt)\s*#?\d*\s*[:.\-–�
 # a bold word with no colon or dash after it ("**Write** a poem") is emphasis, and stays.
 TITLE = re.compile(r"^(\*\*|__)[^*_\n]{1,80}?(?::\1|\1\s*[:\-–—])\s*(?=\S)")
 HEADING = re.compile(r"^#{1,6}\s*")
-FENCE = re.compile(r"^(?:```|~~~)")
 RULE = re.compile(r"^(?:[-*_=]\s*){3,}$")
 QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`"}
 # Whole lines that talk to the user rather than list a task.
@@ -54,11 +55,11 @@ def instructions_from_json(reply: str) -> list[str] | None:
     """The strings of the reply's JSON list (under "instructions" or the like); None when the reply
     is not JSON. Control characters inside strings are accepted: llama-cpp-python's JSON-schema
     grammar lets a model put raw newlines there."""
-    text = "\n".join(line for line in reply.strip().splitlines() if not FENCE.match(line.strip())).strip()
-    if not text.startswith(("{", "[")):
+    text = json_text(reply)
+    if text is None:
         return None
     try:
-        value, _ = json.JSONDecoder(strict=False).raw_decode(text)
+        value = decode(text)
     except json.JSONDecodeError:
         # Broken JSON: the quoted strings that are not keys are the best guess at the items.
         # Strings are matched one after the other, so each quote pairs with the right one.

@@ -8,6 +8,7 @@ augmentation strips them half of the time).
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 from selfinstruct.records import Instance
 
@@ -15,6 +16,7 @@ EXAMPLE_MARK = re.compile(r"Example\s?\d*\.?")
 OUTPUT_MARK = re.compile(r"Output\s*\d*\s*:")
 INPUT_MARK = re.compile(r"Input\s*\d*\s*:")
 LEADING_INPUT_MARK = re.compile(r"^Input\s*\d*\s*:")
+T = TypeVar("T")
 
 
 def parse_input_output(text: str) -> Instance:
@@ -41,7 +43,7 @@ def parse_generation_instances(raw: str, finish_reason: str) -> list[Instance]:
         instances = [parse_input_output(raw)]
     else:
         return []
-    return _drop_truncated(instances, finish_reason)
+    return drop_truncated(instances, finish_reason)
 
 
 def parse_classification_instances(raw: str, finish_reason: str) -> list[Instance]:
@@ -52,9 +54,9 @@ def parse_classification_instances(raw: str, finish_reason: str) -> list[Instanc
     for chunk in raw.split("Class label:")[1:]:
         label, _, rest = chunk.strip().partition("\n")
         instances.append(Instance(input=rest.strip(), output=label.strip()))
-    return _drop_truncated(instances, finish_reason)
+    return drop_truncated(instances, finish_reason)
 
 
-def _drop_truncated(instances: list[Instance], finish_reason: str) -> list[Instance]:
-    # Text cut by max_tokens leaves its last instance unfinished.
-    return instances[:-1] if finish_reason == "length" else instances
+def drop_truncated(parsed: list[T], finish_reason: str) -> list[T]:
+    """Text cut by max_tokens leaves its last instance (or block) unfinished: without it."""
+    return parsed[:-1] if finish_reason == "length" else parsed
