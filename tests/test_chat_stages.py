@@ -20,6 +20,8 @@ from selfinstruct.rundir import (
     GENERATED_INSTANCES_FILE,
     INSTANCES_FILE,
     INSTRUCTIONS_FILE,
+    REPORT_DIR,
+    REPORT_JSON,
     SUMMARY_FILE,
 )
 
@@ -163,3 +165,47 @@ def test_a_server_without_json_schema_support_gets_text_prompts_and_its_replies_
     assert model.requests and all(r.response_schema is None for r in model.requests)
     tasks = read_jsonl(tmp_path / "run" / INSTANCES_FILE)
     assert len(tasks) == 6 and all(instances_of_record(t)[0] for t in tasks)
+
+
+def test_the_analysis_and_the_review_sample_read_a_chat_run_as_any_other(
+    tmp_path: Path, make_run: RunFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from selfinstruct.analysis.review.sample import sample_items
+    from selfinstruct.analysis.run_reader import read_run
+    from selfinstruct.cli import main
+
+    run = make_run(tmp_path / "run", ScriptedChatModel(), n=8, backend=chat_backend("json_object"))
+    run.run_all()
+    run.close()
+    data = read_run(tmp_path / "run")
+    parsed = sum(len(instances_of_record(t)[0]) for t in read_jsonl(tmp_path / "run" / INSTANCES_FILE))
+    assert len(data.instructions) == 8 and len(data.triples) == parsed > 0
+    assert any(data.classification.values())  # stage 2's "Yes" of a chat run reads as classification
+    assert len(sample_items(data.triples, size=5, seed=1)) == 5
+    assert main(["analyze", str(tmp_path / "run"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "run" / REPORT_DIR / REPORT_JSON).read_text())
+    assert report["funnel"]["bootstrap"]["accepted"] == 8
+
+
+def test_a_chat_judge_gets_the_rubric_as_its_system_message_and_its_grades_are_read(tmp_path: Path) -> None:
+    from servers.scripted_answers import ScriptedModel
+
+    from selfinstruct.backends import build_engine
+    from selfinstruct.config import BackendConfig
+    from selfinstruct.evaluate.user_oriented import UserTask, evaluate_user_oriented
+    from selfinstruct.prompts import ChatPrompts, load_prompt
+
+    judge = ScriptedChatModel()
+    config = BackendConfig(max_retries=0)
+    tasks = [UserTask(str(n), f"Name a colour, number {n}.", "", "Blue") for n in range(6)]
+    rows, metrics = evaluate_user_oriented(
+        build_engine(config, tmp_path / "model", ScriptedModel(), progress=False),
+        tasks,
+        build_engine(config, tmp_path / "judge", judge, progress=False),
+        load_prompt("chat", "chat.yaml", ChatPrompts).judge,
+    )
+    assert {judge.stage_of(r) for r in judge.requests} == {"judge"}
+    assert all(r.messages[-1].content.startswith("Instruction: Name a colour") for r in judge.requests)
+    # "A", "Grade: B" and "**C**" are all read as grades.
+    assert all(row["grade"] in ("A", "B", "C") for row in rows)
+    assert metrics["ratings"]["unparsed"] == 0
