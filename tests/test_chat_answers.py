@@ -344,3 +344,14 @@ def test_tasks_cut_by_max_tokens_lose_the_last_block() -> None:
     assert parse_chat_tasks(reply, "length") == [("Name a prime.", Instance("", "7"))]
     cut_json = '[{"instruction": "Name a prime.", "input": "", "output": "7"}, {"instruction": "Double'
     assert parse_chat_tasks(cut_json, "length") == [("Name a prime.", Instance("", "7"))]
+
+
+def test_an_example_without_an_output_is_an_output_unless_it_is_a_labelled_input() -> None:
+    # The reference's rule for a block with no "Output:": the output of a task without input.
+    why = "The sky is blue because air scatters blue light more than red."
+    assert parse_chat_instances(f"Example 1\n{why}", False, "stop") == [Instance("", why)]
+    # "Temperature: 30C" is an input with its field prefix, whose output never came.
+    assert parse_chat_instances("Example 1\nTemperature: 30C", False, "stop") == []
+    assert parse_chat_instances("Example 1\nSentence: Hi there.\nOutput: Salut.", False, "stop") == [
+        Instance("Sentence: Hi there.", "Salut.")
+    ]

@@ -92,9 +92,13 @@ def _first_yes_no(text: str) -> bool | None:
 
 # -- stage 3: instances ------------------------------------------------------------------------
 
+# Lines under an "Example N" heading before any label go to "example": the input when an
+# "Output:" follows, else (the reference's rule) the output of a task that takes no input.
 INPUT_FIRST = Layout(
-    labels={"input": "input", "output": "output"}, order=("input", "output"), heading_field="input"
+    labels={"input": "input", "output": "output"}, order=("input", "output"), heading_field="example"
 )
+# "Sentence: ...", "List of numbers: ...": an input with its field prefix, not an output.
+FIELD_PREFIX = re.compile(r"^[A-Z][A-Za-z ]{0,30}:\s")
 LABEL_FIRST = Layout(
     labels={
         "class label": "output",
@@ -131,7 +135,13 @@ def parse_chat_instances(reply: str, classification: bool, finish_reason: str) -
     blocks = drop_truncated(
         labelled_blocks(reply, LABEL_FIRST if classification else INPUT_FIRST), finish_reason
     )
-    return [Instance(no_input(b.get("input", "")), b["output"]) for b in blocks if "output" in b]
+    instances = []
+    for b in blocks:
+        if "output" in b:
+            instances.append(Instance(no_input(b.get("input") or b.get("example", "")), b["output"]))
+        elif "input" not in b and b.get("example") and not FIELD_PREFIX.match(b["example"]):
+            instances.append(Instance("", b["example"]))
+    return instances
 
 
 def no_input(text: str) -> str:
