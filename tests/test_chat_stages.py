@@ -209,3 +209,34 @@ def test_a_chat_judge_gets_the_rubric_as_its_system_message_and_its_grades_are_r
     # "A", "Grade: B" and "**C**" are all read as grades.
     assert all(row["grade"] in ("A", "B", "C") for row in rows)
     assert metrics["ratings"]["unparsed"] == 0
+
+
+def test_a_chat_prompt_file_of_ones_own_replaces_the_packaged_one(
+    tmp_path: Path, make_run: RunFactory
+) -> None:
+    import yaml
+
+    from selfinstruct.prompts import ChatPrompts, load_prompt
+
+    data = load_prompt("chat", "chat.yaml", ChatPrompts).model_dump()
+    data["bootstrap"]["text_format"] = "One task per line, numbered, please."
+    own = tmp_path / "my_chat.yaml"
+    own.write_text(yaml.safe_dump(data), encoding="utf-8")
+    model = ScriptedChatModel()
+    run = make_run(tmp_path / "run", model, n=3, backend=chat_backend("text"), prompts={"chat": str(own)})
+    run.bootstrap()
+    assert model.requests
+    assert all(r.messages[0].content.endswith("One task per line, numbered, please.") for r in model.requests)
+
+
+def test_a_chat_prompt_with_an_unknown_field_is_one_line(tmp_path: Path) -> None:
+    from selfinstruct.errors import ConfigError
+    from selfinstruct.prompts import ChatPrompts, load_prompt
+
+    text = (Path(__file__).parents[1] / "src/selfinstruct/prompts/chat.yaml").read_text("utf-8")
+    bad = tmp_path / "chat.yaml"
+    bad.write_text(text.replace("Write {new} more,", "Write {many} more,"), encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match=r"chat.yaml: bootstrap: .*final_request: .*unknown field\(s\) \{many\}"
+    ):
+        load_prompt("chat", str(bad), ChatPrompts)
