@@ -178,6 +178,18 @@ def alpaca_request(
 # -- stages 2 and 3: demonstrations as earlier turns -----------------------------------------
 
 
+def _few_shot_turns(
+    stage: ChatFewShotStage, shown: Sequence[tuple[str, str]], instruction: str
+) -> list[ChatMessage]:
+    """(task, answer) demonstrations as earlier turns, then the task to answer."""
+    turns = []
+    for task, answer in shown:
+        turns.append(ChatMessage("user", stage.request.format(instruction=task.strip())))
+        turns.append(ChatMessage("assistant", answer))
+    turns.append(ChatMessage("user", stage.request.format(instruction=instruction.strip())))
+    return turns
+
+
 def classify_request(
     stage: ChatFewShotStage,
     demos: ClassifyPrompt,
@@ -185,17 +197,14 @@ def classify_request(
     json_mode: bool,
     params: GenerationParams,
 ) -> CompletionRequest:
-    turns = []
+    shown = []
     for demo in demos.demonstrations[: stage.shots]:
         if json_mode:
             answer = json.dumps({"is_classification": demo.is_classification})
         else:
             answer = "Yes" if demo.is_classification else "No"
-        turns += [
-            ChatMessage("user", stage.request.format(instruction=demo.task.strip())),
-            ChatMessage("assistant", answer),
-        ]
-    turns.append(ChatMessage("user", stage.request.format(instruction=instruction.strip())))
+        shown.append((demo.task, answer))
+    turns = _few_shot_turns(stage, shown, instruction)
     # Room for the JSON object, or for a chat model's "No." with its end of turn.
     return _request(stage, json_mode, turns, chat_params(params, min_tokens=16), CLASSIFY_SCHEMA)
 
@@ -208,7 +217,7 @@ def generation_request(
     params: GenerationParams,
     max_instances: int,
 ) -> CompletionRequest:
-    turns = []
+    shown = []
     for demo in demos.demonstrations[: stage.shots]:
         if json_mode:
             rows = [{"input": e.input, "output": e.output} for e in demo.examples]
@@ -219,11 +228,8 @@ def generation_request(
             answer = "\n\n".join(
                 f"Example {n}\n{e.input}\nOutput: {e.output}" for n, e in enumerate(demo.examples, start=1)
             )
-        turns += [
-            ChatMessage("user", stage.request.format(instruction=demo.task.strip())),
-            ChatMessage("assistant", answer),
-        ]
-    turns.append(ChatMessage("user", stage.request.format(instruction=instruction.strip())))
+        shown.append((demo.task, answer))
+    turns = _few_shot_turns(stage, shown, instruction)
     schema = instances_schema(False, max_instances)
     return _request(stage, json_mode, turns, chat_instance_params(params), schema)
 
@@ -236,18 +242,15 @@ def classification_request(
     params: GenerationParams,
     max_instances: int,
 ) -> CompletionRequest:
-    turns = []
+    shown = []
     for demo in demos.demonstrations[: stage.shots]:
         if json_mode:
             rows = [{"label": e.label, "input": e.input} for e in demo.examples]
             answer = json.dumps({"instances": rows}, ensure_ascii=False)
         else:
             answer = "\n\n".join(f"Class label: {e.label}\n{e.input}".rstrip() for e in demo.examples)
-        turns += [
-            ChatMessage("user", stage.request.format(instruction=demo.task.strip())),
-            ChatMessage("assistant", answer),
-        ]
-    turns.append(ChatMessage("user", stage.request.format(instruction=instruction.strip())))
+        shown.append((demo.task, answer))
+    turns = _few_shot_turns(stage, shown, instruction)
     schema = instances_schema(True, max_instances)
     return _request(stage, json_mode, turns, chat_instance_params(params), schema)
 
