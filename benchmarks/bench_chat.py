@@ -50,7 +50,7 @@ from selfinstruct.rundir import (  # noqa: E402
     STORE_FILE,
     SUMMARY_FILE,
 )
-from selfinstruct.stages.bootstrap import parse_bootstrap_response, parse_chat_reply  # noqa: E402
+from selfinstruct.stages.bootstrap import parse_bootstrap_response  # noqa: E402
 
 LIST_NUMBER = re.compile(r"^\s*(?:\(?\d{1,3}\s*[.):]|[-*•]\s)")
 PREAMBLE = re.compile(
@@ -81,8 +81,7 @@ def figures(out: Path, chat: bool) -> dict[str, Any]:
     with_candidate = 0
     for (completion_json,) in rows:
         completion = json.loads(completion_json)
-        parse = parse_chat_reply if chat else parse_bootstrap_response
-        if parse(completion["text"], completion["finish_reason"], compat):
+        if parse_bootstrap_response(completion["text"], completion["finish_reason"], compat, chat):
             with_candidate += 1
     instructions = [json.loads(line)["instruction"] for line in (out / INSTRUCTIONS_FILE).open()]
     tasks = sum(1 for _ in (out / INSTANCES_FILE).open())

@@ -71,27 +71,21 @@ def capitalize_first(text: str, python_capitalize: bool = False) -> str:
     return text[:1].upper() + text[1:]
 
 
-def parse_bootstrap_response(text: str, finish_reason: str, compat: CompatConfig) -> list[str]:
-    """The new instructions in a continuation of the numbered list.
+def parse_bootstrap_response(
+    text: str, finish_reason: str, compat: CompatConfig, chat: bool = False
+) -> list[str]:
+    """The new instructions in a continuation of the numbered list, or (`chat`) in a chat
+    model's reply (a list or JSON, read by parsing.chat_list).
 
     A response cut by max_tokens loses its last (unfinished) item; the reference drops the
     whole response instead (`compat.drop_whole_response_on_length`).
     """
     if finish_reason == "length" and compat.drop_whole_response_on_length:
         return []
-    pieces = ITEM_SPLIT.split(text)
-    if finish_reason == "length":
-        pieces = pieces[:-1]
-    items = [re.sub(r"\s+", " ", piece).strip() for piece in pieces]
-    return [capitalize_first(item, compat.python_capitalize) for item in items]
-
-
-def parse_chat_reply(text: str, finish_reason: str, compat: CompatConfig) -> list[str]:
-    """The new instructions in a chat model's reply (a list or JSON, see parsing.chat_list);
-    a reply cut by max_tokens loses its last item, as a continuation does."""
-    if finish_reason == "length" and compat.drop_whole_response_on_length:
-        return []
-    items = parse_chat_instructions(text)
+    if chat:
+        items = parse_chat_instructions(text)
+    else:
+        items = [re.sub(r"\s+", " ", piece).strip() for piece in ITEM_SPLIT.split(text)]
     if finish_reason == "length":
         items = items[:-1]
     return [capitalize_first(item, compat.python_capitalize) for item in items]
@@ -309,10 +303,7 @@ def bootstrap_instructions(ctx: StageContext) -> BootstrapResult:
         return CompletionRequest(render_bootstrap_prompt(header, shown), params)
 
     def parse(completion: Completion) -> list[Candidate]:
-        if chat:
-            items = parse_chat_reply(completion.text, completion.finish_reason, ctx.config.compat)
-        else:
-            items = parse_bootstrap_response(completion.text, completion.finish_reason, ctx.config.compat)
+        items = parse_bootstrap_response(completion.text, completion.finish_reason, ctx.config.compat, chat)
         return [Candidate(item) for item in items]
 
     return run_bootstrap_loop(ctx, "bootstrap", seed_instructions, build, parse)

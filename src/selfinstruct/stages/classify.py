@@ -31,26 +31,22 @@ def identify_classification(ctx: StageContext, instructions: list[str]) -> list[
     """
     params = ctx.config.classify.generation
     backend = ctx.config.backend
-    if backend.chat_prompts():
+    chat = backend.chat_prompts()
+    if chat:
         json_mode = json_output(backend)
-        chat, demos = ctx.prompts.chat.classify, ctx.prompts.classify
-        requests = [classify_request(chat, demos, text, json_mode, params) for text in instructions]
+        prompt, demos = ctx.prompts.chat.classify, ctx.prompts.classify
+        requests = [classify_request(prompt, demos, text, json_mode, params) for text in instructions]
     else:
         requests = [
             CompletionRequest(prompt=render_classify_prompt(ctx.prompts.classify, text), params=params)
             for text in instructions
         ]
     completions = ctx.complete_all(requests, "classify")
-    if not backend.chat_prompts():
-        return [
-            {"instruction": text, "is_classification": completion.text}
-            for text, completion in zip(instructions, completions, strict=True)
-        ]
-    return [
-        {
-            "instruction": text,
-            "is_classification": "Yes" if parse_chat_yes_no(completion.text) else "No",
-            "reply": completion.text,
-        }
-        for text, completion in zip(instructions, completions, strict=True)
-    ]
+    records = []
+    for text, completion in zip(instructions, completions, strict=True):
+        if chat:
+            answer = "Yes" if parse_chat_yes_no(completion.text) else "No"
+            records.append({"instruction": text, "is_classification": answer, "reply": completion.text})
+        else:
+            records.append({"instruction": text, "is_classification": completion.text})
+    return records
