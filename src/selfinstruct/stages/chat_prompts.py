@@ -25,8 +25,11 @@ from selfinstruct.prompts import (
     ChatBootstrap,
     ChatFewShotStage,
     ChatListStage,
+    ChatPrompts,
     ChatStage,
+    ClassificationInstanceDemo,
     ClassifyPrompt,
+    GenerationInstanceDemo,
     InstancesClassificationPrompt,
     InstancesGenerationPrompt,
 )
@@ -209,49 +212,43 @@ def classify_request(
     return _request(stage, json_mode, turns, chat_params(params, min_tokens=16), CLASSIFY_SCHEMA)
 
 
-def generation_request(
-    stage: ChatFewShotStage,
-    demos: InstancesGenerationPrompt,
+def _generation_answer(demo: GenerationInstanceDemo, json_mode: bool) -> str:
+    if json_mode:
+        rows = [{"input": e.input, "output": e.output} for e in demo.examples]
+        return json.dumps({"instances": rows}, ensure_ascii=False)
+    if len(demo.examples) == 1 and not demo.examples[0].input:
+        return f"Output: {demo.examples[0].output}"
+    return "\n\n".join(
+        f"Example {n}\n{e.input}\nOutput: {e.output}" for n, e in enumerate(demo.examples, start=1)
+    )
+
+
+def _classification_answer(demo: ClassificationInstanceDemo, json_mode: bool) -> str:
+    if json_mode:
+        rows = [{"label": e.label, "input": e.input} for e in demo.examples]
+        return json.dumps({"instances": rows}, ensure_ascii=False)
+    return "\n\n".join(f"Class label: {e.label}\n{e.input}".rstrip() for e in demo.examples)
+
+
+def instances_request(
+    chat: ChatPrompts,
+    demos: InstancesGenerationPrompt | InstancesClassificationPrompt,
     instruction: str,
     json_mode: bool,
     params: GenerationParams,
     max_instances: int,
 ) -> CompletionRequest:
-    shown = []
-    for demo in demos.demonstrations[: stage.shots]:
-        if json_mode:
-            rows = [{"input": e.input, "output": e.output} for e in demo.examples]
-            answer = json.dumps({"instances": rows}, ensure_ascii=False)
-        elif len(demo.examples) == 1 and not demo.examples[0].input:
-            answer = f"Output: {demo.examples[0].output}"
-        else:
-            answer = "\n\n".join(
-                f"Example {n}\n{e.input}\nOutput: {e.output}" for n, e in enumerate(demo.examples, start=1)
-            )
-        shown.append((demo.task, answer))
+    """Stage 3: input-first (`demos` from instances_generation) or output-first
+    (instances_classification), the demonstrations answered in the layout or the JSON asked for."""
+    shown: list[tuple[str, str]]
+    if isinstance(demos, InstancesClassificationPrompt):
+        stage = chat.instances_classification
+        shown = [(d.task, _classification_answer(d, json_mode)) for d in demos.demonstrations[: stage.shots]]
+    else:
+        stage = chat.instances_generation
+        shown = [(d.task, _generation_answer(d, json_mode)) for d in demos.demonstrations[: stage.shots]]
     turns = _few_shot_turns(stage, shown, instruction)
-    schema = instances_schema(False, max_instances)
-    return _request(stage, json_mode, turns, chat_instance_params(params), schema)
-
-
-def classification_request(
-    stage: ChatFewShotStage,
-    demos: InstancesClassificationPrompt,
-    instruction: str,
-    json_mode: bool,
-    params: GenerationParams,
-    max_instances: int,
-) -> CompletionRequest:
-    shown = []
-    for demo in demos.demonstrations[: stage.shots]:
-        if json_mode:
-            rows = [{"label": e.label, "input": e.input} for e in demo.examples]
-            answer = json.dumps({"instances": rows}, ensure_ascii=False)
-        else:
-            answer = "\n\n".join(f"Class label: {e.label}\n{e.input}".rstrip() for e in demo.examples)
-        shown.append((demo.task, answer))
-    turns = _few_shot_turns(stage, shown, instruction)
-    schema = instances_schema(True, max_instances)
+    schema = instances_schema(isinstance(demos, InstancesClassificationPrompt), max_instances)
     return _request(stage, json_mode, turns, chat_instance_params(params), schema)
 
 

@@ -13,12 +13,7 @@ from typing import Any
 from selfinstruct.llm.base import CompletionRequest
 from selfinstruct.parsing import is_classification_answer
 from selfinstruct.prompts import InstancesClassificationPrompt, InstancesGenerationPrompt
-from selfinstruct.stages.chat_prompts import (
-    classification_request,
-    generation_request,
-    json_output,
-    prompt_style,
-)
+from selfinstruct.stages.chat_prompts import instances_request, json_output, prompt_style
 from selfinstruct.stages.context import StageContext
 
 
@@ -66,28 +61,24 @@ def generate_instances(ctx: StageContext, tasks: list[dict[str, Any]]) -> list[d
     for task in tasks:
         instruction = task["instruction"]
         if is_classification_answer(str(task.get("is_classification", ""))):
-            params = base.with_(max_tokens=cfg.max_tokens_classification)
-            if chat:
-                request = classification_request(
-                    prompts.chat.instances_classification, prompts.instances_classification,
-                    instruction, json_mode, params, cfg.max_instances,
-                )  # fmt: skip
-            else:
-                text = render_classification_prompt(prompts.instances_classification, instruction)
-                request = CompletionRequest(prompt=text, params=params)
-        elif chat:
-            request = generation_request(
-                prompts.chat.instances_generation, prompts.instances_generation,
-                instruction, json_mode, base, cfg.max_instances,
-            )  # fmt: skip
-        else:
-            request = CompletionRequest(
-                render_generation_prompt(prompts.instances_generation, instruction), base
+            demos: InstancesGenerationPrompt | InstancesClassificationPrompt = (
+                prompts.instances_classification
             )
+            params = base.with_(max_tokens=cfg.max_tokens_classification)
+        else:
+            demos, params = prompts.instances_generation, base
+        if chat:
+            request = instances_request(
+                prompts.chat, demos, instruction, json_mode, params, cfg.max_instances
+            )
+        elif isinstance(demos, InstancesClassificationPrompt):
+            request = CompletionRequest(render_classification_prompt(demos, instruction), params)
+        else:
+            request = CompletionRequest(render_generation_prompt(demos, instruction), params)
         requests.append(request)
     completions = ctx.complete_all(requests, "instances")
     # A chat model's reply is parsed by parsing.chat_answers (parsing.instances_of_record reads this).
-    style = {"prompt_style": "chat", "output_mode": prompt_style(backend)["output_mode"]} if chat else {}
+    style = prompt_style(backend) if chat else {}
     out = []
     for task, completion in zip(tasks, completions, strict=True):
         record = dict(task)
