@@ -240,3 +240,18 @@ def test_a_chat_prompt_with_an_unknown_field_is_one_line(tmp_path: Path) -> None
         ConfigError, match=r"chat.yaml: bootstrap: .*final_request: .*unknown field\(s\) \{many\}"
     ):
         load_prompt("chat", str(bad), ChatPrompts)
+
+
+def test_a_user_message_template_a_stage_does_not_use_is_refused(tmp_path: Path) -> None:
+    # The list stages build their user messages from first/next/final_request: a `request`
+    # there would be silently ignored.
+    from selfinstruct.errors import ConfigError
+    from selfinstruct.prompts import ChatPrompts, load_prompt
+
+    text = (Path(__file__).parents[1] / "src/selfinstruct/prompts/chat.yaml").read_text("utf-8")
+    bad = tmp_path / "chat.yaml"
+    bad.write_text(
+        text.replace("bootstrap:\n", 'bootstrap:\n  request: "Task: {new}"\n', 1), encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"chat.yaml: bootstrap.request: Extra inputs are not permitted"):
+        load_prompt("chat", str(bad), ChatPrompts)

@@ -166,17 +166,16 @@ class AlpacaPrompt(PromptFile):
 
 
 class ChatStage(PromptFile):
-    """One stage's chat prompt: the system message, and the user message of each request.
+    """One stage's chat prompt: its system message, and (in subclasses) its user messages.
 
     `text_format` or `json_format` is added to the system message, depending on whether the
     answers come back as text or as schema-constrained JSON (backend.output_mode).
     """
 
     system: str
-    request: str = ""
     text_format: str = ""
     json_format: str = ""
-    # The fields `request` may use (not part of the file).
+    # The fields the `*request` templates may use (not part of the file).
     _fields: tuple[str, ...] = ()
 
     _check = field_validator("system")(_non_blank)
@@ -222,6 +221,7 @@ class ChatFewShotStage(ChatStage):
     """A stage that shows the completion file's demonstrations as earlier turns."""
 
     _fields = ("instruction",)
+    request: str
     shots: int = Field(default=8, ge=0)
 
     _requests = field_validator("request")(_non_blank)
