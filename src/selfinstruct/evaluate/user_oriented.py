@@ -28,6 +28,13 @@ RESPONSE_PARAMS = GenerationParams(
 )
 JUDGE_PARAMS = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
 
+# What the judge grades: one task, its reference answer and the response. A chat judge gets it
+# as the user message (its rubric is the system message, prompts/chat.yaml); a completion judge
+# gets it inside RUBRIC.
+JUDGED_ITEM = """Instruction: {instruction}
+{input_block}Reference answer (one acceptable answer): {reference}
+Assistant's response: {response}"""
+
 RUBRIC = """You are grading how well an AI assistant followed a user's instruction.
 Grades:
 A - the response is valid and satisfying: it does what was asked, correctly and completely.
@@ -35,9 +42,7 @@ B - the response is acceptable but has minor errors or imperfections.
 C - the response is relevant and tries to answer, but has significant errors.
 D - the response is irrelevant or invalid: it ignores the instruction or is nonsense.
 
-Instruction: {instruction}
-{input_block}Reference answer (one acceptable answer): {reference}
-Assistant's response: {response}
+{item}
 
 Answer with one letter, A, B, C or D.
 Grade:"""
@@ -74,9 +79,9 @@ def response_prompt(task: UserTask) -> str:
     return plain_task_prompt(task.instruction, task.input)
 
 
-def judge_prompt(task: UserTask, response: str) -> str:
+def judged_item(task: UserTask, response: str) -> str:
     input_block = f"Input: {task.input.strip()}\n" if task.input.strip() else ""
-    return RUBRIC.format(
+    return JUDGED_ITEM.format(
         instruction=task.instruction.strip(),
         input_block=input_block,
         reference=task.reference.strip(),
@@ -84,15 +89,16 @@ def judge_prompt(task: UserTask, response: str) -> str:
     )
 
 
+def judge_prompt(task: UserTask, response: str) -> str:
+    return RUBRIC.format(item=judged_item(task, response))
+
+
 def judge_chat_request(stage: ChatTaskStage, task: UserTask, response: str) -> CompletionRequest:
     """The judge's question to a chat model: the rubric as the system message, the item as the user's."""
-    input_block = f"Input: {task.input.strip()}\n" if task.input.strip() else ""
-    item = (
-        f"Instruction: {task.instruction.strip()}\n{input_block}"
-        f"Reference answer (one acceptable answer): {task.reference.strip()}\n"
-        f"Assistant's response: {response.strip() or '(empty)'}"
-    )
-    messages = [ChatMessage("system", stage.system_message(False)), ChatMessage("user", item)]
+    messages = [
+        ChatMessage("system", stage.system_message(False)),
+        ChatMessage("user", judged_item(task, response)),
+    ]
     # Room for "Grade: B" and an end of turn; no stop sequences (they are made for a continuation).
     return CompletionRequest.chat(messages, JUDGE_PARAMS.with_(max_tokens=16))
 
