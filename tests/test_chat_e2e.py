@@ -9,13 +9,11 @@ and a second run of the same command is served entirely from the store.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fixtures.cli_process import run_selfinstruct as run_cli
 from servers.llama_server import SMOLLM2_CHAT_FORMAT, llama_server, smollm2_model_path
 
 from selfinstruct.parsing import instances_of_record
@@ -23,7 +21,6 @@ from selfinstruct.rundir import CONFIG_FILE, INSTANCES_FILE, INSTRUCTIONS_FILE, 
 
 pytestmark = pytest.mark.model
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = """
 bootstrap:
   num_instructions: 4
@@ -35,12 +32,6 @@ instances:
 """
 LIST_NUMBER = re.compile(r"^\s*\(?\d{1,3}\s*[.):]")
 PREAMBLE = re.compile(r"^(?:sure|certainly|here (?:are|is)|of course)\b", re.IGNORECASE)
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "selfinstruct", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
 
 
 def test_a_real_chat_model_goes_through_every_stage_and_resumes_from_the_store(tmp_path: Path) -> None:

@@ -7,16 +7,13 @@ and that a second run of the same command is served entirely from the store.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fixtures.cli_process import run_selfinstruct as run_cli
 
 pytestmark = pytest.mark.model
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = """
 bootstrap:
   num_instructions: 3
@@ -26,16 +23,6 @@ instances:
   max_tokens_classification: 64
   generation: {max_tokens: 64}
 """
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "SELFINSTRUCT_CACHE_DIR": os.environ.get("SELFINSTRUCT_CACHE_DIR", str(REPO / ".cache")),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "selfinstruct", *args], capture_output=True, text=True, env=env, timeout=900
-    )
 
 
 def test_all_stages_run_on_the_embedded_model_and_resume_from_the_store(tmp_path: Path) -> None:
