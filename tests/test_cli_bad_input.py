@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures.analysis_run import make_run
@@ -56,14 +57,26 @@ def superni_tasks(root: Path) -> Path:
 # -- item 3: flags that the chosen backend would ignore --------------------------------------------
 
 
-def test_adapter_with_the_embedded_backend_is_refused_naming_the_backend_that_takes_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("make_adapter", "needle"),
+    [
+        (lambda root: root / "missing", "adapter not found"),
+        (
+            lambda root: (root / "empty").mkdir() or root / "empty",
+            "not a GGUF adapter file or a LoRA adapter",
+        ),
+    ],
+)
+def test_embedded_adapter_that_is_missing_or_not_an_adapter_is_one_line_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_adapter: Any, needle: str
 ) -> None:
     out = tmp_path / "eval"
     tasks = superni_tasks(tmp_path)
-    args = ["evaluate", "superni", "--tasks", str(tasks), "--out", str(out), "--model-path", NO_MODEL_FILE]
-    line = one_line_error(capsys, *args, "--adapter", str(tmp_path / "adapter"))
-    assert "--adapter applies to --backend transformers, not to the embedded backend" in line
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"not read: the adapter is checked first")
+    args = ["evaluate", "superni", "--tasks", str(tasks), "--out", str(out), "--model-path", str(model)]
+    line = one_line_error(capsys, *args, "--adapter", str(make_adapter(tmp_path)), code=3)
+    assert needle in line
     assert not out.exists()
 
 
@@ -83,7 +96,10 @@ def test_adapter_with_the_embedded_backend_is_refused_naming_the_backend_that_ta
             ["--backend", "openai", "--model-path", "m.gguf"],
             "--model-path applies to --backend embedded or transformers",
         ),
-        (["--backend", "openai", "--adapter", "adapter"], "--adapter applies to --backend transformers"),
+        (
+            ["--backend", "openai", "--adapter", "adapter"],
+            "--adapter applies to --backend embedded or transformers",
+        ),
         (
             [
                 "--backend",

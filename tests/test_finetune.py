@@ -140,6 +140,57 @@ def test_a_two_step_lora_run_writes_the_adapter_card_and_metrics(
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
     assert (config["r"], config["lora_alpha"]) == (8, 16)
+    assert "--adapter " + str(out / "adapter.gguf") in card  # the llama.cpp way to use it
+
+
+@pytest.mark.model
+def test_a_lora_run_also_writes_the_adapter_for_llama_cpp(trained: FinetuneResult, run_dir: Path) -> None:
+    import gguf
+
+    reader = gguf.GGUFReader(run_dir / "finetune" / "adapter.gguf")
+    assert reader.fields["general.type"].contents() == "adapter"
+    assert reader.fields["adapter.lora.alpha"].contents() == 16.0
+    names = {t.name for t in reader.tensors}
+    assert len(names) == 18 * 4 * 2 and "blk.17.attn_output.weight.lora_b" in names
+
+
+@pytest.mark.model
+def test_a_run_trained_before_gguf_adapters_gets_one_when_the_command_is_repeated(
+    trained: FinetuneResult, run_dir: Path
+) -> None:
+    gguf_adapter = run_dir / "finetune" / "adapter.gguf"
+    gguf_adapter.unlink()
+    again = finetune(run_dir, TINY, cache_dir_for_tests(), log=lambda _: None)
+    assert again.model is None and gguf_adapter.is_file()
+
+
+@pytest.mark.model
+def test_merged_export_writes_a_hugging_face_model_and_a_gguf_that_llama_cpp_loads(
+    trained: FinetuneResult, run_dir: Path
+) -> None:
+    from selfinstruct.train.merge import export_merged
+
+    merged = export_merged(run_dir / "finetune", None, cache_dir_for_tests(), log=lambda _: None)
+    assert merged.hf_dir == run_dir / "finetune" / "merged" / "hf"
+    assert (merged.hf_dir / "config.json").is_file() and (merged.hf_dir / "tokenizer.json").is_file()
+    assert not (merged.hf_dir / "adapter_config.json").exists()  # a plain model, no peft needed
+    import torch
+
+    from selfinstruct.models.huggingface import load_model
+
+    base = load_model(cache_dir_for_tests() / "hf" / "gemma-3-270m")
+    model = load_model(merged.hf_dir)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    lora = trained.model.state_dict()
+    a = lora["base_model.model." + name.replace(".weight", ".lora_A.default.weight")]
+    b = lora["base_model.model." + name.replace(".weight", ".lora_B.default.weight")]
+    expected = base.state_dict()[name] + (16 / 8) * (b @ a)
+    assert torch.allclose(model.state_dict()[name], expected, atol=1e-5)
+    assert merged.gguf is not None
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(merged.gguf), n_ctx=64, verbose=False)
+    assert llm.create_completion("Name a colour:", max_tokens=4, temperature=0)["choices"][0]["text"]
 
 
 @pytest.mark.model

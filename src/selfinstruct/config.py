@@ -68,7 +68,9 @@ class BackendConfig(Strict):
     api_key_file: str | None = None
     # Embedded: a GGUF path; default = the packaged Gemma 3 270M, assembled into the cache.
     model_path: str | None = None
-    # Transformers: a LoRA adapter directory (from `selfinstruct finetune`) applied to model_path.
+    # A LoRA adapter from `selfinstruct finetune` applied to model_path. Transformers: the
+    # adapter directory. Embedded: a GGUF adapter file (finetune writes adapter.gguf), or the
+    # adapter directory, written as a GGUF adapter into the cache once.
     adapter_path: str | None = None
     n_ctx: int = Field(default=4096, ge=256)
     n_threads: int | None = Field(default=None, ge=1)

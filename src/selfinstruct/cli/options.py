@@ -96,9 +96,12 @@ BACKEND_FLAGS = (
         ("--adapter",),
         "adapter",
         "backend.adapter_path",
-        {"metavar": "DIR", "help": "transformers: a LoRA adapter from `selfinstruct finetune`"},
-        # The embedded llama.cpp runtime would need the adapter converted to GGUF (not yet).
-        backends=("transformers",),
+        {
+            "metavar": "PATH",
+            "help": "a LoRA adapter from `selfinstruct finetune`: embedded: its adapter.gguf (or the "
+            "adapter directory); transformers: the adapter directory",
+        },
+        backends=("embedded", "transformers"),
     ),
     ConfigFlag(
         ("--base-url",),
@@ -188,17 +191,12 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_backend_flags(args: argparse.Namespace, kind: str) -> None:
-    """Refuse a backend flag that the chosen backend would ignore (`--adapter` with the
-    embedded model would otherwise evaluate the base model under the adapter's name)."""
+    """Refuse a backend flag that the chosen backend would ignore (`--adapter` with an HTTP
+    server would otherwise evaluate the server's model under the adapter's name)."""
     for flag in BACKEND_FLAGS:
         if flag.backends and kind not in flag.backends and getattr(args, flag.dest, None) is not None:
             raise ConfigError(
                 f"{flag.names[0]} applies to --backend {' or '.join(flag.backends)}, not to the {kind} backend"
-                + (
-                    " (it cannot load a LoRA adapter yet)"
-                    if flag.dest == "adapter" and kind == "embedded"
-                    else ""
-                )
             )
 
 

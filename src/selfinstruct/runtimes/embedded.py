@@ -35,17 +35,21 @@ from selfinstruct.runtimes.sampling import fit_to_window, request_seed
 DECODER_VERSION = "batched-2"
 
 
-def embedded_identity(model_path: Path, config: BackendConfig, cache_dir: Path) -> dict[str, Any]:
+def embedded_identity(
+    model_path: Path, config: BackendConfig, cache_dir: Path, adapter: Path | None = None
+) -> dict[str, Any]:
     """What the embedded model's answers depend on: part of every stored answer's key.
 
     - the model file's full SHA-256 (not its location: a moved cache keeps its answers);
     - the decoder (DECODER_VERSION) and llama.cpp's version, whose kernels make the logits;
-    - n_ctx: a prompt that leaves less room than max_tokens has max_tokens lowered to fit.
+    - n_ctx: a prompt that leaves less room than max_tokens has max_tokens lowered to fit;
+    - the GGUF LoRA adapter's SHA-256, when there is one (absent otherwise, so that answers
+      stored before adapters existed keep their keys).
     Not prefix_cache (reuse changes no answer), n_threads, or the slot count: batching can
     nudge the logits (README, "Resuming"), but which requests share a batch varies within
     one run anyway, so naming the slot count would only throw stored answers away.
     """
-    return {
+    identity = {
         "kind": "embedded",
         "model": model_path.name,
         "size": model_path.stat().st_size,
@@ -54,6 +58,36 @@ def embedded_identity(model_path: Path, config: BackendConfig, cache_dir: Path) 
         "llama_cpp": _llama_cpp_version(),
         "n_ctx": config.n_ctx,
     }
+    if adapter is not None:
+        identity["adapter_sha256"] = file_sha256(adapter, cache_dir)
+    return identity
+
+
+def gguf_adapter(adapter_path: str | None, model_path: Path, cache_dir: Path) -> Path | None:
+    """The GGUF adapter file to load: the file given, or a peft adapter directory written as
+    one into `cache_dir/adapters/` (once; named by the directory's weights and the model)."""
+    if not adapter_path:
+        return None
+    path = Path(adapter_path).expanduser()
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise BackendError(f"{path}: adapter not found")
+    from selfinstruct.models.gguf_lora import adapter_for_model, is_peft_adapter
+    from selfinstruct.models.huggingface import weights_fingerprint
+
+    if not is_peft_adapter(path):
+        raise BackendError(f"{path}: not a GGUF adapter file or a LoRA adapter directory")
+    name = f"{weights_fingerprint(path)}-{file_sha256(model_path, cache_dir)[:16]}.gguf"
+    target = Path(cache_dir) / "adapters" / name
+    if not target.is_file():
+        try:
+            adapter_for_model(path, model_path, target)
+        except ModuleNotFoundError as exc:
+            raise BackendError(
+                f"converting {path} to a GGUF adapter needs {exc.name}: pip install gguf==0.19.0 safetensors"
+            ) from None
+    return target
 
 
 def _llama_cpp_version() -> str | None:
@@ -64,7 +98,8 @@ def _llama_cpp_version() -> str | None:
 
 
 class EmbeddedBackend:
-    """Completes prompts with a local GGUF model (plain completion, no chat template)."""
+    """Completes prompts with a local GGUF model (plain completion, no chat template), and an optional
+    GGUF LoRA adapter on it."""
 
     def __init__(self, config: BackendConfig, model_path: Path, cache_dir: Path | None = None) -> None:
         # `cache_dir` keeps the model's digest (models/digest.py); default: config.cache_dir().
@@ -72,7 +107,9 @@ class EmbeddedBackend:
         if not self._path.is_file():
             raise BackendError(f"model file not found: {self._path}")
         self._n_ctx = config.n_ctx
-        self._identity = embedded_identity(self._path, config, cache_dir or default_cache_dir())
+        cache_dir = cache_dir or default_cache_dir()
+        self._adapter = gguf_adapter(config.adapter_path, self._path, cache_dir)
+        self._identity = embedded_identity(self._path, config, cache_dir, self._adapter)
         try:
             from selfinstruct.runtimes.llama_batch import BatchDecoder
         except ModuleNotFoundError as exc:
@@ -89,6 +126,7 @@ class EmbeddedBackend:
                     slots=config.concurrency,
                     n_threads=config.n_threads or os.cpu_count() or 1,
                     prefix_cache=config.prefix_cache,
+                    adapter=self._adapter,
                 )
             except (ValueError, RuntimeError, OSError) as exc:
                 detail = _last_line(captured()) or str(exc)

@@ -146,7 +146,13 @@ class BatchDecoder:
     """One llama.cpp context serving up to `slots` sequences at once (see the module doc)."""
 
     def __init__(
-        self, model_path: Path, n_ctx: int, slots: int, n_threads: int, prefix_cache: bool = True
+        self,
+        model_path: Path,
+        n_ctx: int,
+        slots: int,
+        n_threads: int,
+        prefix_cache: bool = True,
+        adapter: Path | None = None,
     ) -> None:
         # llama.cpp logs every graph it builds; keep errors only (as Llama(verbose=False) does).
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
@@ -182,6 +188,8 @@ class BatchDecoder:
         if llama_cpp.llama_n_ctx_seq(self._ctx) < n_ctx:
             self._free_native()
             raise ValueError(f"llama.cpp gave each sequence fewer than {n_ctx} cells")
+        if adapter is not None:
+            self._apply_adapter(adapter)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
         self._piece = ctypes.create_string_buffer(64)
@@ -195,6 +203,18 @@ class BatchDecoder:
         self._thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
         self._thread.start()
         _LIVE.add(self)
+
+    def _apply_adapter(self, adapter: Path) -> None:
+        """Put a GGUF LoRA adapter on the context at full scale (llama.cpp frees it with the model)."""
+        handle = llama_cpp.llama_adapter_lora_init(self._model.model, str(adapter).encode())
+        if not handle:
+            self._free_native()
+            raise ValueError(f"llama.cpp could not load the LoRA adapter {adapter}")
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
+        scales = (ctypes.c_float * 1)(1.0)
+        if llama_cpp.llama_set_adapters_lora(self._ctx, adapters, 1, scales) != 0:
+            self._free_native()
+            raise ValueError(f"llama.cpp could not apply the LoRA adapter {adapter}")
 
     def tokenize(self, text: str) -> list[int]:
         """Tokens of a prompt as llama-cpp-python's create_completion makes them (BOS first)."""

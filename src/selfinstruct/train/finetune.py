@@ -55,6 +55,8 @@ from selfinstruct.train.checkpoints import (
 )
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+# Next to OUT/adapter: the same LoRA as a llama.cpp adapter (`--backend embedded --adapter`).
+GGUF_ADAPTER_FILE = "adapter.gguf"
 DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}  # full: Alpaca's 7B rate; LoRA: the usual 10x
 
 
@@ -152,6 +154,8 @@ def finetune(
     done = finished_metrics(out, signature, output_dir)
     if done is not None:
         log(f"finetune: already trained ({done['step']} steps) -> {output_dir}")
+        if not options.full and not (out / GGUF_ADAPTER_FILE).is_file():  # trained by an older version
+            write_gguf_adapter(output_dir, resolve_base(options.base, cache_dir, log), out, log)
         return FinetuneResult(out, output_dir, done["step"], done["step"], done["total_steps"], done)
 
     torch, _ = import_training_stack()
@@ -218,6 +222,8 @@ def finetune(
 
     model.eval()
     write_output(model, tokenizer, output_dir, options.full)
+    if not options.full:
+        write_gguf_adapter(output_dir, base_dir, out, log)
     metrics = _metrics(state, total, options, data_file, len(rows), n_instructions, stats, n_trainable)
     _write_report(out, signature, options, base_dir, data_file, output_dir, metrics)
     log(
@@ -225,6 +231,18 @@ def finetune(
         f"final loss {metrics['final_loss']}, {metrics['tokens_per_s']} tokens/s -> {output_dir}"
     )
     return FinetuneResult(out, output_dir, start, state["step"], total, metrics, model, tokenizer)
+
+
+def write_gguf_adapter(adapter_dir: Path, base_dir: Path, out: Path, log: Callable[[str], None]) -> None:
+    """OUT/adapter.gguf, for llama.cpp; a base it cannot be written for only costs a note."""
+    from selfinstruct.models.gguf_lora import adapter_for_hf_base
+
+    try:
+        adapter_for_hf_base(adapter_dir, base_dir, out / GGUF_ADAPTER_FILE)
+    except ConfigError as exc:
+        log(f"finetune: no {GGUF_ADAPTER_FILE} ({exc})")
+        return
+    log(f"finetune: llama.cpp adapter -> {out / GGUF_ADAPTER_FILE}")
 
 
 def _write_report(

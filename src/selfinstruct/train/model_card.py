@@ -103,10 +103,20 @@ def render_model_card(
 
 
 def _usage(base: str, output_dir: Path, full: bool) -> str:
-    command = "selfinstruct evaluate superni --tasks TASKS --out EVAL --backend transformers"
+    command = "selfinstruct evaluate superni --tasks TASKS --out EVAL"
     if full:
-        return f"{command} --model-path {output_dir}"
-    return f"{command} --model-path {base} --adapter {output_dir}"
+        return f"{command} --backend transformers --model-path {output_dir}"
+    # finetune.GGUF_ADAPTER_FILE, next to the adapter directory (not imported: finetune imports this)
+    gguf_adapter = output_dir.parent / "adapter.gguf"
+    llama = (
+        f"{command} --adapter {gguf_adapter}"
+        if base == "embedded"
+        else f"{command} --model-path GGUF_OF_THE_BASE --adapter {gguf_adapter}"
+    )
+    return (
+        f"# llama.cpp (batched, fast):\n{llama}\n"
+        f"# transformers + peft:\n{command} --backend transformers --model-path {base} --adapter {output_dir}"
+    )
 
 
 def _run_dir(data_file: Path) -> Path:
