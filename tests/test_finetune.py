@@ -273,3 +273,15 @@ def test_other_settings_in_the_same_output_directory_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match="lora_r differ"):
         finetune(run_dir, replace(TINY, lora_r=4), cache_dir_for_tests(), log=lambda _: None)
+
+
+@pytest.mark.model
+def test_steps_sets_the_schedule_length_whatever_the_data_size(run_dir: Path, tmp_path: Path) -> None:
+    # 4 rows at batch size 2 is 2 steps an epoch; 5 steps is 2.5 passes, as a control needs.
+    result = finetune(
+        run_dir, replace(TINY, steps=5), cache_dir_for_tests(), tmp_path / "ft", log=lambda _: None
+    )
+    assert (result.step, result.total_steps) == (5, 5)
+    args = json.loads((tmp_path / "ft" / "finetune_args.json").read_text())
+    assert args["signature"]["steps"] == 5
+    assert "steps (set instead of epochs) | 5 |" in (tmp_path / "ft" / "README.md").read_text()

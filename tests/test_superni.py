@@ -65,6 +65,18 @@ def test_scores_per_task_category_and_overall(tmp_path: Path) -> None:
     assert metrics["per_category"]["Cat1"]["exact_match"] == 50.0
     assert metrics["overall"]["exact_match"] == 75.0  # mean over tasks, not instances
     assert metrics["overall"]["instances"] == 3
+    assert metrics["overall"]["pooled"]["exact_match"] == pytest.approx(200 / 3, abs=1e-3)  # 2 of 3 instances
+
+
+def test_table_labels_the_mean_of_task_means_and_the_pooled_score(tmp_path: Path) -> None:
+    from selfinstruct.evaluate.superni import format_table
+
+    task_file(tmp_path, "a", "Cat1", [("say blue", ["blue"]), ("say red", ["green"])])
+    task_file(tmp_path, "b", "Cat2", [("say sun", ["Sun."])])
+    engine = build_engine(BackendConfig(), tmp_path / "eval", EchoModel(), progress=False)
+    lines = format_table(evaluate_superni(engine, load_tasks(tmp_path))[1]).splitlines()
+    assert lines[-2].startswith("overall, mean of 2 task means") and lines[-2].split()[-2] == "75.00"
+    assert lines[-1].startswith("overall, pooled over 3 instances") and lines[-1].split()[-2] == "66.67"
 
 
 def test_rerun_scores_from_the_store_without_calling_the_model(tmp_path: Path) -> None:

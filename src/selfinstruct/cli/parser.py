@@ -167,6 +167,12 @@ def _add_train_evaluate_commands(sub: Subparsers) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default 2e-4 LoRA, 2e-5 full)")
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="rows per step (default 4)")
     p.add_argument("--max-length", type=int, default=256, metavar="N", help="tokens per row (default 256)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="train for N steps in all instead of --epochs passes (e.g. a control on less data)",
+    )
     p.add_argument("--max-steps", type=int, metavar="N", help="stop after step N (run again to continue)")
     p.add_argument(
         "--train-on-prompt", action="store_true", help="learn the prompt too (default: the completion only)"

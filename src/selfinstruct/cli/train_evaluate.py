@@ -23,6 +23,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     options = FinetuneOptions(
         base=args.base,
         epochs=args.epochs,
+        steps=args.steps,
         full=args.full,
         lora_r=args.lora_r,
         lora_alpha=2 * args.lora_r if args.lora_alpha is None else args.lora_alpha,

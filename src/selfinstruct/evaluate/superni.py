@@ -3,7 +3,10 @@
 Task files are in the official SuperNI JSON format (Definition, Categories, Positive
 Examples, Instances). The prompt follows Tk-Instruct's encoding: "Definition: ...", then
 optionally k positive examples, then "Now complete the following example -", the input and
-"Output:". Scores are per task, per category and overall (the mean over tasks).
+"Output:". Scores are per task, per category and overall, two ways: `overall` is the mean of
+the task means (each task counts the same), `overall.pooled` the mean over all instances
+(each instance counts the same, as Tk-Instruct reports it). They differ when tasks have
+different instance counts.
 """
 
 from __future__ import annotations
@@ -154,6 +157,10 @@ def aggregate(predictions: list[dict[str, Any]]) -> dict[str, Any]:
         "instances": len(predictions),
         "exact_match": round(sum(r["exact_match"] for r in per_task.values()) / max(len(per_task), 1), 4),
         "rougeL": round(sum(r["rougeL"] for r in per_task.values()) / max(len(per_task), 1), 4),
+        "pooled": {
+            "exact_match": mean_percent([p["exact_match"] for p in predictions]),
+            "rougeL": mean_percent([p["rougeL"] for p in predictions]),
+        },
     }
     return {"overall": overall, "per_category": dict(sorted(per_category.items())), "per_task": per_task}
 
@@ -168,6 +175,8 @@ def format_table(metrics: dict[str, Any]) -> str:
     for name, row in metrics["per_category"].items():
         lines.append(f"{'category: ' + name:<89} {row['exact_match']:7.2f} {row['rougeL']:8.2f}")
     o = metrics["overall"]
-    label = f"overall ({o['tasks']} tasks, {o['instances']} instances)"
+    label = f"overall, mean of {o['tasks']} task means"
     lines.append(f"{label:<89} {o['exact_match']:7.2f} {o['rougeL']:8.2f}")
+    label = f"overall, pooled over {o['instances']} instances"
+    lines.append(f"{label:<89} {o['pooled']['exact_match']:7.2f} {o['pooled']['rougeL']:8.2f}")
     return "\n".join(lines)

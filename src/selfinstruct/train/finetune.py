@@ -64,6 +64,9 @@ DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}  # full: Alpaca's 7B rate; LoRA: the u
 class FinetuneOptions:
     base: str = EMBEDDED
     epochs: int = 2
+    # The schedule's length in steps instead of `epochs` passes (a control trained on less
+    # data for as many steps as another model); None = epochs x steps per epoch.
+    steps: int | None = None
     full: bool = False
     lora_r: int = 8
     lora_alpha: int = 16
@@ -99,7 +102,7 @@ class FinetuneOptions:
             raise ConfigError("--max-length must be at least 8")
         if self.learning_rate <= 0:
             raise ConfigError("--lr must be positive")
-        for name in ("max_steps", "max_instructions"):
+        for name in ("steps", "max_steps", "max_instructions"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
@@ -168,7 +171,7 @@ def finetune(
         )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     per_epoch = sft_data.steps_per_epoch(len(examples), options.batch_size)
-    total = options.epochs * per_epoch
+    total = options.steps or options.epochs * per_epoch
     stop = min(total, options.max_steps or total)
 
     torch.manual_seed(options.seed)
@@ -184,7 +187,11 @@ def finetune(
         f"finetune: {len(rows)} rows of {n_instructions} instructions -> {len(examples)} examples "
         f"({stats.truncated} truncated, {stats.dropped} dropped at --max-length {options.max_length}); "
         f"{_describe_method(options)}, {n_trainable:,} trainable parameters; "
-        f"{options.epochs} epochs x {per_epoch} steps = {total} steps"
+        + (
+            f"{options.steps} steps ({options.steps / per_epoch:.1f} epochs of {per_epoch})"
+            if options.steps
+            else f"{options.epochs} epochs x {per_epoch} steps = {total} steps"
+        )
         + (f"; resuming at step {start}" if start else "")
     )
 
@@ -335,6 +342,8 @@ def _signature(options: FinetuneOptions, data_file: Path) -> dict[str, Any]:
     """Everything that determines the trained weights (not where, how often saved, or when stopped)."""
     skip = {"max_steps", "save_every", "progress"}
     signature = {k: v for k, v in asdict(options).items() if k not in skip}
+    if options.steps is None:  # as before `steps` existed, so earlier outputs stay valid
+        del signature["steps"]
     signature["lr"] = options.learning_rate
     signature["data_sha256"] = hashlib.sha256(data_file.read_bytes()).hexdigest()
     if options.base != EMBEDDED:

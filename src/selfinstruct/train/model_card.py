@@ -14,6 +14,7 @@ from selfinstruct.rundir import FINETUNE_DIR
 
 _PARAMETERS = (
     ("epochs", "epochs"),
+    ("steps", "steps (set instead of epochs)"),
     ("batch_size", "batch size"),
     ("max_length", "max length (tokens)"),
     ("lr", "learning rate"),
