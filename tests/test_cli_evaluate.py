@@ -201,7 +201,7 @@ def test_export_without_a_format_lists_the_formats(
 ) -> None:
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["openai", "llamafactory"]
+    assert [line.split()[0] for line in lines] == ["openai", "hf", "llamafactory"]
     assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # each with its description
 
 

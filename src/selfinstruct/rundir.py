@@ -17,6 +17,7 @@ other's output:
         alpaca_data.json, sharegpt.jsonl, openai_messages.jsonl
         dataset_info.json                        LLaMA-Factory's index of the three files above
         openai_finetune.jsonl                    `selfinstruct export openai`
+        hf_dataset/                              `selfinstruct export hf`: parquet + dataset card
     RUN/finetune/                                `selfinstruct finetune` (adapter or model)
     RUN/report/                                  `selfinstruct analyze`: index.html, report.json
     RUN/review/                                  `selfinstruct review`: sample, ratings, summary
@@ -48,6 +49,7 @@ SHAREGPT_FILE = "sharegpt.jsonl"
 OPENAI_MESSAGES_FILE = "openai_messages.jsonl"
 OPENAI_FINETUNE_FILE = "openai_finetune.jsonl"
 DATASET_INFO_FILE = "dataset_info.json"
+HF_DATASET_DIR = "hf_dataset"
 
 FINETUNE_OUT_DIR = "finetune"
 

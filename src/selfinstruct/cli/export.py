@@ -9,6 +9,7 @@ from selfinstruct.cli.summary import note
 # Each format the command writes, with the line `selfinstruct export --list` prints for it.
 EXPORT_FORMATS: tuple[tuple[str, str], ...] = (
     ("openai", "chat fine-tuning JSONL for OpenAI's API, validated (roles, non-empty content)"),
+    ("hf", "Hugging Face dataset folder: parquet train split + dataset card; load_dataset(folder)"),
     ("llamafactory", "LLaMA-Factory's dataset_info.json beside the Alpaca / ShareGPT / OpenAI files"),
 )
 
@@ -42,6 +43,14 @@ def cmd_export_openai(args: argparse.Namespace) -> int:
     )
     if written < OPENAI_MIN_EXAMPLES:
         note(f"warning: OpenAI fine-tuning needs at least {OPENAI_MIN_EXAMPLES} examples")
+    return 0
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from selfinstruct.exports.hf_dataset import write_hf_dataset
+
+    out, rows = write_hf_dataset(args.run, args.out, args.license)
+    note(f"export hf: {rows} rows -> {out} (load with datasets.load_dataset({str(out)!r}))")
     return 0
 
 

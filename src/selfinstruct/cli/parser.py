@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from selfinstruct.cli.analysis import cmd_analyze, cmd_review
 from selfinstruct.cli.export import (
     EXPORT_FORMATS,
     cmd_export,
+    cmd_export_hf,
     cmd_export_llamafactory,
     cmd_export_openai,
 )
@@ -34,10 +36,12 @@ from selfinstruct.cli.train_evaluate import (
     cmd_evaluate_user_oriented,
     cmd_finetune,
 )
+from selfinstruct.exports.dataset_card import DEFAULT_LICENSE
 from selfinstruct.rundir import (
     DATASET_INFO_FILE,
     FINETUNE_DIR,
     FINETUNE_OUT_DIR,
+    HF_DATASET_DIR,
     OPENAI_FINETUNE_FILE,
     REPORT_DIR,
     REPORT_HTML,
@@ -201,10 +205,35 @@ def _add_export_command(sub: Subparsers) -> None:
     f.add_argument("--system", help="a system message to put first in every example")
     f.set_defaults(export=cmd_export_openai)
 
+    f = formats.add_parser("hf", help=text["hf"])
+    f.add_argument("run", type=Path, metavar="RUN", help=run_help)
+    f.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help=f"dataset folder (default RUN/{FINETUNE_DIR}/{HF_DATASET_DIR}; an earlier export there is replaced)",
+    )
+    f.add_argument(
+        "--license",
+        type=license_id,
+        default=DEFAULT_LICENSE,
+        metavar="ID",
+        help="the card's Hub license id, e.g. apache-2.0 (default: unknown; generated data's terms "
+        "depend on the model that wrote it, so check them before choosing)",
+    )
+    f.set_defaults(export=cmd_export_hf)
+
     f = formats.add_parser("llamafactory", help=text["llamafactory"])
     f.add_argument("run", type=Path, metavar="RUN", help=run_help)
     f.set_defaults(export=cmd_export_llamafactory)
     f.description = f"(Re)write RUN/{FINETUNE_DIR}/{DATASET_INFO_FILE}; `prepare` writes it too."
+
+
+def license_id(value: str) -> str:
+    """A Hub license id: lower-case letters, digits, dots, pluses and hyphens (apache-2.0, cc-by-4.0)."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a license id such as apache-2.0 or cc-by-4.0")
+    return value
 
 
 def _add_analysis_commands(sub: Subparsers) -> None:

@@ -1,9 +1,12 @@
 """A run's fine-tuning data in the formats other tools load.
 
-formats.py          the record shapes: Alpaca JSON, ShareGPT, OpenAI messages (stage 4 writes all three)
-llamafactory.py     dataset_info.json: LLaMA-Factory's index of those three files
-openai_finetune.py  `export openai`: only the examples OpenAI's fine-tuning API accepts
-run_source.py       what an export reads from a run directory
+    formats.py          the record shapes: Alpaca JSON, ShareGPT, OpenAI messages (stage 4 writes all three)
+    llamafactory.py     dataset_info.json: LLaMA-Factory's index of those three files
+    openai_finetune.py  `export openai`: only the examples OpenAI's fine-tuning API accepts
+    hf_dataset.py       `export hf`: a Hugging Face dataset folder (parquet + dataset_card.py's card)
+    run_source.py       what an export reads from a run directory
+
+pyarrow (for parquet) is imported only by `export hf`.
 """
 
 from __future__ import annotations
