@@ -193,3 +193,20 @@ def test_export_of_a_run_without_data_names_the_command_to_run(
 ) -> None:
     assert main(["export", "openai", str(tmp_path)]) == 2
     assert f"run `selfinstruct prepare --out {tmp_path}` first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["export"], ["export", "--list"]])
+def test_export_without_a_format_lists_the_formats(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["openai", "hf", "llamafactory"]
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # each with its description
+
+
+def test_an_unknown_export_format_is_argparses_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "csv", "runs/demo"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'csv'" in capsys.readouterr().err

@@ -152,7 +152,7 @@ def test_a_run_killed_four_times_resumes_to_the_uninterrupted_output_at_another_
 
 
 def test_concurrency_does_not_change_the_output(stub_url: str, reference: Reference, tmp_path: Path) -> None:
-    out = tmp_path / "serial"
+    out = tmp_path / "serial" / "run"  # the reference's name: dataset_info.json names entries after it
     run_to_the_end(run_command(stub_url, out, concurrency=1))
     assert snapshot(out) == snapshot(reference.out)
 
@@ -176,7 +176,7 @@ def test_a_pipelined_run_under_faults_matches_the_reference(
         while not port_file.exists():
             assert server.poll() is None and time.monotonic() < deadline, "the faulty stub did not start"
             time.sleep(0.02)
-        out = tmp_path / "faulty"
+        out = tmp_path / "faulty" / "run"  # the reference's name (dataset_info.json)
         run_to_the_end(run_command(f"http://127.0.0.1:{port_file.read_text()}/v1", out, concurrency=6))
     finally:
         server.terminate()

@@ -42,6 +42,7 @@ def test_run_writes_every_stage_file_and_the_funnel_adds_up(tmp_path: Path, make
         "finetuning_data/alpaca_data.json",
         "finetuning_data/sharegpt.jsonl",
         "finetuning_data/openai_messages.jsonl",
+        "finetuning_data/dataset_info.json",
         "config.yaml",
     ):
         assert (out / name).is_file(), name
@@ -67,10 +68,11 @@ def test_rerun_replays_stored_responses_without_calling_the_model(
 
 
 def test_a_run_that_fails_midway_resumes_to_identical_output(tmp_path: Path, make_run: RunFactory) -> None:
-    reference = tmp_path / "reference"
+    # Same directory name: dataset_info.json names its entries after the run directory.
+    reference = tmp_path / "reference" / "run"
     make_run(reference, ScriptedModel(), n=20).run_all()
 
-    out = tmp_path / "resumed"
+    out = tmp_path / "resumed" / "run"
     for fail_after in (4, 9, 15):
         with pytest.raises(RequestsFailedError):
             make_run(out, ScriptedModel(fail_after=fail_after), n=20).run_all()
@@ -81,17 +83,19 @@ def test_a_run_that_fails_midway_resumes_to_identical_output(tmp_path: Path, mak
 def test_transient_failures_are_retried_and_do_not_change_the_result(
     tmp_path: Path, make_run: RunFactory
 ) -> None:
-    make_run(tmp_path / "a", ScriptedModel(), n=15).run_all()
+    steady, flaky_out = tmp_path / "a" / "run", tmp_path / "b" / "run"  # one run name (dataset_info.json)
+    make_run(steady, ScriptedModel(), n=15).run_all()
     flaky = ScriptedModel(transient_every=3)
-    make_run(tmp_path / "b", flaky, n=15, backend={"max_retries": 5, "retry_base_s": 0.01}).run_all()
+    make_run(flaky_out, flaky, n=15, backend={"max_retries": 5, "retry_base_s": 0.01}).run_all()
     assert flaky.calls >= len(flaky.order) + 2 * (len(flaky.order) // 3)  # the blips did happen
-    assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
+    assert snapshot(steady) == snapshot(flaky_out)
 
 
 def test_concurrency_does_not_change_the_output(tmp_path: Path, make_run: RunFactory) -> None:
-    make_run(tmp_path / "c1", ScriptedModel(), n=15, backend={"concurrency": 1}).run_all()
-    make_run(tmp_path / "c8", ScriptedModel(), n=15, backend={"concurrency": 8}).run_all()
-    assert snapshot(tmp_path / "c1") == snapshot(tmp_path / "c8")
+    serial, parallel = tmp_path / "c1" / "run", tmp_path / "c8" / "run"  # one run name (dataset_info.json)
+    make_run(serial, ScriptedModel(), n=15, backend={"concurrency": 1}).run_all()
+    make_run(parallel, ScriptedModel(), n=15, backend={"concurrency": 8}).run_all()
+    assert snapshot(serial) == snapshot(parallel)
 
 
 def test_alpaca_preset_runs_one_stage(tmp_path: Path, make_run: RunFactory) -> None:

@@ -26,6 +26,10 @@ class InputFileError(SelfInstructError):
     """An input file (dataset, run directory) is missing or malformed."""
 
 
+class MissingDependencyError(SelfInstructError):
+    """An optional package that a command needs is not installed; the message says what to pip install."""
+
+
 class RunBusyError(SelfInstructError):
     """Another process is writing the same run directory (it holds the run's lock)."""
 

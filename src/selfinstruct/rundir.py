@@ -15,7 +15,9 @@ other's output:
         all_generated_instances.jsonl            the kept (instruction, input, output) triples
         gpt3_finetuning_data_<N>.jsonl           {prompt, completion} rows
         alpaca_data.json, sharegpt.jsonl, openai_messages.jsonl
+        dataset_info.json                        LLaMA-Factory's index of the three files above
         openai_finetune.jsonl                    `selfinstruct export openai`
+        hf_dataset/                              `selfinstruct export hf`: parquet + dataset card
     RUN/finetune/                                `selfinstruct finetune` (adapter or model)
     RUN/report/                                  `selfinstruct analyze`: index.html, report.json
     RUN/review/                                  `selfinstruct review`: sample, ratings, summary
@@ -46,6 +48,8 @@ ALPACA_FILE = "alpaca_data.json"
 SHAREGPT_FILE = "sharegpt.jsonl"
 OPENAI_MESSAGES_FILE = "openai_messages.jsonl"
 OPENAI_FINETUNE_FILE = "openai_finetune.jsonl"
+DATASET_INFO_FILE = "dataset_info.json"
+HF_DATASET_DIR = "hf_dataset"
 
 FINETUNE_OUT_DIR = "finetune"
 
@@ -87,6 +91,7 @@ FINETUNE_WRITTEN = (
     ALPACA_FILE,
     SHAREGPT_FILE,
     OPENAI_MESSAGES_FILE,
+    DATASET_INFO_FILE,
     OPENAI_FINETUNE_FILE,
 )
 

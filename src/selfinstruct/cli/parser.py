@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from selfinstruct.cli.analysis import cmd_analyze, cmd_review
+from selfinstruct.cli.export import (
+    EXPORT_FORMATS,
+    cmd_export,
+    cmd_export_hf,
+    cmd_export_llamafactory,
+    cmd_export_openai,
+)
 from selfinstruct.cli.generate import (
     cmd_check_seeds,
     cmd_config,
@@ -26,10 +34,18 @@ from selfinstruct.cli.options import (
 from selfinstruct.cli.train_evaluate import (
     cmd_evaluate_superni,
     cmd_evaluate_user_oriented,
-    cmd_export,
     cmd_finetune,
 )
-from selfinstruct.rundir import FINETUNE_DIR, FINETUNE_OUT_DIR, OPENAI_FINETUNE_FILE, REPORT_DIR, REPORT_HTML
+from selfinstruct.exports.dataset_card import DEFAULT_LICENSE
+from selfinstruct.rundir import (
+    DATASET_INFO_FILE,
+    FINETUNE_DIR,
+    FINETUNE_OUT_DIR,
+    HF_DATASET_DIR,
+    OPENAI_FINETUNE_FILE,
+    REPORT_DIR,
+    REPORT_HTML,
+)
 
 PROG = "selfinstruct"
 Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
@@ -143,14 +159,7 @@ def _add_train_evaluate_commands(sub: Subparsers) -> None:
     add_no_progress(p)
     p.set_defaults(func=cmd_evaluate_user_oriented)
 
-    p = sub.add_parser("export", help="export a run's fine-tuning data for a hosted fine-tuning API")
-    p.add_argument("format", choices=["openai"], help="openai: chat fine-tuning JSONL ({messages: [...]})")
-    p.add_argument("run", type=Path, metavar="RUN", help="run directory (after `prepare`)")
-    p.add_argument(
-        "--out", type=Path, help=f"output file (default RUN/{FINETUNE_DIR}/{OPENAI_FINETUNE_FILE})"
-    )
-    p.add_argument("--system", help="a system message to put first in every example")
-    p.set_defaults(func=cmd_export)
+    _add_export_command(sub)
 
     p = sub.add_parser("finetune", help="fine-tune a model on a run's data (LoRA by default)")
     p.add_argument("run", type=Path, metavar="RUN", help="run directory (after `prepare`), or its data JSONL")
@@ -182,6 +191,55 @@ def _add_train_evaluate_commands(sub: Subparsers) -> None:
     p.add_argument("--seed", type=int, default=42, help="seed of the data order and the LoRA init")
     add_no_progress(p, "no progress bar")
     p.set_defaults(func=cmd_finetune)
+
+
+def _add_export_command(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "export", help="write a run's fine-tuning data in the format another tool loads (--list: formats)"
+    )
+    p.add_argument("--list", action="store_true", help="list the formats and exit")
+    p.set_defaults(func=cmd_export, export=None)
+    text = dict(EXPORT_FORMATS)
+    formats = p.add_subparsers(dest="format", metavar="FORMAT")
+    run_help = "run directory (after `prepare`)"
+
+    f = formats.add_parser("openai", help=text["openai"])
+    f.add_argument("run", type=Path, metavar="RUN", help=run_help)
+    f.add_argument(
+        "--out", type=Path, help=f"output file (default RUN/{FINETUNE_DIR}/{OPENAI_FINETUNE_FILE})"
+    )
+    f.add_argument("--system", help="a system message to put first in every example")
+    f.set_defaults(export=cmd_export_openai)
+
+    f = formats.add_parser("hf", help=text["hf"])
+    f.add_argument("run", type=Path, metavar="RUN", help=run_help)
+    f.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help=f"dataset folder (default RUN/{FINETUNE_DIR}/{HF_DATASET_DIR}; an earlier export there is replaced)",
+    )
+    f.add_argument(
+        "--license",
+        type=license_id,
+        default=DEFAULT_LICENSE,
+        metavar="ID",
+        help="the card's Hub license id, e.g. apache-2.0 (default: unknown; generated data's terms "
+        "depend on the model that wrote it, so check them before choosing)",
+    )
+    f.set_defaults(export=cmd_export_hf)
+
+    f = formats.add_parser("llamafactory", help=text["llamafactory"])
+    f.add_argument("run", type=Path, metavar="RUN", help=run_help)
+    f.set_defaults(export=cmd_export_llamafactory)
+    f.description = f"(Re)write RUN/{FINETUNE_DIR}/{DATASET_INFO_FILE}; `prepare` writes it too."
+
+
+def license_id(value: str) -> str:
+    """A Hub license id: lower-case letters, digits, dots, pluses and hyphens (apache-2.0, cc-by-4.0)."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a license id such as apache-2.0 or cc-by-4.0")
+    return value
 
 
 def _add_analysis_commands(sub: Subparsers) -> None:

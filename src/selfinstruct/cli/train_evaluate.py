@@ -1,4 +1,4 @@
-"""Commands that use the data: finetune, evaluate superni / user-oriented, export."""
+"""Commands that use the data: finetune, evaluate superni / user-oriented."""
 
 from __future__ import annotations
 
@@ -131,31 +131,4 @@ def cmd_evaluate_user_oriented(args: argparse.Namespace) -> int:
     write_jsonl(args.out / "user_oriented_responses.jsonl", rows)
     write_json(args.out / "user_oriented_metrics.json", metrics)
     print(format_table(metrics))
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    import json
-
-    from selfinstruct.errors import InputFileError
-    from selfinstruct.exports import OPENAI_MIN_EXAMPLES, write_openai_finetuning_file
-    from selfinstruct.records import Triple
-    from selfinstruct.rundir import ALPACA_FILE, FINETUNE_DIR, OPENAI_FINETUNE_FILE
-
-    source = args.run / FINETUNE_DIR / ALPACA_FILE
-    if not source.is_file():
-        raise InputFileError(f"{source}: not found; run `selfinstruct prepare --out {args.run}` first")
-    try:
-        rows = json.loads(source.read_text("utf-8"))
-        triples = [Triple.from_json(row) for row in rows]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputFileError(f"{source}: not a list of instruction/input/output records ({exc})") from None
-    out = args.out or args.run / FINETUNE_DIR / OPENAI_FINETUNE_FILE
-    written, skipped = write_openai_finetuning_file(out, triples, args.system)
-    note(
-        f"export openai: {written} chat examples -> {out}"
-        + (f" ({skipped} invalid skipped)" if skipped else "")
-    )
-    if written < OPENAI_MIN_EXAMPLES:
-        note(f"warning: OpenAI fine-tuning needs at least {OPENAI_MIN_EXAMPLES} examples")
     return 0
