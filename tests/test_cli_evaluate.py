@@ -201,7 +201,7 @@ def test_export_without_a_format_lists_the_formats(
 ) -> None:
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["openai", "hf", "llamafactory"]
+    assert [line.split()[0] for line in lines] == ["openai", "hf", "llamafactory", "merged"]
     assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # each with its description
 
 
@@ -210,3 +210,25 @@ def test_an_unknown_export_format_is_argparses_error(capsys: pytest.CaptureFixtu
         main(["export", "csv", "runs/demo"])
     assert exit_.value.code == 2
     assert "invalid choice: 'csv'" in capsys.readouterr().err
+
+
+def test_export_merged_of_a_folder_without_an_adapter_names_the_command_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", "merged", str(tmp_path)]) == 2
+    assert "no LoRA adapter (run `selfinstruct finetune` first)" in capsys.readouterr().err
+    (tmp_path / "model").mkdir()  # a full fine-tune: nothing to merge
+    assert main(["export", "merged", str(tmp_path)]) == 2
+    assert "a full fine-tune is already a whole model" in capsys.readouterr().err
+    assert not (tmp_path / "merged").exists()
+
+
+def test_export_merged_without_a_record_of_the_base_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    (run / "finetune" / "adapter").mkdir(parents=True)  # a run dir: its finetune/ is used
+    (run / "finetune" / "adapter" / "adapter_config.json").write_text("{}")
+    assert main(["export", "merged", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "finetune_args.json: cannot tell which base the adapter was trained on" in err[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from selfinstruct.cli.summary import note
 
@@ -11,6 +12,7 @@ EXPORT_FORMATS: tuple[tuple[str, str], ...] = (
     ("openai", "chat fine-tuning JSONL for OpenAI's API, validated (roles, non-empty content)"),
     ("hf", "Hugging Face dataset folder: parquet train split + dataset card; load_dataset(folder)"),
     ("llamafactory", "LLaMA-Factory's dataset_info.json beside the Alpaca / ShareGPT / OpenAI files"),
+    ("merged", "a fine-tune's LoRA merged into its base: a Hugging Face model and a GGUF for llama.cpp"),
 )
 
 
@@ -59,4 +61,16 @@ def cmd_export_llamafactory(args: argparse.Namespace) -> int:
 
     path = write_run_dataset_info(args.run)
     note(f"export llamafactory: {path} (LLaMA-Factory: dataset_dir: {path.parent})")
+    return 0
+
+
+def cmd_export_merged(args: argparse.Namespace) -> int:
+    from selfinstruct.config import cache_dir
+    from selfinstruct.rundir import FINETUNE_OUT_DIR
+    from selfinstruct.train.merge import export_merged
+
+    source: Path = args.finetune
+    if not (source / "adapter").is_dir() and (source / FINETUNE_OUT_DIR / "adapter").is_dir():
+        source = source / FINETUNE_OUT_DIR  # a run directory: its default fine-tune
+    export_merged(source, args.out, cache_dir(), log=note)
     return 0

@@ -12,6 +12,7 @@ from selfinstruct.cli.export import (
     cmd_export,
     cmd_export_hf,
     cmd_export_llamafactory,
+    cmd_export_merged,
     cmd_export_openai,
 )
 from selfinstruct.cli.generate import (
@@ -233,6 +234,18 @@ def _add_export_command(sub: Subparsers) -> None:
     f.add_argument("run", type=Path, metavar="RUN", help=run_help)
     f.set_defaults(export=cmd_export_llamafactory)
     f.description = f"(Re)write RUN/{FINETUNE_DIR}/{DATASET_INFO_FILE}; `prepare` writes it too."
+
+    f = formats.add_parser("merged", help=text["merged"])
+    f.add_argument(
+        "finetune",
+        type=Path,
+        metavar="FINETUNE_OUT",
+        help=f"a `selfinstruct finetune` output directory (or a run, for its RUN/{FINETUNE_OUT_DIR})",
+    )
+    f.add_argument(
+        "--out", type=Path, metavar="DIR", help="where hf/ and model.gguf go (default FINETUNE_OUT/merged)"
+    )
+    f.set_defaults(export=cmd_export_merged)
 
 
 def license_id(value: str) -> str:
