@@ -11,7 +11,7 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 DEMO_N ?= 20
 
-.PHONY: demo test setup lint browser clean
+.PHONY: demo test setup lint browser clean loop
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; run: make PYTHON=python3 ..."; exit 1; }
@@ -37,6 +37,10 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/selfinstruct run --out runs/demo --num-instructions $(DEMO_N)
 	@echo "dataset: runs/demo/finetuning_data/ (alpaca_data.json, sharegpt.jsonl, openai_messages.jsonl)"
+
+# The paper's experiment (README, "The loop's evidence"): about an hour on 2 cores.
+loop: setup
+	$(BIN)/python benchmarks/loop_superni.py --out runs/loop
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
