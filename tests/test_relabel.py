@@ -118,3 +118,25 @@ def test_a_chat_teachers_markdown_reply_is_the_output_as_written(
         tmp_path, make_run, ChatTeacher(f"\n{reply}\n"), [Triple(CODE_TASK, "", "old")], backend=chat
     )
     assert [t.output for t in relabelled] == [reply]
+
+
+def test_relabel_with_a_chat_teacher_asks_in_plain_text_without_probing_the_server(
+    tmp_path: Path, make_run: RunFactory
+) -> None:
+    from servers.openai_stub import OpenAIStub
+
+    from selfinstruct.cli import main
+    from selfinstruct.rundir import CONFIG_FILE
+
+    source = tmp_path / "source"
+    make_run(source, ScriptedModel(), n=4).run_all()
+    out = tmp_path / "relabelled"
+    with OpenAIStub("teacher", response_formats=("text", "json_object")) as stub:
+        code = main(
+            ["relabel", str(source), "--out", str(out), "--no-progress", "--backend", "openai",
+             "--base-url", stub.base_url, "--model", "teacher", "--api", "chat"]
+        )  # fmt: skip
+    assert code == 0
+    posts = [r.body for r in stub.received if r.method == "POST" and r.body is not None]
+    assert posts and all("response_format" not in body for body in posts)
+    assert "output_mode: text" in (out / CONFIG_FILE).read_text()
