@@ -28,6 +28,7 @@ from selfinstruct.llm.openai_compat import OpenAIBackend, parse_retry_after
 from selfinstruct.parsing import instances_of_record, is_classification_answer
 from selfinstruct.parsing.chat_answers import parse_chat_instances, parse_chat_tasks, parse_chat_yes_no
 from selfinstruct.parsing.completion import parse_classification_instances, parse_generation_instances
+from selfinstruct.parsing.plain_answer import plain_answer
 from selfinstruct.records import Instance
 from selfinstruct.stages.alpaca import parse_alpaca_response
 from selfinstruct.stages.bootstrap import parse_bootstrap_response
@@ -265,6 +266,23 @@ def test_any_stage3_record_parses(raw: str | None, answer: str, finish: str | No
 @given(text=model_text | st.text())
 def test_any_judge_answer_is_a_grade_or_none(text: str) -> None:
     assert parse_grade(text) in (None, "A", "B", "C", "D")
+
+
+answer_text = st.lists(
+    st.sampled_from([*MARKERS, "```", "Task:", "Do it.", "Do"]) | st.text(max_size=12), max_size=25
+)
+
+
+@FAST
+@given(
+    text=answer_text.map("".join),
+    instruction=st.sampled_from(["Do it.", "", "Input:"]) | st.text(max_size=12),
+)
+def test_any_plain_answer_is_the_continuation_up_to_the_start_of_a_line(text: str, instruction: str) -> None:
+    answer = plain_answer(text, instruction)
+    lines = text.splitlines(keepends=True)
+    assert answer.text in ["".join(lines[:n]).strip() for n in range(len(lines) + 1)]
+    assert answer.ended or answer.text == text.strip()
 
 
 # -- a chat model's answers (issue 11) ---------------------------------------------------------

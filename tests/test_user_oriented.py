@@ -36,7 +36,9 @@ class FixedModel:
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
         with self.lock:
             self.calls += 1
-        return Completion(self.answer, "stop")
+        # Cut at the request's stop strings, as a server does.
+        cuts = [self.answer.find(stop) for stop in request.params.stop if stop in self.answer]
+        return Completion(self.answer[: min(cuts, default=len(self.answer))], "stop")
 
 
 def test_loads_the_252_real_instructions(shared_data: Path) -> None:
@@ -55,6 +57,14 @@ def test_prompts_use_the_plain_training_format() -> None:
     assert response_prompt(UserTask("1", "Add.", "2 3", "5")) == "Add.\nInput: 2 3\nOutput:"
     assert response_prompt(UserTask("1", "Say hi.", "", "hi")) == "Say hi.\nOutput:"
     assert "Assistant's response: (empty)" in judge_prompt(UserTask("1", "Say hi.", "", "hi"), "")
+
+
+def test_a_response_keeps_its_blank_lines_and_loses_the_task_it_ran_on_into(tmp_path: Path) -> None:
+    tasks = [UserTask("1", "Name two colors.", "", "Red\n\nBlue")]
+    responder = FixedModel(" Red\n\nBlue\n\nName two colors.\nOutput: Green", "responder")
+    rows, metrics = evaluate_user_oriented(build_engine(BackendConfig(), tmp_path, responder, False), tasks)
+    assert rows[0]["response"] == "Red\n\nBlue"
+    assert metrics["rougeL"] == 100.0
 
 
 def test_ratings_are_counted_and_a_new_judge_only_rates(tmp_path: Path) -> None:

@@ -90,6 +90,12 @@ def cmd_relabel(args: argparse.Namespace) -> int:
     config = build_config(config_file=source_config, overrides=given)
     check_backend_flags(args, config.backend.kind)
     config = _own_output_mode(config, source_config, given)
+    if config.backend.output_mode == "auto":
+        # The teacher is asked in plain text whatever its server supports: no probe (a slow
+        # server failed the command on it), and the new run's config.yaml says how it was asked.
+        config = config.model_copy(
+            update={"backend": config.backend.model_copy(update={"output_mode": "text"})}
+        )
     run = Run(args.out, config, progress=progress(args), log=note)
     with run.opened():
         run.relabel(args.run)

@@ -19,13 +19,13 @@ from selfinstruct.evaluate.grades import GRADES, parse_grade
 from selfinstruct.evaluate.metrics import mean_percent, rouge_l
 from selfinstruct.llm.base import ChatMessage, CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
+from selfinstruct.parsing.plain_answer import ANSWER_STOPS, plain_answer
 from selfinstruct.prompts import ChatTaskStage, plain_task_prompt
 from selfinstruct.records import iter_jsonl
 
-# Greedy; a blank line ends the answer (base models run on into a new "task" otherwise).
-RESPONSE_PARAMS = GenerationParams(
-    max_tokens=256, temperature=0.0, top_p=1.0, stop=("\n\n", "\nInput:", "<|endoftext|>")
-)
+# Greedy; the response ends where the model starts a new task (parsing.plain_answer), not at a
+# blank line inside it.
+RESPONSE_PARAMS = GenerationParams(max_tokens=256, temperature=0.0, top_p=1.0, stop=ANSWER_STOPS)
 JUDGE_PARAMS = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
 
 # What the judge grades: one task, its reference answer and the response. A chat judge gets it
@@ -116,7 +116,7 @@ def evaluate_user_oriented(
     )
     rows: list[dict[str, Any]] = []
     for task, completion in zip(tasks, responses, strict=True):
-        text = completion.text.strip()
+        text = plain_answer(completion.text, task.instruction).text
         rows.append(
             {"id": task.id, "instruction": task.instruction, "input": task.input, "response": text,
              "reference": task.reference, "rougeL": rouge_l(text, task.reference)}

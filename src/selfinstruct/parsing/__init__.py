@@ -6,6 +6,8 @@ what they parse) and the analysis (which reads any run directory).
 - `completion`: a base model's continuation of the prompt, by the reference's text rules.
 - `chat_list`: a chat model's list of new instructions (preambles, markdown, JSON).
 - `chat_answers`: a chat model's yes/no answer, instances and one-stage tasks (JSON or text).
+- `plain_answer`: a base model's answer to one plain task prompt, up to where it starts a next
+  task (relabel's teacher, the user-oriented evaluation's responses).
 - `chat_blocks`, `chat_json`: what those two share: labelled text blocks under markdown, and JSON
   read tolerantly (code fences, raw newlines in strings, the whole objects of a cut reply).
 
