@@ -8,7 +8,9 @@ served through llama.cpp (the tuned ones as GGUF LoRA adapters on the same GGUF 
    - `gen-K` for each K in --sizes: the triples of the first K generated instructions (in
      the order the pool grew), like the paper's data-size curve (its Figure 6);
    - `seeds`: the 175 seed tasks alone, trained for as many steps as the largest `gen-K`,
-     so that a gain over it is not just the answer format that any fine-tuning teaches.
+     so that a gain over it is not just the answer format that any fine-tuning teaches;
+   - `seeds+gen-K`: the seeds and every generated instruction together (what `prepare`
+     writes with `finetune_data.include_seed_tasks: true`), 2 epochs.
 3. `selfinstruct finetune` on each (LoRA, 2 epochs, loss on the completion only).
 4. `selfinstruct evaluate superni` for the base and every tuned model: zero-shot, greedy.
 5. One table, OUT/results.md (and results.json), with SuperNI both as the mean of the task
@@ -95,6 +97,13 @@ def training_sets(run: Path, sizes: list[int], out: Path) -> dict[str, dict[str,
     )
     sets["seeds"] = _write_set(
         out / "data" / "seeds", finetune_data_from_triples([], seeds, with_seeds, templates), 0, len(seeds)
+    )
+    # Does the generated data add anything to the seeds? Both together, trained 2 epochs.
+    sets[f"seeds+gen-{len(order)}"] = _write_set(
+        out / "data" / f"seeds+gen-{len(order)}",
+        finetune_data_from_triples(triples, seeds, with_seeds, templates),
+        len(order),
+        len(seeds),
     )
     return sets
 
@@ -183,11 +192,13 @@ def main() -> int:
     for name in [n for n, info in sets.items() if info["rows"] == 0]:
         print(f"loop: {name} has no training rows; skipped", file=sys.stderr)
         del sets[name]
+    curve = sorted((n for n in sets if n.startswith("gen-")), key=lambda n: sets[n]["generated_instructions"])
     steps: dict[str, int] = {}
-    for name in sorted((n for n in sets if n != "seeds"), key=lambda n: sets[n]["generated_instructions"]):
+    for name in [*curve, *(n for n in sets if n.startswith("seeds+"))]:
         selfinstruct("finetune", str(sets[name]["dir"]), "--out", str(out / "ft" / name), *train)
         steps[name] = json.loads((out / "ft" / name / "metrics.json").read_text())["total_steps"]
-    largest = max(steps, key=lambda n: sets[n]["generated_instructions"])
+    # The control: the seeds alone for as many steps as the largest generated set had.
+    steps["seeds"] = steps[curve[-1]]
     selfinstruct(
         "finetune",
         str(sets["seeds"]["dir"]),
@@ -195,27 +206,27 @@ def main() -> int:
         str(out / "ft" / "seeds"),
         *train,
         "--steps",
-        str(steps[largest]),
+        str(steps["seeds"]),
     )
-    steps["seeds"] = steps[largest]
 
     evaluate = ["evaluate", "superni", "--tasks", str(args.tasks), "--max-instances", str(args.max_instances)]
     selfinstruct(*evaluate, "--out", str(out / "eval" / "base"))
     rows = [{"model": "Gemma 3 270M base", "data": "-", **scores(out / "eval" / "base")}]
-    for name in ["seeds", *sorted(steps.keys() - {"seeds"}, key=lambda n: sets[n]["generated_instructions"])]:
+    for name in ["seeds", *curve, *(n for n in steps if n.startswith("seeds+"))]:
         selfinstruct(
             *evaluate, "--out", str(out / "eval" / name), "--adapter", str(out / "ft" / name / "adapter.gguf")
         )
         info = sets[name]
-        data = (
-            f"{info['seed_tasks']} seed tasks"
-            if name == "seeds"
-            else f"{info['generated_instructions']} generated instructions"
+        parts = [f"{info['seed_tasks']} seed tasks"] if info["seed_tasks"] else []
+        parts += (
+            [f"{info['generated_instructions']} generated instructions"]
+            if info["generated_instructions"]
+            else []
         )
         rows.append(
             {
                 "model": f"+ LoRA ({name})",
-                "data": data,
+                "data": " + ".join(parts),
                 "rows": info["rows"],
                 "steps": steps[name],
                 **scores(out / "eval" / name),

@@ -65,6 +65,8 @@ def test_tiny_loop_trains_the_curve_and_the_seed_control_and_tabulates_both_supe
     # The control trains on the 175 seed tasks for as many steps as the largest generated set.
     assert rows["+ LoRA (seeds)"]["data"] == "175 seed tasks"
     assert rows["+ LoRA (seeds)"]["steps"] == max(row["steps"] for row in curve)
+    both = [row for name, row in rows.items() if name.startswith("+ LoRA (seeds+gen-")]
+    assert len(both) == 1 and both[0]["data"].startswith("175 seed tasks + ")
     for row in rows.values():
         assert (row["tasks"], row["instances"]) == (2, 4)
         for key in ("rougeL", "rougeL_pooled", "exact_match", "exact_match_pooled"):
