@@ -162,6 +162,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument(
+        "--no-combined", action="store_true", help="skip the seeds + all generated model (the tiny test does)"
+    )
+    parser.add_argument(
         "--run-config", type=Path, help="a config file for `selfinstruct run` (tests: a tiny one)"
     )
     args = parser.parse_args()
@@ -179,6 +182,8 @@ def main() -> int:
         *(["--config", str(args.run_config)] if args.run_config else []),
     )
     sets = training_sets(run, sizes, out)
+    if args.no_combined:
+        sets = {name: info for name, info in sets.items() if not name.startswith("seeds+")}
     train = [
         "--base",
         "embedded",
