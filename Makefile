@@ -36,7 +36,7 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(BIN)/selfinstruct run --out runs/demo --num-instructions $(DEMO_N)
-	@echo "dataset: runs/demo/finetuning_data/ (alpaca_data.json, sharegpt.jsonl, openai_messages.jsonl)"
+	@echo "dataset: runs/demo/finetuning_data/ (alpaca_data.json, sharegpt.jsonl, openai_messages.jsonl, dataset_info.json)"
 
 # The paper's experiment (README, "The loop's evidence"): about an hour on 2 cores.
 loop: setup
