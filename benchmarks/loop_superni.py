@@ -81,20 +81,21 @@ def training_sets(run: Path, sizes: list[int], out: Path) -> dict[str, dict[str,
         for r in read_records(run / FINETUNE_DIR / GENERATED_INSTANCES_FILE, *TRIPLE_FIELDS)
     ]
     order = list(dict.fromkeys(t.instruction for t in triples))  # generation order
+    # Seeds go into a set only where they are passed (the curve's sets get none).
+    with_seeds = config.model_copy(
+        update={"finetune_data": config.finetune_data.model_copy(update={"include_seed_tasks": True})}
+    )
     sets: dict[str, dict[str, Any]] = {}
     for size in sorted(set(min(k, len(order)) for k in sizes)):
         chosen = set(order[:size])
         subset = [t for t in triples if t.instruction in chosen]
-        no_seeds = config.model_copy(
-            update={"finetune_data": config.finetune_data.model_copy(update={"include_seed_tasks": False})}
-        )
         sets[f"gen-{size}"] = _write_set(
-            out / "data" / f"gen-{size}", finetune_data_from_triples(subset, [], no_seeds, templates), size, 0
+            out / "data" / f"gen-{size}",
+            finetune_data_from_triples(subset, [], with_seeds, templates),
+            size,
+            0,
         )
     seeds = load_seed_tasks(config.seed_tasks)
-    with_seeds = config.model_copy(
-        update={"finetune_data": config.finetune_data.model_copy(update={"include_seed_tasks": True})}
-    )
     sets["seeds"] = _write_set(
         out / "data" / "seeds", finetune_data_from_triples([], seeds, with_seeds, templates), 0, len(seeds)
     )

@@ -62,13 +62,17 @@ def is_peft_adapter(path: Path) -> bool:
     return path.is_dir() and (path / ADAPTER_CONFIG).is_file()
 
 
-def arch_of_hf_model(model_dir: Path) -> str:
-    """The llama.cpp architecture of a Hugging Face model directory (from config.json)."""
+def arch_of_hf_model(model_dir: Path) -> tuple[str, int]:
+    """(llama.cpp architecture, layer count) of a Hugging Face model directory (from config.json)."""
     try:
-        model_type = json.loads((model_dir / "config.json").read_text("utf-8"))["model_type"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"{model_dir}: cannot read the model type from config.json ({exc})") from None
-    return arch_of_model_type(model_type)
+        config = json.loads((model_dir / "config.json").read_text("utf-8"))
+        text = config.get("text_config") or config  # multimodal configs keep the LM's settings apart
+        model_type, n_blocks = config["model_type"], int(text["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{model_dir}: cannot read the model type and layers from config.json ({exc})"
+        ) from None
+    return arch_of_model_type(model_type), n_blocks
 
 
 def arch_of_model_type(model_type: str) -> str:
@@ -220,9 +224,7 @@ def _header_fields(handle: Any) -> Iterator[tuple[str, object]]:
 
 def adapter_for_hf_base(adapter_dir: Path, base_dir: Path, out: Path) -> Path:
     """Write the peft adapter as a GGUF adapter for the GGUF conversion of the HF model `base_dir`."""
-    arch = arch_of_hf_model(base_dir)
-    config = json.loads((base_dir / "config.json").read_text("utf-8"))
-    n_blocks = int(config.get("num_hidden_layers") or config.get("text_config", {})["num_hidden_layers"])
+    arch, n_blocks = arch_of_hf_model(base_dir)
     return write_lora_gguf(read_peft_adapter(adapter_dir, arch, n_blocks), out)
 
 

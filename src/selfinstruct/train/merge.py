@@ -13,15 +13,13 @@ Each output is written whole or not at all; one already there is kept.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from selfinstruct.errors import ConfigError
 from selfinstruct.models.huggingface import EMBEDDED, load_model, load_tokenizer, resolve_base
-from selfinstruct.train.checkpoints import ARGS_FILE
+from selfinstruct.train.checkpoints import ARGS_FILE, write_output
 
 MERGED_DIR = "merged"
 MERGED_HF = "hf"
@@ -89,14 +87,5 @@ def _write_merged_hf(base_dir: Path, adapter: Path, hf_dir: Path) -> None:
     with warnings.catch_warnings():  # peft 0.21 calls an API transformers 5 deprecates
         warnings.simplefilter("ignore", FutureWarning)
         merged = peft.PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    partial = hf_dir.with_name(f".{hf_dir.name}.{os.getpid()}.tmp")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        merged.save_pretrained(partial)
-        load_tokenizer(base_dir).save_pretrained(partial)
-        for file in partial.iterdir():  # safetensors writes 0600
-            file.chmod(0o644)
-        hf_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(partial, hf_dir)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    # A whole model with its tokenizer, as a full fine-tune's output is written.
+    write_output(merged, load_tokenizer(base_dir), hf_dir, full=True)
