@@ -144,6 +144,13 @@ def test_lora_alpha_zero_is_refused_not_replaced_by_twice_the_rank(
     assert "--lora-alpha must be at least 1" in line
 
 
+def test_finetune_steps_zero_is_one_line_before_anything_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = one_line_error(capsys, "finetune", str(tmp_path / "run"), "--base", "embedded", "--steps", "0")
+    assert "--steps must be at least 1" in line
+
+
 @pytest.mark.parametrize(
     "argv",
     [
