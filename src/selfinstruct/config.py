@@ -50,12 +50,46 @@ class GenerationParams(Strict):
         return self.model_copy(update=changes)
 
 
+def _url_without_credentials(value: str) -> str:
+    # A URL is written to config.yaml, names the endpoint in the summary and in every error
+    # message, and shows in `ps`: a secret in it would end up in all of them. Refused rather
+    # than stripped and sent as basic auth: a later stage command reads the URL back from
+    # config.yaml, which would then lack the credentials.
+    parts = urlsplit(value)
+    if parts.username is None and parts.password is None:
+        return value
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    raise ValueError(
+        f"credentials in the URL are not accepted, they would be stored and logged: use {bare} "
+        "and give the key with --api-key-file (backend.api_key_file) or OPENAI_API_KEY"
+    )
+
+
+class EndpointConfig(Strict):
+    """One OpenAI-compatible server among several that serve the same model."""
+
+    url: str
+    # Its share of the work: requests go where (in flight + 1) / weight is lowest.
+    weight: float = Field(default=1.0, gt=0)
+    # Its own ceiling of requests in flight; None = backend.concurrency.
+    concurrency: int | None = Field(default=None, ge=1, le=1024)
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        return _url_without_credentials(value)
+
+
 class BackendConfig(Strict):
     kind: Literal["embedded", "openai", "transformers"] = "embedded"
     # Model name sent to an OpenAI-compatible server; for the embedded backend a label only.
     model: str = "gemma-3-270m"
     # OpenAI-compatible: base URL up to and including /v1; no user:password@ (see _no_credentials).
     base_url: str = "https://api.openai.com/v1"
+    # Several servers with the same model behind them (vLLM replicas, llama.cpp servers):
+    # each request goes to the one with the least outstanding work. When set, base_url is
+    # only the first of them (messages, the recorded output mode).
+    endpoints: tuple[EndpointConfig, ...] = ()
     api: Literal["completions", "chat"] = "completions"
     # With api: chat, the stages send chat prompts (prompts/chat.yaml) and ask for answers as
     # JSON where the server can constrain them to a schema: "json_schema" (OpenAI's
@@ -92,18 +126,19 @@ class BackendConfig(Strict):
     @field_validator("base_url")
     @classmethod
     def _no_credentials(cls, value: str) -> str:
-        # The URL is written to config.yaml, names the endpoint in the store's identity and in
-        # every error message, and shows in `ps`: a secret in it would end up in all of them.
-        # Refused rather than stripped and sent as basic auth: a later stage command reads the
-        # URL back from config.yaml, which would then lack the credentials.
-        parts = urlsplit(value)
-        if parts.username is None and parts.password is None:
-            return value
-        bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-        raise ValueError(
-            f"credentials in the URL are not accepted, they would be stored and logged: use {bare} "
-            "and give the key with --api-key-file (backend.api_key_file) or OPENAI_API_KEY"
-        )
+        return _url_without_credentials(value)
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _endpoint_urls(cls, value: Any) -> Any:
+        # `endpoints: [http://a/v1, http://b/v1]` is short for a list of {url: ...}.
+        if isinstance(value, list | tuple):
+            return [{"url": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    def endpoint_list(self) -> tuple[EndpointConfig, ...]:
+        """The servers behind this backend: `endpoints`, or else `base_url` alone."""
+        return self.endpoints or (EndpointConfig(url=self.base_url),)
 
     def chat_prompts(self) -> bool:
         """Whether the stages talk to this backend with chat prompts (prompts/chat.yaml)."""
