@@ -246,13 +246,16 @@ def test_key_never_appears_in_errors_or_identity(stub: OpenAIStub, monkeypatch: 
     assert FAKE_KEY not in repr(backend.identity())
 
 
-def test_identity_names_api_model_and_url_only(stub: OpenAIStub) -> None:
+def test_identity_names_api_and_model_but_not_the_server(stub: OpenAIStub) -> None:
+    # Answers are keyed by the model, not by where it is served (several endpoints, resumes).
     assert backend_for(stub, api="chat").identity() == {
         "kind": "openai",
         "api": "chat",
         "model": "stub-model",
-        "base_url": stub.base_url,
     }
+    assert backend_for(stub, api="chat").legacy_identities() == [
+        {"kind": "openai", "api": "chat", "model": "stub-model", "base_url": stub.base_url}
+    ]
 
 
 # -- error classification ------------------------------------------------------------------

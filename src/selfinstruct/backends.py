@@ -1,9 +1,9 @@
 """Choosing a backend from the config, and the request engine around it.
 
-`make_backend` is the one place that picks a backend: the HTTP client (llm/openai_compat)
-or an in-process runtime (runtimes/). Each backend module is imported only when chosen, so
-that an unused heavy dependency (llama_cpp, torch) is never loaded and `selfinstruct --help`
-stays fast. This lives above both llm/ and runtimes/: the runtimes import llm.base, so the
+`make_backend` is the one place that picks a backend: the HTTP client (llm/openai_compat,
+or llm/endpoint_pool for several servers) or an in-process runtime (runtimes/). Each backend
+module is imported only when chosen, so that an unused heavy dependency (llama_cpp, torch) is
+never loaded and `selfinstruct --help` stays fast. This lives above both llm/ and runtimes/: the runtimes import llm.base, so the
 factory inside llm/ would make the two packages import each other.
 """
 
@@ -26,9 +26,13 @@ __all__ = ["build_engine", "make_backend", "start_backend"]
 def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:
     """The backend the config asks for; `cache_dir` holds the assembled default model."""
     if config.kind == "openai":
+        if len(config.endpoint_list()) > 1:
+            from selfinstruct.llm.endpoint_pool import EndpointPool
+
+            return EndpointPool(config)
         from selfinstruct.llm.openai_compat import OpenAIBackend
 
-        return OpenAIBackend(config)
+        return OpenAIBackend(config.model_copy(update={"base_url": config.endpoint_list()[0].url}))
     if config.kind == "transformers":
         try:
             from selfinstruct.runtimes.transformers_backend import TransformersBackend

@@ -309,6 +309,11 @@ class Run:
             # Which prompts the stages sent and how answers came back (issue 11).
             summary["generation"] = prompt_style(self.config.backend)
             summary["requests"] = self._engine.stats()
+            if len(self._engine.router.routes) > 1:
+                # What each server answered this invocation, and how often it was taken out.
+                summary["endpoints"] = self._engine.router.report()
+            else:
+                summary.pop("endpoints", None)
         write_json(self.out / SUMMARY_FILE, summary)
 
 

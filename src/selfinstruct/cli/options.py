@@ -107,7 +107,12 @@ BACKEND_FLAGS = (
         ("--base-url",),
         "base_url",
         "backend.base_url",
-        {"metavar": "URL", "help": "openai: base URL, e.g. http://127.0.0.1:8080/v1"},
+        {
+            "metavar": "URL",
+            "action": "append",
+            "help": "openai: base URL, e.g. http://127.0.0.1:8080/v1; give it again for more servers "
+            "with the same model (each request goes to the least busy one)",
+        },
         backends=("openai",),
     ),
     ConfigFlag(
@@ -187,6 +192,13 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
+    backend = o.get("backend", {})
+    if isinstance(backend.get("base_url"), list):
+        # --base-url names every server, replacing the config's endpoints: one URL is
+        # base_url alone, several are endpoints (base_url names the first, in messages).
+        urls = backend["base_url"]
+        backend["base_url"] = urls[0]
+        backend["endpoints"] = urls if len(urls) > 1 else []
     return o
 
 

@@ -47,4 +47,7 @@ def print_summary(out: Path, summary: dict[str, Any]) -> None:
             f"{s.get('retries', 0)} retries, {s.get('failed', 0)} failed, "
             f"{s.get('prompt_tokens', 0)}+{s.get('completion_tokens', 0)} tokens{reused}{cost}"
         )
+    for e in summary.get("endpoints") or []:
+        opened = f", taken out {e['breaker_opened']}x" if e.get("breaker_opened") else ""
+        lines.append(f"  endpoint {e['url']}: answered {e['answered']}, {e['errors']} errors{opened}")
     note("\n".join(lines))

@@ -49,7 +49,15 @@ class Model:
     backend: Any
 
     def identity(self) -> dict[str, Any]:
-        return self.backend.identity()
+        """The backend's identity, and for a reader of the metrics, which server(s) answered
+        (the identity itself leaves URLs out: stored answers do not depend on them)."""
+        identity = dict(self.backend.identity())
+        members = getattr(self.backend, "members", None)
+        if members:
+            identity["endpoints"] = [m.base_url for m in members]
+        elif isinstance(getattr(self.backend, "base_url", None), str):
+            identity["base_url"] = self.backend.base_url
+        return identity
 
 
 @contextlib.contextmanager

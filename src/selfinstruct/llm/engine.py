@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import BackendError, RequestsFailedError, RetryableBackendError
-from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, Outcome, Ticket, outcome_of
+from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, Outcome, outcome_of
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
 from selfinstruct.llm.hedging import HedgePolicy, LatencyWindow, race
 from selfinstruct.llm.retry import RetryPolicy
+from selfinstruct.llm.routing import Route, RoutedTicket, Router
 from selfinstruct.llm.stats import StageStats
 from selfinstruct.llm.store import ResponseStore
 from selfinstruct.llm.stream import RequestStream, StreamAborted
@@ -38,6 +39,10 @@ _PROMPT_HEAD_CHARS = 200
 
 class _Abandoned(Exception):
     """A call whose twin answered first failed afterwards; nobody waits for it."""
+
+
+# What a call still running at the end of its race tells its endpoint's breaker.
+_OUTRUN = RetryableBackendError("still running when its race ended", kind="lost")
 
 
 class RequestEngine:
@@ -60,20 +65,33 @@ class RequestEngine:
     ) -> None:
         # `retry_policy`, when given, replaces the default policy built from `max_retries`.
         # `admission`, when given, is shared with other engines that use the same endpoint;
-        # by default the engine owns one with `concurrency` as its ceiling.
+        # by default the engine owns one with `concurrency` as its ceiling. A backend that
+        # spans several endpoints (endpoint_pool.py) brings its own router, with one
+        # controller per endpoint, and the engine sends each request where it routes it.
         self.backend = backend
         self.store = store
         self.failed_log = Path(failed_log)
-        self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
-        self.admission = admission or AdmissionController(
-            self.concurrency, retry_after_cap_s=self.retry_policy.retry_after_cap_s
-        )
+        router = getattr(backend, "router", None)
+        if isinstance(router, Router):
+            self.router = router
+            self.concurrency = sum(r.admission.max_limit for r in router.routes)
+        else:
+            self.concurrency = max(1, concurrency)
+            self.router = Router.single(
+                backend,
+                admission
+                or AdmissionController(
+                    self.concurrency, retry_after_cap_s=self.retry_policy.retry_after_cap_s
+                ),
+            )
         self.price_per_1k_input = price_per_1k_input
         self.price_per_1k_output = price_per_1k_output
         self.progress = progress
         self._identity = backend.identity()
+        legacy = getattr(backend, "legacy_identities", None)
+        self._legacy_identities: list[dict[str, Any]] = list(legacy()) if callable(legacy) else []
         # Hedging only pays against a remote endpoint; a local model would compete with itself.
         self.hedge = hedge if hedge is not None and getattr(backend, "hedgeable", False) else HedgePolicy(0.0)
         self._latencies: dict[str, LatencyWindow] = {}
@@ -82,8 +100,30 @@ class RequestEngine:
         self._stats_lock = threading.Lock()
         self._log_lock = threading.Lock()
 
+    @property
+    def admission(self) -> AdmissionController:
+        """The first endpoint's admission controller (the only one, unless several endpoints)."""
+        return self.router.routes[0].admission
+
     def key(self, request: CompletionRequest) -> str:
         return request.key(self._identity)
+
+    def lookup(self, key: str, request: CompletionRequest, stage: str) -> Completion | None:
+        """The stored answer to `request`, also when an older version keyed it otherwise.
+
+        An answer found under a legacy key (openai_compat.legacy_identities) is stored again
+        under its current key, so it is looked up only once; it is never paid for twice.
+        """
+        stored = self.store.get(key)
+        if stored is not None or not self._legacy_identities:
+            return stored
+        for identity in self._legacy_identities:
+            legacy_key = request.key(identity)
+            stored = self.store.get(legacy_key)
+            if stored is not None:
+                self.store.put(key, stage, self._request_meta(request), stored)
+                return stored
+        return None
 
     def run(
         self, requests: Sequence[CompletionRequest], stage: str, progress: bool | None = None
@@ -126,7 +166,7 @@ class RequestEngine:
             complete=lambda key, request, abort: self._complete_with_retries(
                 key, request, stage, stats, abort
             ),
-            lookup=self.store.get,
+            lookup=lambda key, request: self.lookup(key, request, stage),
             key=self.key,
             concurrency=self.concurrency,
             on_submit=on_submit,
@@ -144,7 +184,7 @@ class RequestEngine:
             with self._stats_lock:
                 stats.cancelled += stream.cancelled
                 stats.elapsed_s += time.monotonic() - started
-                stats.concurrency_limit = self.admission.limit
+                stats.concurrency_limit = self.router.limit
 
     def complete_all(
         self, requests: Sequence[CompletionRequest], stage: str, progress: bool | None = None
@@ -245,9 +285,10 @@ class RequestEngine:
         with self._stats_lock:
             stats.sent += 1
         retries = 0
+        failed_on: list[Route] = []  # endpoints that failed this request: a retry goes elsewhere
         while True:
             try:
-                completion = self._hedged_call(request, stage, stats, abort)
+                completion = self._hedged_call(request, stage, stats, abort, failed_on)
             except RetryableBackendError as exc:
                 if not self.retry_policy.allows_retry(retries):
                     self._record_failure(key, request, stage, str(exc), retries + 1, stats)
@@ -258,7 +299,7 @@ class RequestEngine:
                 # Event.wait doubles as an interruptible sleep: a fatal error elsewhere ends it.
                 # A refusal backs off only while refusals are a pattern; a stray 503 from a
                 # server that answers the rest is a glitch (its Retry-After still holds).
-                overload = outcome_of(exc) is Outcome.OVERLOAD and self.admission.overloaded()
+                overload = outcome_of(exc) is Outcome.OVERLOAD and self.router.overloaded()
                 if abort.wait(self.retry_policy.delay(retries, exc.retry_after, overload)):
                     raise StreamAborted from None
                 continue
@@ -275,12 +316,17 @@ class RequestEngine:
             return completion
 
     def _hedged_call(
-        self, request: CompletionRequest, stage: str, stats: StageStats, abort: threading.Event
+        self,
+        request: CompletionRequest,
+        stage: str,
+        stats: StageStats,
+        abort: threading.Event,
+        failed_on: list[Route],
     ) -> Completion:
         """One try; past the stage's hedge delay it gets a twin, and the first good answer wins."""
         window = self._latencies.setdefault(stage, LatencyWindow())
         if self.hedge.budget <= 0:
-            return self._attempt(request, stage, stats, abort, None)
+            return self._attempt(request, stage, stats, abort, None, failed_on)
 
         def may_hedge() -> bool:
             # Counted against the budget when decided; in `hedged` once really sent.
@@ -294,12 +340,21 @@ class RequestEngine:
             with self._stats_lock:
                 stats.hedge_wins += 1
 
-        held: list[Ticket] = []  # the admission slots of this race's attempts
+        held: list[RoutedTicket] = []  # the admission slots of this race's attempts
         attempts = itertools.count()
+        lost: RetryableBackendError | None = None
         try:
             return race(
                 lambda abandoned, sent: self._attempt(
-                    request, stage, stats, abort, abandoned, held, is_hedge=next(attempts) > 0, sent=sent
+                    request,
+                    stage,
+                    stats,
+                    abort,
+                    abandoned,
+                    failed_on,
+                    held,
+                    is_hedge=next(attempts) > 0,
+                    sent=sent,
                 ),
                 lambda: window.hedge_delay(self.hedge),
                 may_hedge,
@@ -307,11 +362,20 @@ class RequestEngine:
                 abort,
                 self.hedge.give_up,
             )
+        except RetryableBackendError as exc:
+            lost = exc if exc.kind == "lost" else None
+            raise
         finally:
             # An abandoned call may hang until its timeout; its slot is given back now, or a
-            # few hung connections would hold every slot.
+            # few hung connections would hold every slot. A call still running when its race
+            # ended (a twin answered, or it was taken for lost) counts against its endpoint's
+            # breaker as lost: a hung server never answers, not even with an error, and a
+            # healthy one answers enough others in between never to open it.
             for ticket in list(held):
-                self.admission.release(ticket, Outcome.FAILURE)
+                if not ticket.ticket.released:
+                    self.router.release(ticket, Outcome.FAILURE, lost or _OUTRUN)
+                if lost is not None:
+                    failed_on.append(ticket.route)
 
     def _attempt(
         self,
@@ -320,14 +384,15 @@ class RequestEngine:
         stats: StageStats,
         abort: threading.Event,
         abandoned: threading.Event | None,
-        held: list[Ticket] | None = None,
+        failed_on: list[Route],
+        held: list[RoutedTicket] | None = None,
         is_hedge: bool = False,
         sent: Callable[[], None] | None = None,
     ) -> Completion:
-        """One backend call under admission control (a slot under the adaptive limit, the
-        Retry-After gate); its outcome adjusts both."""
+        """One backend call under admission control (a slot under an endpoint's adaptive
+        limit, its Retry-After gate and its breaker); its outcome adjusts all three."""
         try:
-            with self.admission.admit(cancel=abort) as ticket:
+            with self.router.admit(cancel=abort, avoid=failed_on) as ticket:
                 if held is not None:
                     held.append(ticket)
                 if abandoned is not None and abandoned.is_set():
@@ -342,11 +407,12 @@ class RequestEngine:
                     sent()
                 started = time.monotonic()
                 try:
-                    completion = self.backend.complete(request, self.timeout_s)
+                    completion = ticket.route.backend.complete(request, self.timeout_s)
                 except RetryableBackendError as exc:
                     if abandoned is not None and abandoned.is_set():
                         # Its twin already answered: a timeout here is not the endpoint's load.
                         raise _Abandoned(str(exc)) from None
+                    failed_on.append(ticket.route)
                     raise
         except AdmissionCancelled:
             raise StreamAborted from None

@@ -66,8 +66,18 @@ class OpenAIBackend:
         # How a response_schema is sent (output_modes.py); "auto" until probe_output_mode().
         self.output_mode: str = config.output_mode
 
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
     def identity(self) -> dict[str, Any]:
-        return {"kind": "openai", "api": self._api, "model": self._model, "base_url": self._base_url}
+        # No URL: the same model answers the same way wherever it is served, so its stored
+        # answers stay valid when a run resumes against other servers (endpoint_pool.py).
+        return {"kind": "openai", "api": self._api, "model": self._model}
+
+    def legacy_identities(self) -> list[dict[str, Any]]:
+        """The identity older stores keyed this backend's answers under (with the URL)."""
+        return [{**self.identity(), "base_url": self._base_url}]
 
     def check(self) -> None:
         """Fail fast (BackendError) when the server cannot be reached or rejects the key."""

@@ -38,8 +38,8 @@ class StreamAborted(Exception):
 
 # (key, request, abort event) -> the stored completion, or None after every retry failed.
 CompleteFn = Callable[[str, CompletionRequest, threading.Event], Completion | None]
-# key -> the stored completion, if any.
-LookupFn = Callable[[str], Completion | None]
+# (key, request) -> the stored completion, if any.
+LookupFn = Callable[[str, CompletionRequest], Completion | None]
 
 
 class DaemonPool:
@@ -146,7 +146,7 @@ class RequestStream:
         if shared is not None:
             self._on_submit(key, None, True)
             return shared
-        stored = self._lookup(key)
+        stored = self._lookup(key, request)
         self._on_submit(key, stored, False)
         if stored is not None:
             answered: Future[Completion | None] = Future()

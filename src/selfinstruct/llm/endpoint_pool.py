@@ -1,0 +1,97 @@
+"""One model behind several OpenAI-compatible servers, used as one backend.
+
+`backend.endpoints` (or `--base-url` given more than once) lists servers that serve the
+same model: vLLM replicas, llama.cpp servers on several machines, a provider's regions.
+Each gets its own `OpenAIBackend` and, in the pool's `Router` (routing.py), its own
+adaptive limit, Retry-After gate and circuit breaker. The request engine takes the router
+and sends each request straight to the route it picks, so a retry after a failure can go
+to another server.
+
+The pool's identity is its members' identity, which names the model and the API but no
+URL: an answer is stored under the same key whichever server gave it, and a run can be
+resumed with more, fewer or other servers. That is only right if the same model (and
+quantization) sits behind every endpoint; mixing models would mix their answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from selfinstruct.config import BackendConfig
+from selfinstruct.errors import BackendError
+from selfinstruct.llm.admission import AdmissionController
+from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.openai_compat import OpenAIBackend
+from selfinstruct.llm.routing import Route, Router
+
+
+class EndpointPool:
+    hedgeable = True
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.chat = config.api == "chat"
+        endpoints = config.endpoint_list()
+        self.members = [
+            OpenAIBackend(config.model_copy(update={"base_url": e.url, "endpoints": ()})) for e in endpoints
+        ]
+        self.router = Router(
+            [
+                Route(
+                    name=member.base_url,
+                    backend=member,
+                    admission=AdmissionController(endpoint.concurrency or config.concurrency),
+                    weight=endpoint.weight,
+                )
+                for member, endpoint in zip(self.members, endpoints, strict=True)
+            ]
+        )
+
+    @property
+    def output_mode(self) -> str:
+        return self.members[0].output_mode
+
+    @output_mode.setter
+    def output_mode(self, mode: str) -> None:
+        for member in self.members:
+            member.output_mode = mode
+
+    def identity(self) -> dict[str, Any]:
+        return self.members[0].identity()
+
+    def legacy_identities(self) -> list[dict[str, Any]]:
+        return [identity for member in self.members for identity in member.legacy_identities()]
+
+    def check(self) -> None:
+        """Fail fast only when no endpoint answers: the breakers take out the dead ones."""
+        errors = []
+        for member in self.members:
+            try:
+                member.check()
+            except BackendError as exc:
+                if "authentication failed" in str(exc):
+                    raise  # a wrong key is wrong everywhere
+                errors.append(str(exc))
+        if len(errors) == len(self.members):
+            raise BackendError(f"no endpoint answers: {'; '.join(errors)}")
+
+    def probe_output_mode(self) -> str:
+        """Probe the first endpoint that gives a verdict; the mode then holds for all."""
+        error: BackendError | None = None
+        for member in self.members:
+            try:
+                mode = member.probe_output_mode()
+            except BackendError as exc:
+                error = exc
+                continue
+            self.output_mode = mode
+            return mode
+        assert error is not None
+        raise error
+
+    def complete(self, request: CompletionRequest, timeout: float) -> Completion:
+        with self.router.admit() as ticket:
+            return ticket.route.backend.complete(request, timeout)
+
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
