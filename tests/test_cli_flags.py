@@ -143,3 +143,25 @@ def test_the_preset_choices_are_the_configs_presets() -> None:
     from selfinstruct.cli.options import PRESETS as CLI_PRESETS
 
     assert tuple(CLI_PRESETS) == PRESETS
+
+
+def test_base_url_given_several_times_names_every_endpoint(tmp_path: Path) -> None:
+    from selfinstruct.cli.options import overrides
+    from selfinstruct.config import build_config
+
+    def config_for(*argv: str, config_file: Path | None = None):  # type: ignore[no-untyped-def]
+        args = build_parser().parse_args(["classify", "--out", str(tmp_path), "--backend", "openai", *argv])
+        return build_config(config_file=config_file, overrides=overrides(args)).backend
+
+    several = config_for("--base-url", "http://a/v1", "--base-url", "http://b/v1")
+    assert [e.url for e in several.endpoint_list()] == ["http://a/v1", "http://b/v1"]
+    assert several.base_url == "http://a/v1"
+    # One --base-url replaces the endpoints a config file lists: the flag names every server.
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("backend:\n  endpoints: [http://x/v1, http://y/v1]\n")
+    assert [e.url for e in config_for(config_file=yaml_file).endpoint_list()] == [
+        "http://x/v1",
+        "http://y/v1",
+    ]
+    one = config_for("--base-url", "http://a/v1", config_file=yaml_file)
+    assert [e.url for e in one.endpoint_list()] == ["http://a/v1"]

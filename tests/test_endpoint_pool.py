@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers.stub_process import StubProcess
 
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.llm.base import CompletionRequest
@@ -25,7 +26,6 @@ from selfinstruct.llm.openai_compat import OpenAIBackend
 from selfinstruct.llm.retry import RetryPolicy
 from selfinstruct.llm.store import ResponseStore
 from selfinstruct.rundir import BOOKKEEPING_FILES
-from tests.servers.stub_process import StubProcess
 
 PARAMS = GenerationParams(max_tokens=16, temperature=0.0, top_p=1.0)
 
