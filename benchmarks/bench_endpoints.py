@@ -8,13 +8,13 @@ Measured, all in one run:
 1. a batch of N requests (default 480, a classification stage's shape) through the real
    engine: one server at concurrency 16, then the three (`EndpointPool`, 16 each): the
    speed-up ratio (target >= 2.5);
-2. a whole `selfinstruct run -n R` (default 200: bootstrap, classification, instances)
+2. a whole `selfinstruct run -n R` (default 600: bootstrap, classification, instances)
    against servers that answer like a bootstrap model (`--answers tasks`), with one
    `--base-url` and with three: the ratio of wall times;
 3. the three-server batch again, with one server killed after a third of the answers:
    every request must complete, with the same answers as the one-server batch.
 
-Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_endpoints.py [--n 480] [--run-n 200]
+Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_endpoints.py [--n 480] [--run-n 600]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def outputs(out: Path) -> dict[str, bytes]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=480, help="requests in the batch")
-    parser.add_argument("--run-n", type=int, default=200, help="instructions in the whole run (0: skip)")
+    parser.add_argument("--run-n", type=int, default=600, help="instructions in the whole run (0: skip)")
     args = parser.parse_args()
 
     print(
