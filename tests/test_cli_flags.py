@@ -22,6 +22,7 @@ BACKEND = {
     "--model-path",
     "--adapter",
     "--base-url",
+    "--executor",
     "--api",
     "--output-mode",
     "--api-key-file",

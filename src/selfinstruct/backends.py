@@ -51,6 +51,10 @@ def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:
 
 def start_backend(config: BackendConfig, cache_dir: Path) -> Backend:
     """Make the backend and check it answers (a bad key or a dead server fails here, at once)."""
+    if config.executor == "ray":  # a missing extra is found before any server is contacted
+        from selfinstruct.llm.ray_executor import import_ray
+
+        import_ray()
     backend = make_backend(config, cache_dir)
     check = getattr(backend, "check", None)
     if callable(check):
@@ -67,6 +71,11 @@ def build_engine(
     from selfinstruct.llm.retry import RetryPolicy
     from selfinstruct.llm.store import ResponseStore
 
+    executor = None
+    if config.executor == "ray":
+        from selfinstruct.llm.ray_executor import RayExecutor
+
+        executor = RayExecutor(config, backend)
     return RequestEngine(
         backend=backend,
         store=ResponseStore(folder / STORE_FILE),
@@ -79,4 +88,5 @@ def build_engine(
         progress=progress,
         retry_policy=RetryPolicy(max_retries=config.max_retries, base_s=config.retry_base_s),
         hedge=HedgePolicy(budget=config.hedge_budget),
+        executor=executor,
     )

@@ -80,6 +80,26 @@ class EndpointConfig(Strict):
         return _url_without_credentials(value)
 
 
+class RayConfig(Strict):
+    """`backend.executor: ray`: where and how the stateless stages' requests run on Ray."""
+
+    # A running cluster ("auto", "ray://head:10001"); None = start Ray on this machine.
+    address: str | None = None
+    # "http": Ray Data LLM's HTTP request processor, against backend.endpoints;
+    # "vllm": its vLLM engine processor, each worker loading model_source in-process.
+    processor: Literal["http", "vllm"] = "http"
+    # Workers per endpoint (http) or engine replicas (vllm), and rows per batch.
+    concurrency: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    # http: retries of a 429/5xx/connection failure inside the worker.
+    max_retries: int = Field(default=3, ge=0)
+    # vllm: the model each worker loads (a Hugging Face id or folder), and vLLM's engine
+    # arguments (tensor_parallel_size, max_model_len, ...). It must be the model that
+    # backend.model names: its answers are stored under the same keys.
+    model_source: str | None = None
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
 class BackendConfig(Strict):
     kind: Literal["embedded", "openai", "transformers"] = "embedded"
     # Model name sent to an OpenAI-compatible server; for the embedded backend a label only.
@@ -122,6 +142,11 @@ class BackendConfig(Strict):
     # Optional price per 1K tokens (input, output) for cost accounting.
     price_per_1k_input: float | None = Field(default=None, ge=0)
     price_per_1k_output: float | None = Field(default=None, ge=0)
+    # Who sends the stateless stages' requests (classification, instances, relabel,
+    # evaluation): this process ("local"), or a Ray Data job ("ray", the `ray` extra). The
+    # bootstrap always runs here: each prompt depends on the answers before it.
+    executor: Literal["local", "ray"] = "local"
+    ray: RayConfig = RayConfig()
 
     @field_validator("base_url")
     @classmethod

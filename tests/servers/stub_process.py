@@ -22,8 +22,11 @@ STUB = Path(__file__).resolve().parent / "openai_stub.py"
 
 
 class StubProcess:
-    def __init__(self, *, scripted: bool = True, delay: str = "0", model: str = "m") -> None:
+    def __init__(
+        self, *, scripted: bool = True, delay: str = "0", model: str = "m", faults: str | None = None
+    ) -> None:
         self.scripted = scripted
+        self.faults = faults  # a FaultPlan as JSON, e.g. '{"share": 0.2}'; None = none
         self.delay = delay
         self.model = model
         self.port = 0
@@ -40,6 +43,7 @@ class StubProcess:
         port_file.unlink(missing_ok=True)
         command = [sys.executable, str(STUB), "--port", str(self.port), "--port-file", str(port_file)]
         command += ["--delay", self.delay, "--model", self.model] + (["--scripted"] if self.scripted else [])
+        command += ["--faults", self.faults] if self.faults else []
         self._process = subprocess.Popen(command)
         deadline = time.monotonic() + 15
         while not port_file.exists():

@@ -116,6 +116,16 @@ BACKEND_FLAGS = (
         backends=("openai",),
     ),
     ConfigFlag(
+        ("--executor",),
+        "executor",
+        "backend.executor",
+        {
+            "choices": ["local", "ray"],
+            "help": "who sends the stateless stages' requests: this process, or a Ray Data job "
+            "(backend.ray in the config; the `ray` extra)",
+        },
+    ),
+    ConfigFlag(
         ("--api",),
         "api",
         "backend.api",

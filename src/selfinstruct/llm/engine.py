@@ -27,6 +27,7 @@ from typing import Any
 from selfinstruct.errors import BackendError, RequestsFailedError, RetryableBackendError
 from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, Outcome, outcome_of
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
+from selfinstruct.llm.executor import STATEFUL_STAGES, Executor
 from selfinstruct.llm.hedging import HedgePolicy, LatencyWindow, race
 from selfinstruct.llm.retry import RetryPolicy
 from selfinstruct.llm.routing import Route, RoutedTicket, Router
@@ -62,6 +63,7 @@ class RequestEngine:
         retry_policy: RetryPolicy | None = None,
         admission: AdmissionController | None = None,
         hedge: HedgePolicy | None = None,
+        executor: Executor | None = None,
     ) -> None:
         # `retry_policy`, when given, replaces the default policy built from `max_retries`.
         # `admission`, when given, is shared with other engines that use the same endpoint;
@@ -99,6 +101,8 @@ class RequestEngine:
         self._stats: dict[str, StageStats] = {}
         self._stats_lock = threading.Lock()
         self._log_lock = threading.Lock()
+        # Sends the stateless stages' pending requests elsewhere (a Ray job); None = here.
+        self.executor = executor
 
     @property
     def admission(self) -> AdmissionController:
@@ -133,6 +137,8 @@ class RequestEngine:
         `progress=False` hides this batch's bar (a stage that shows its own progress).
         """
         show = self.progress if progress is None else progress and self.progress
+        if self.executor is not None and stage not in STATEFUL_STAGES:
+            return self._run_on_executor(self.executor, requests, stage, show)
         with self.stream(stage, progress=show, total=len(requests)) as stream:
             futures = [stream.submit(r) for r in requests]
             return [stream.result(f) for f in futures]
@@ -185,6 +191,60 @@ class RequestEngine:
                 stats.cancelled += stream.cancelled
                 stats.elapsed_s += time.monotonic() - started
                 stats.concurrency_limit = self.router.limit
+
+    def _run_on_executor(
+        self, executor: Executor, requests: Sequence[CompletionRequest], stage: str, show: bool
+    ) -> list[Completion | None]:
+        """`run` through an executor: the store and the accounting stay here (executor.py)."""
+        started = time.monotonic()
+        with self._stats_lock:
+            stats = self._stats.setdefault(stage, StageStats())
+        keys = [self.key(r) for r in requests]
+        results: dict[str, Completion | None] = {}
+        pending: dict[str, CompletionRequest] = {}
+        for key, request in zip(keys, requests, strict=True):
+            stats.requests += 1
+            if key in results or key in pending:
+                stats.duplicates += 1
+                continue
+            stored = self.lookup(key, request, stage)
+            if stored is None:
+                pending[key] = request
+                continue
+            results[key] = stored
+            stats.cached += 1
+            stats.cached_prompt_tokens += stored.prompt_tokens
+            stats.cached_completion_tokens += stored.completion_tokens
+        stats.sent += len(pending)
+        bar = _progress_bar(len(pending), f"{stage} ({executor.name})", enabled=show)
+
+        def answered(key: str, completion: Completion) -> None:
+            if key not in pending or key in results:
+                return  # not asked, or reported twice: stored once, counted once
+            self.store.put(key, stage, self._request_meta(pending[key]), completion)
+            results[key] = completion
+            with self._stats_lock:
+                stats.succeeded += 1
+                stats.prompt_tokens += completion.prompt_tokens
+                stats.completion_tokens += completion.completion_tokens
+            bar.update(1)
+
+        def failed(key: str, reason: str, attempts: int) -> None:
+            if key not in pending or key in results:
+                return
+            results[key] = None
+            self._record_failure(key, pending[key], stage, reason, attempts, stats)
+            bar.update(1)
+
+        try:
+            executor.execute(stage, list(pending.items()), answered, failed)
+            for key in pending:
+                failed(key, f"{executor.name}: no result came back", 1)
+        finally:
+            bar.close()
+            with self._stats_lock:
+                stats.elapsed_s += time.monotonic() - started
+        return [results[key] for key in keys]
 
     def complete_all(
         self, requests: Sequence[CompletionRequest], stage: str, progress: bool | None = None

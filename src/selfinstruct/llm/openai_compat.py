@@ -60,15 +60,18 @@ class OpenAIBackend:
         self._key = _read_api_key(config.api_key_file)
         if self._key is None and not _is_loopback(self._base_url):
             raise BackendError("no API key: set OPENAI_API_KEY or backend.api_key_file")
-        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         self._timeout_s = config.timeout_s
-        self._clients = _ClientPool(headers, config.timeout_s)
+        self._clients = _ClientPool(self.headers(), config.timeout_s)
         # How a response_schema is sent (output_modes.py); "auto" until probe_output_mode().
         self.output_mode: str = config.output_mode
 
     @property
     def base_url(self) -> str:
         return self._base_url
+
+    def headers(self) -> dict[str, str]:
+        """The request headers: the key, where there is one (for a client of another kind)."""
+        return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
     def identity(self) -> dict[str, Any]:
         # No URL: the same model answers the same way wherever it is served, so its stored
@@ -92,7 +95,7 @@ class OpenAIBackend:
         # Any other answer proves the server is there; not every server implements /models.
 
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
-        path, body = self._request_body(request)
+        path, body = self.request_body(request)
         try:
             with self._clients.lend() as client:
                 response = client.post(f"{self._base_url}{path}", json=body, timeout=timeout)
@@ -121,7 +124,7 @@ class OpenAIBackend:
         request = probe_request()
         unknown: list[str] = []
         for mode in PROBED_MODES:
-            path, body = self._request_body(request, mode)
+            path, body = self.request_body(request, mode)
             try:
                 with self._clients.lend() as client:
                     response = client.post(f"{self._base_url}{path}", json=body, timeout=timeout)
@@ -153,9 +156,7 @@ class OpenAIBackend:
 
     # -- request and response mapping ------------------------------------------------------
 
-    def _request_body(
-        self, request: CompletionRequest, mode: str | None = None
-    ) -> tuple[str, dict[str, Any]]:
+    def request_body(self, request: CompletionRequest, mode: str | None = None) -> tuple[str, dict[str, Any]]:
         """The route and JSON body of `request`; a response_schema is sent the way `mode`
         (default: self.output_mode) says."""
         params = request.params

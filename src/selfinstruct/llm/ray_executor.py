@@ -1,0 +1,272 @@
+"""`backend.executor: ray`: a stage's pending requests as a Ray Data job through `ray.data.llm`.
+
+Two processors of Ray Data LLM do the sending:
+
+* **http** (`HttpRequestProcessorConfig`): workers post the same JSON bodies the local
+  engine would (`OpenAIBackend.request_body`) to the OpenAI-compatible endpoints; rows are
+  dealt to the endpoints in proportion to their weights, one processor per endpoint, and
+  the answers are parsed here by the same `parse_answer`, so they are stored byte for byte
+  as the local engine stores them;
+* **vllm** (`vLLMEngineProcessorConfig`): each worker loads `ray.model_source` in-process
+  (a GPU cluster's way); the request's parameters become vLLM sampling parameters.
+
+Rows come back to this process as the job streams them (`iter_rows`) and each answer is
+handed to the engine, which stores it at once (executor.py): a driver killed mid-job
+loses only the rows in flight, and the next run sends only what the store lacks. A row
+the job could not answer (its retries spent, the job failed) is reported failed and goes
+to `failed.jsonl`, as with the local engine.
+
+Ray is imported only here, and only when this executor is chosen (the `ray` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from selfinstruct.config import BackendConfig
+from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.executor import Answered, Failed
+from selfinstruct.llm.openai_answer import parse_answer
+from selfinstruct.llm.openai_compat import OpenAIBackend
+
+INSTALL_HINT = "pip install 'selfinstruct[ray]'"
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, config: BackendConfig, backend: Any) -> None:
+        self._config = config
+        self._ray = config.ray
+        if self._ray.processor == "http":
+            members = getattr(backend, "members", None) or [backend]
+            if not all(isinstance(m, OpenAIBackend) for m in members):
+                raise BackendError(
+                    "--executor ray sends HTTP requests: it needs --backend openai (or ray.processor: vllm)"
+                )
+            self._members: list[OpenAIBackend] = list(members)
+            self._weights = [e.weight for e in config.endpoint_list()]
+        elif not self._ray.model_source:
+            raise BackendError("ray.processor vllm needs ray.model_source: the model each worker loads")
+        self._api = config.api
+        self._ray_module = import_ray()
+
+    def execute(
+        self, stage: str, pending: Sequence[tuple[str, CompletionRequest]], answered: Answered, failed: Failed
+    ) -> None:
+        if not pending:
+            return
+        self._start_ray()
+        by_key = dict(pending)
+        try:
+            for row in self._rows_back(pending):
+                key = row["key"]
+                try:
+                    answered(key, self._completion(row, by_key[key]))
+                except RetryableBackendError as exc:
+                    failed(key, f"{self.name}: {exc}", 1)
+        except BackendError:
+            raise
+        except Exception as exc:  # the job failed (a row's retries spent, workers lost)
+            reason = _first_line(str(exc)) or type(exc).__name__
+            for key in by_key:
+                failed(key, f"{self.name} job failed: {reason}", 1)  # the engine skips answered ones
+
+    def close(self) -> None:
+        """Ray stays up for the process's next stage; a Ray this process started ends with it."""
+
+    # -- the job ---------------------------------------------------------------------------
+
+    def _start_ray(self) -> None:
+        ray = self._ray_module
+        if ray.is_initialized():
+            return
+        import ray.data
+
+        options: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": "ERROR",
+        }
+        if self._ray.address:
+            options["address"] = self._ray.address
+        ray.init(**options)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the engine shows one bar for the stage
+        context.print_on_execution_start = False
+
+    def _rows_back(self, pending: Sequence[tuple[str, CompletionRequest]]) -> Iterator[dict[str, Any]]:
+        if self._ray.processor == "vllm":
+            return iter(self._vllm_dataset(pending).iter_rows())
+        return iter(self._http_dataset(pending).iter_rows())
+
+    def _http_dataset(self, pending: Sequence[tuple[str, CompletionRequest]]) -> Any:
+        import ray.data
+        from ray.data.llm import HttpRequestProcessorConfig
+
+        shares = deal_by_weight(len(pending), self._weights)
+        datasets = []
+        start = 0
+        for member, count in zip(self._members, shares, strict=True):
+            rows: list[dict[str, Any]] = []
+            path = ""
+            for key, request in pending[start : start + count]:
+                path, body = member.request_body(request)  # one route per API: the same for all
+                rows.append({"key": key, "payload": body})
+            start += count
+            if not rows:
+                continue
+            config = HttpRequestProcessorConfig(
+                url=member.base_url + path,
+                headers=member.headers(),
+                max_retries=self._ray.max_retries,
+                concurrency=self._ray.concurrency,
+                batch_size=self._ray.batch_size,
+                # Workers wait on the network: a sliver of a CPU each, so many fit on a small machine.
+                http_request_stage={"num_cpus": 0.05},
+            )
+            processor = _build(config, postprocess=_http_row)
+            datasets.append(processor(ray.data.from_items(rows, override_num_blocks=self._blocks(len(rows)))))
+        return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
+
+    def _vllm_dataset(self, pending: Sequence[tuple[str, CompletionRequest]]) -> Any:
+        import ray.data
+
+        rows = [{"key": key, **vllm_input(request)} for key, request in pending]
+        processor = _build(vllm_processor_config(self._config), postprocess=_vllm_row)
+        return processor(ray.data.from_items(rows, override_num_blocks=self._blocks(len(rows))))
+
+    def _blocks(self, rows: int) -> int:
+        """Blocks to cut the rows into: a worker takes a block at a time, so one block would
+        keep every worker but one idle; a few per worker let the fast ones take more."""
+        return max(1, min(rows, 4 * self._ray.concurrency, -(-rows // self._ray.batch_size)))
+
+    # -- rows back into completions --------------------------------------------------------
+
+    def _completion(self, row: dict[str, Any], request: CompletionRequest) -> Completion:
+        if self._ray.processor == "vllm":
+            return vllm_completion(row)
+        data = json.loads(row["body"])
+        if isinstance(data, dict) and data.get("error") and not data.get("choices"):
+            # A refusal the worker did not retry (a 4xx, a 500): its body, not an answer.
+            # (Rows of one block share a schema, so an answer has "error": None and an
+            # error body "choices": None.)
+            error = data["error"]
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise RetryableBackendError(f"the server answered an error: {_first_line(str(message))}")
+        return parse_answer(row["body"].encode("utf-8"), self._api)
+
+
+def deal_by_weight(count: int, weights: Sequence[float]) -> list[int]:
+    """`count` rows split in proportion to `weights` (largest remainders; sums to count)."""
+    total = sum(weights)
+    exact = [count * w / total for w in weights]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - shares[i], reverse=True)
+    for i in by_remainder[: count - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def vllm_processor_config(config: BackendConfig) -> Any:
+    """The `vLLMEngineProcessorConfig` that `backend.ray` describes."""
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    ray_config = config.ray
+    return vLLMEngineProcessorConfig(
+        model_source=ray_config.model_source or config.model,
+        engine_kwargs=dict(ray_config.engine_kwargs),
+        concurrency=ray_config.concurrency,
+        batch_size=ray_config.batch_size,
+        # The prompts are sent as they are (the stages render them); chat requests carry
+        # messages, which the engine's own chat template renders.
+        chat_template_stage=config.api == "chat",
+        tokenize_stage=False,
+        detokenize_stage=True,
+        should_continue_on_error=True,  # a failed row comes back with its error, the rest go on
+    )
+
+
+def vllm_input(request: CompletionRequest) -> dict[str, Any]:
+    """A request as a vLLM processor row: the prompt (or messages) and sampling parameters."""
+    params = request.params
+    sampling: dict[str, Any] = {
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+    }
+    if params.repeat_penalty is not None:
+        sampling["repetition_penalty"] = params.repeat_penalty
+    if params.stop:
+        sampling["stop"] = list(params.stop)
+    if params.seed is not None:
+        sampling["seed"] = params.seed
+    row: dict[str, Any] = {"sampling_params": sampling}
+    if request.messages:
+        row["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+    else:
+        row["prompt"] = request.prompt
+    return row
+
+
+def vllm_completion(row: dict[str, Any]) -> Completion:
+    """A vLLM processor's output row as a Completion (a row with an error: retryable)."""
+    error = row.get("__inference_error__") or ""
+    if error:
+        raise RetryableBackendError(_first_line(str(error)), kind="server")
+    reason = row.get("finish_reason") or "stop"
+    return Completion(
+        text=str(row.get("generated_text") or ""),
+        finish_reason="length" if reason == "length" else "stop",
+        prompt_tokens=int(row.get("num_input_tokens") or 0),
+        completion_tokens=int(row.get("num_generated_tokens") or 0),
+    )
+
+
+def _http_row(row: dict[str, Any]) -> dict[str, Any]:
+    # Back to the driver as JSON text, in one column, whatever the answers' shapes.
+    return {"key": row["key"], "body": json.dumps(row["http_response"], ensure_ascii=False)}
+
+
+def _vllm_row(row: dict[str, Any]) -> dict[str, Any]:
+    fields = (
+        "generated_text",
+        "num_input_tokens",
+        "num_generated_tokens",
+        "finish_reason",
+        "__inference_error__",
+    )
+    return {"key": row["key"], **{f: row.get(f) for f in fields if f in row}}
+
+
+def _build(config: Any, postprocess: Any) -> Any:
+    import ray.data.llm as llm
+
+    # Renamed in Ray 2.53 (build_llm_processor -> build_processor); either may be present.
+    build = getattr(llm, "build_processor", None) or getattr(llm, "build_llm_processor")  # noqa: B009
+    return build(config, postprocess=postprocess)
+
+
+def import_ray() -> Any:
+    """The ray module, or BackendError naming the extra to install."""
+    # Ray's own usage report would try the network; and a missing extra is one line.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+        import ray.data.llm
+    except ImportError as exc:
+        raise BackendError(f"--executor ray needs {exc.name or 'ray'}: {INSTALL_HINT}") from None
+    return ray
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return ""

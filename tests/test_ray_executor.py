@@ -1,0 +1,292 @@
+"""`--executor ray`: the stateless stages as Ray Data jobs (ray.data.llm's HTTP processor) on two CPUs.
+
+Whole `selfinstruct run` processes against the scripted stub server (a process of its own),
+compared with runs of the local engine: the outputs and the store must be the same, failed
+rows must land in failed.jsonl, and a driver or a Ray worker killed mid-job must resume from
+the store. Each Ray run starts its own local Ray (about 10 s on this machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from servers.stub_process import StubProcess
+
+from selfinstruct.config import BackendConfig, GenerationParams, RayConfig
+from selfinstruct.errors import RetryableBackendError
+from selfinstruct.llm.base import ChatMessage, CompletionRequest
+from selfinstruct.rundir import BOOKKEEPING_FILES
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (make setup installs it)")
+
+from selfinstruct.llm.ray_executor import (  # noqa: E402  (needs ray)
+    deal_by_weight,
+    vllm_completion,
+    vllm_input,
+    vllm_processor_config,
+)
+
+N = 12
+
+
+def run(url: str, out: Path, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "selfinstruct", "run", "--out", str(out), "-n", str(N), "--backend"]
+    command += ["openai", "--base-url", url, "--model", "m", "--api", "completions", "--no-progress", *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    skip = set(BOOKKEEPING_FILES)
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
+
+
+def stored(out: Path) -> list[tuple[str, str, str, str]]:
+    db = sqlite3.connect(out / "responses.sqlite")
+    try:
+        return list(
+            db.execute("SELECT key, stage, request_json, completion_json FROM responses ORDER BY key")
+        )
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The local engine's run, the reference for every Ray run."""
+    out = tmp_path_factory.mktemp("local") / "run"
+    with StubProcess(delay="0.01") as stub:
+        result = run(stub.base_url, out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_a_ray_run_stores_and_writes_exactly_what_a_local_run_does(local_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with StubProcess(delay="0.01") as stub:
+        result = run(stub.base_url, out, "--executor", "ray")
+        received = stub.stats()["completions"]
+    assert result.returncode == 0, result.stderr
+    assert outputs(out) == outputs(local_run)
+    assert stored(out) == stored(local_run)
+    summary = json.loads((out / "summary.json").read_text())["requests"]
+    assert summary["classify"]["succeeded"] == N and summary["classify"]["prompt_tokens"] > 0
+    assert received == sum(s["sent"] for s in summary.values())  # each request sent once
+
+
+def test_rows_the_server_refuses_go_to_failed_jsonl_and_a_rerun_sends_only_those(
+    local_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    refusing = '{"share": 0, "permanent_share": 0.4, "permanent_stage": "classify", "permanent_kind": "500"}'
+    with StubProcess(delay="0.01", faults=refusing) as stub:
+        first = run(stub.base_url, out, "--executor", "ray")
+    assert first.returncode != 0
+    assert "failed after retries" in first.stderr and "Traceback" not in first.stderr
+    lines = [json.loads(line) for line in (out / "failed.jsonl").read_text().splitlines()]
+    assert lines and all(line["stage"] == "classify" for line in lines)
+    assert all("server answered an error" in line["reason"] for line in lines)
+    classify_stored = sum(1 for row in stored(out) if row[1] == "classify")
+    assert classify_stored + len(lines) == N  # a refused answer is never stored
+    with StubProcess(delay="0.01") as healthy:
+        again = run(healthy.base_url, out, "--executor", "ray")
+        summary = json.loads((out / "summary.json").read_text())["requests"]
+    assert again.returncode == 0, again.stderr
+    assert summary["classify"]["sent"] == len(lines)
+    assert outputs(out) == outputs(local_run)
+
+
+def stored_count(out: Path, stage: str) -> int:
+    path = out / "responses.sqlite"
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM responses WHERE stage = ?", (stage,)).fetchone()[0])
+    except sqlite3.DatabaseError:
+        return 0
+    finally:
+        db.close()
+
+
+def test_a_driver_killed_mid_job_resumes_from_the_store(local_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # Slow answers in batches of two: rows stream back while the classify job runs.
+    small_batches = tmp_path / "ray.yaml"
+    small_batches.write_text("backend:\n  ray: {batch_size: 2, concurrency: 2}\n")
+    with StubProcess(delay="0.3") as stub:
+        command = [sys.executable, "-m", "selfinstruct", "run", "--out", str(out), "-n", str(N)]
+        command += [
+            "--backend",
+            "openai",
+            "--base-url",
+            stub.base_url,
+            "--model",
+            "m",
+            "--api",
+            "completions",
+        ]
+        command += ["--no-progress", "--executor", "ray", "--config", str(small_batches)]
+        driver = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + 180
+        while stored_count(out, "classify") < 3 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+        driver.wait(timeout=30)
+        kept = stored_count(out, "classify")
+        assert 3 <= kept < N, kept
+    with StubProcess(delay="0.01") as fresh:
+        again = run(fresh.base_url, out, "--executor", "ray")
+        summary = json.loads((out / "summary.json").read_text())["requests"]
+    assert again.returncode == 0, again.stderr
+    assert (
+        summary["classify"]["cached"] >= kept
+        and summary["classify"]["sent"] == N - summary["classify"]["cached"]
+    )
+    assert outputs(out) == outputs(local_run)
+
+
+def test_a_ray_worker_killed_mid_job_does_not_lose_the_run(local_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # Slow answers in batches of two: rows stream back while the classify job runs.
+    small_batches = tmp_path / "ray.yaml"
+    small_batches.write_text("backend:\n  ray: {batch_size: 2, concurrency: 2}\n")
+    with StubProcess(delay="0.2") as stub:
+        command = [sys.executable, "-m", "selfinstruct", "run", "--out", str(out), "-n", str(N)]
+        command += [
+            "--backend",
+            "openai",
+            "--base-url",
+            stub.base_url,
+            "--model",
+            "m",
+            "--api",
+            "completions",
+        ]
+        command += ["--no-progress", "--executor", "ray", "--config", str(small_batches)]
+        driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while stored_count(out, "classify") < 2 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        killed = subprocess.run(["pkill", "-9", "-f", "HttpRequestUDF"], check=False).returncode == 0
+        _, stderr = driver.communicate(timeout=240)
+        if driver.returncode != 0:  # Ray gave those rows up: they are in failed.jsonl, the rest stored
+            assert "failed after retries" in stderr, stderr
+            again = run(stub.base_url, out, "--executor", "ray")
+            assert again.returncode == 0, again.stderr
+    assert killed, "no Ray worker of the HTTP stage was running"
+    assert outputs(out) == outputs(local_run)
+
+
+def test_without_ray_the_executor_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
+    shim = tmp_path / "shim"
+    (shim / "ray").mkdir(parents=True)
+    (shim / "ray" / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\", name='ray')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), *sys.path])}
+    command = [
+        sys.executable,
+        "-m",
+        "selfinstruct",
+        "classify",
+        "--out",
+        str(tmp_path / "run"),
+        "--backend",
+        "openai",
+    ]
+    command += ["--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--executor", "ray"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "pip install 'selfinstruct[ray]'" in result.stderr
+
+
+# -- the vLLM processor's mapping (vLLM itself is not installed here) ---------------------
+
+
+def test_the_vllm_processor_config_comes_from_backend_ray() -> None:
+    config = BackendConfig(
+        kind="openai",
+        model="google/gemma-3-270m",
+        executor="ray",
+        ray=RayConfig(processor="vllm", concurrency=3, batch_size=8, engine_kwargs={"max_model_len": 2048}),
+    )
+    mapped = vllm_processor_config(config)
+    assert mapped.model_source == "google/gemma-3-270m"  # backend.model when model_source is unset
+    assert (mapped.concurrency, mapped.batch_size) == (3, 8)
+    assert mapped.engine_kwargs["max_model_len"] == 2048  # Ray adds its defaults (task, ...)
+    assert mapped.should_continue_on_error is True
+    source = config.model_copy(update={"ray": config.ray.model_copy(update={"model_source": "/models/g"})})
+    assert vllm_processor_config(source).model_source == "/models/g"
+
+
+def test_a_request_becomes_vllm_sampling_params() -> None:
+    params = GenerationParams(
+        max_tokens=64,
+        temperature=0.7,
+        top_p=0.5,
+        presence_penalty=1.5,
+        stop=("\n\n",),
+        seed=7,
+        repeat_penalty=1.1,
+    )
+    row = vllm_input(CompletionRequest("Say hi", params))
+    assert row == {
+        "prompt": "Say hi",
+        "sampling_params": {
+            "max_tokens": 64,
+            "temperature": 0.7,
+            "top_p": 0.5,
+            "presence_penalty": 1.5,
+            "frequency_penalty": 0.0,
+            "repetition_penalty": 1.1,
+            "stop": ["\n\n"],
+            "seed": 7,
+        },
+    }
+    chat = vllm_input(CompletionRequest.chat([ChatMessage("user", "Hi")], params.with_(seed=None, stop=())))
+    assert chat["messages"] == [{"role": "user", "content": "Hi"}] and "prompt" not in chat
+    assert "seed" not in chat["sampling_params"] and "stop" not in chat["sampling_params"]
+
+
+def test_a_vllm_output_row_becomes_a_completion() -> None:
+    row = {
+        "generated_text": "Hello",
+        "num_input_tokens": 5,
+        "num_generated_tokens": 2,
+        "finish_reason": "length",
+    }
+    completion = vllm_completion(row)
+    assert (
+        completion.text,
+        completion.finish_reason,
+        completion.prompt_tokens,
+        completion.completion_tokens,
+    ) == (
+        "Hello",
+        "length",
+        5,
+        2,
+    )
+    with pytest.raises(RetryableBackendError, match="CUDA out of memory"):
+        vllm_completion({"generated_text": "", "__inference_error__": "CUDA out of memory\n  at ..."})
+
+
+@pytest.mark.parametrize(
+    ("count", "weights", "shares"),
+    [(10, [1, 1, 1], [4, 3, 3]), (8, [1, 3], [2, 6]), (1, [1, 1], [1, 0]), (0, [2, 1], [0, 0])],
+)
+def test_rows_are_dealt_to_endpoints_by_weight(count: int, weights: list[float], shares: list[int]) -> None:
+    assert deal_by_weight(count, weights) == shares
