@@ -228,8 +228,17 @@ def test_the_vllm_processor_config_comes_from_backend_ray() -> None:
     assert (mapped.concurrency, mapped.batch_size) == (3, 8)
     assert mapped.engine_kwargs["max_model_len"] == 2048  # Ray adds its defaults (task, ...)
     assert mapped.should_continue_on_error is True
-    source = config.model_copy(update={"ray": config.ray.model_copy(update={"model_source": "/models/g"})})
+    assert mapped.log_engine_metrics is False  # it would need Ray Serve
+    cpu_only = {"bundles": [{"CPU": 1}]}
+    source = config.model_copy(
+        update={
+            "ray": config.ray.model_copy(
+                update={"model_source": "/models/g", "placement_group_config": cpu_only}
+            )
+        }
+    )
     assert vllm_processor_config(source).model_source == "/models/g"
+    assert vllm_processor_config(source).placement_group_config["bundles"] == [{"CPU": 1.0, "GPU": 0.0}]
 
 
 def test_a_request_becomes_vllm_sampling_params() -> None:

@@ -98,6 +98,9 @@ class RayConfig(Strict):
     # backend.model names: its answers are stored under the same keys.
     model_source: str | None = None
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # vllm: the resources of one replica, e.g. {"bundles": [{"CPU": 1}]} on a cluster without
+    # GPUs (by default each replica asks for a GPU). None = Ray's default.
+    placement_group_config: dict[str, Any] | None = None
 
 
 class BackendConfig(Strict):

@@ -177,11 +177,17 @@ def vllm_processor_config(config: BackendConfig) -> Any:
     from ray.data.llm import vLLMEngineProcessorConfig
 
     ray_config = config.ray
+    extra: dict[str, Any] = {}
+    if ray_config.placement_group_config is not None:
+        extra["placement_group_config"] = dict(ray_config.placement_group_config)
     return vLLMEngineProcessorConfig(
         model_source=ray_config.model_source or config.model,
         engine_kwargs=dict(ray_config.engine_kwargs),
         concurrency=ray_config.concurrency,
         batch_size=ray_config.batch_size,
+        # Engine metrics go through Ray Serve, which the ray extra does not install.
+        log_engine_metrics=False,
+        **extra,
         # The prompts are sent as they are (the stages render them); chat requests carry
         # messages, which the engine's own chat template renders.
         chat_template_stage=config.api == "chat",
