@@ -37,10 +37,32 @@ from selfinstruct.llm.ray_executor import (  # noqa: E402  (needs ray)
 N = 12
 
 
+def command(url: str, out: Path, *extra: str) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "selfinstruct",
+        "run",
+        "--out",
+        str(out),
+        "-n",
+        str(N),
+        "--backend",
+        "openai",
+    ]
+    argv += ["--base-url", url, "--model", "m", "--api", "completions", "--no-progress", *extra]
+    return argv
+
+
 def run(url: str, out: Path, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "selfinstruct", "run", "--out", str(out), "-n", str(N), "--backend"]
-    command += ["openai", "--base-url", url, "--model", "m", "--api", "completions", "--no-progress", *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command(url, out, *extra), capture_output=True, text=True, timeout=timeout)
+
+
+def small_batches(folder: Path) -> list[str]:
+    """Flags for slow answers in batches of two: rows stream back while the classify job runs."""
+    config = folder / "ray.yaml"
+    config.write_text("backend:\n  ray: {batch_size: 2, concurrency: 2}\n")
+    return ["--executor", "ray", "--config", str(config)]
 
 
 def outputs(out: Path) -> dict[str, bytes]:
@@ -122,24 +144,10 @@ def stored_count(out: Path, stage: str) -> int:
 
 def test_a_driver_killed_mid_job_resumes_from_the_store(local_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    # Slow answers in batches of two: rows stream back while the classify job runs.
-    small_batches = tmp_path / "ray.yaml"
-    small_batches.write_text("backend:\n  ray: {batch_size: 2, concurrency: 2}\n")
     with StubProcess(delay="0.3") as stub:
-        command = [sys.executable, "-m", "selfinstruct", "run", "--out", str(out), "-n", str(N)]
-        command += [
-            "--backend",
-            "openai",
-            "--base-url",
-            stub.base_url,
-            "--model",
-            "m",
-            "--api",
-            "completions",
-        ]
-        command += ["--no-progress", "--executor", "ray", "--config", str(small_batches)]
+        argv = command(stub.base_url, out, *small_batches(tmp_path))
         driver = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         deadline = time.monotonic() + 180
         while stored_count(out, "classify") < 3 and driver.poll() is None and time.monotonic() < deadline:
@@ -161,23 +169,9 @@ def test_a_driver_killed_mid_job_resumes_from_the_store(local_run: Path, tmp_pat
 
 def test_a_ray_worker_killed_mid_job_does_not_lose_the_run(local_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    # Slow answers in batches of two: rows stream back while the classify job runs.
-    small_batches = tmp_path / "ray.yaml"
-    small_batches.write_text("backend:\n  ray: {batch_size: 2, concurrency: 2}\n")
     with StubProcess(delay="0.2") as stub:
-        command = [sys.executable, "-m", "selfinstruct", "run", "--out", str(out), "-n", str(N)]
-        command += [
-            "--backend",
-            "openai",
-            "--base-url",
-            stub.base_url,
-            "--model",
-            "m",
-            "--api",
-            "completions",
-        ]
-        command += ["--no-progress", "--executor", "ray", "--config", str(small_batches)]
-        driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        argv = command(stub.base_url, out, *small_batches(tmp_path))
+        driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 180
         while stored_count(out, "classify") < 2 and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
