@@ -23,6 +23,7 @@ BACKEND = {
     "--adapter",
     "--base-url",
     "--executor",
+    "--batch",
     "--api",
     "--output-mode",
     "--api-key-file",

@@ -19,6 +19,7 @@ from selfinstruct.rundir import FAILED_FILE, STORE_FILE
 
 if TYPE_CHECKING:
     from selfinstruct.llm.engine import RequestEngine
+    from selfinstruct.llm.executor import Executor
 
 __all__ = ["build_engine", "make_backend", "start_backend"]
 
@@ -71,8 +72,14 @@ def build_engine(
     from selfinstruct.llm.retry import RetryPolicy
     from selfinstruct.llm.store import ResponseStore
 
-    executor = None
-    if config.executor == "ray":
+    executor: Executor | None = None
+    if config.batch:
+        if config.executor == "ray":
+            raise BackendError("--batch and --executor ray both send the stateless stages: choose one")
+        from selfinstruct.llm.batch_executor import BatchExecutor
+
+        executor = BatchExecutor(config, backend, folder, progress)
+    elif config.executor == "ray":
         from selfinstruct.llm.ray_executor import RayExecutor
 
         executor = RayExecutor(config, backend)

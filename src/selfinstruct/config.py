@@ -150,6 +150,11 @@ class BackendConfig(Strict):
     # bootstrap always runs here: each prompt depends on the answers before it.
     executor: Literal["local", "ray"] = "local"
     ray: RayConfig = RayConfig()
+    # The stateless stages through the provider's Batch API (files + batches, 24 h window),
+    # priced at batch_discount off (OpenAI: 50 %); polled every batch_poll_s seconds.
+    batch: bool = False
+    batch_discount: float = Field(default=0.5, ge=0.0, le=1.0)
+    batch_poll_s: float = Field(default=30.0, gt=0)
 
     @field_validator("base_url")
     @classmethod

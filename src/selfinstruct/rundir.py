@@ -6,6 +6,7 @@ other's output:
     RUN/config.yaml                              the resolved config
     RUN/responses.sqlite                         every model response, committed before use
     RUN/failed.jsonl                             requests that failed after every retry
+    RUN/batches.jsonl                            provider batch jobs: uploaded, created, collected
     RUN/summary.json                             the funnel and the request accounting
     RUN/.lock                                    held by the one invocation writing the run
     RUN/machine_generated_instructions.jsonl     stage 1
@@ -34,6 +35,7 @@ import re
 CONFIG_FILE = "config.yaml"
 STORE_FILE = "responses.sqlite"
 FAILED_FILE = "failed.jsonl"
+BATCHES_FILE = "batches.jsonl"
 SUMMARY_FILE = "summary.json"
 
 # The stage files, in pipeline order.
@@ -72,6 +74,7 @@ BOOKKEEPING_FILES = (
     CONFIG_FILE,
     SUMMARY_FILE,
     FAILED_FILE,
+    BATCHES_FILE,
     STORE_FILE,
     f"{STORE_FILE}-wal",
     f"{STORE_FILE}-shm",

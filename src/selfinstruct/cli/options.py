@@ -126,6 +126,18 @@ BACKEND_FLAGS = (
         },
     ),
     ConfigFlag(
+        ("--batch",),
+        "batch",
+        "backend.batch",
+        {
+            "action": "store_true",
+            "default": None,
+            "help": "openai: send the stateless stages through the provider's Batch API (cheaper, up to 24 h; "
+            "resumable: a re-run polls the same batches)",
+        },
+        backends=("openai",),
+    ),
+    ConfigFlag(
         ("--api",),
         "api",
         "backend.api",

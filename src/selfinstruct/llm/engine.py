@@ -216,7 +216,10 @@ class RequestEngine:
             stats.cached_prompt_tokens += stored.prompt_tokens
             stats.cached_completion_tokens += stored.completion_tokens
         stats.sent += len(pending)
-        bar = _progress_bar(len(pending), f"{stage} ({executor.name})", enabled=show)
+        # A provider's batch costs less per token; the accounting prices it so.
+        stats.price_factor = float(getattr(executor, "price_factor", 1.0))
+        own_bar = getattr(executor, "shows_progress", False)  # it polls, and shows that
+        bar = _progress_bar(len(pending), f"{stage} ({executor.name})", enabled=show and not own_bar)
 
         def answered(key: str, completion: Completion) -> None:
             if key not in pending or key in results:
@@ -271,7 +274,10 @@ class RequestEngine:
             for stage, stats in self._stats.items():
                 entry = asdict(stats)
                 if self._priced:
-                    entry["cost"] = self._cost(stats.prompt_tokens, stats.completion_tokens)
+                    online = self._cost(stats.prompt_tokens, stats.completion_tokens)
+                    entry["cost"] = online * stats.price_factor
+                    if stats.price_factor != 1.0:  # a batch discount: what it saved
+                        entry["online_cost"] = online
                 out[stage] = entry
         return out
 
@@ -306,15 +312,19 @@ class RequestEngine:
             "cost_per_unit": None,
             "projected_cost": None,
             "projected_remaining_cost": None,
+            "projected_online_cost": None,
         }
         if self._priced:
-            so_far = self._cost(*all_tokens)
-            result["cost_this_run"] = self._cost(*spent_tokens)
+            factor = stats.price_factor
+            so_far = self._cost(*all_tokens) * factor
+            result["cost_this_run"] = self._cost(*spent_tokens) * factor
             result["cost_so_far"] = so_far
             if scale is not None:
                 result["cost_per_unit"] = so_far / done_units
                 result["projected_cost"] = so_far * scale
                 result["projected_remaining_cost"] = max(0.0, so_far * scale - so_far)
+                # What the same stage would cost sent online (the batch discount's worth).
+                result["projected_online_cost"] = self._cost(*all_tokens) * scale
         return result
 
     @property

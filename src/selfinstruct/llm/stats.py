@@ -33,4 +33,6 @@ class StageStats:
     cached_prompt_tokens: int = 0
     cached_completion_tokens: int = 0
     elapsed_s: float = 0.0
+    # The share of the online price its answers cost (a provider batch: 1 - batch_discount).
+    price_factor: float = 1.0
     last_failure: str | None = None
