@@ -268,3 +268,34 @@ def test_a_whole_run_with_batch_matches_an_online_run(tmp_path: Path) -> None:
     assert files(tmp_path / "batched" / "run") == files(tmp_path / "online" / "run")
     assert stats["batches"] == 2 and stats["paid_twice"] == []  # classify and instances
     assert (tmp_path / "batched" / "run" / "batches.jsonl").exists()
+
+
+def test_a_run_killed_while_polling_resumes_the_same_batches(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from servers.openai_stub import OpenAIStub
+
+    config = tmp_path / "slow.yaml"
+    config.write_text("backend:\n  batch_poll_s: 0.05\n")
+    stub = OpenAIStub("m", scripted=True)
+    argv = [sys.executable, "-m", "selfinstruct", "run", "--out", str(tmp_path / "run"), "-n", "8"]
+    argv += ["--backend", "openai", "--model", "m", "--api", "completions", "--no-progress", "--batch"]
+    argv += ["--config", str(config)]
+    with BatchApiFake(
+        lines_per_poll=1, answer=lambda body: stub.answer(body["prompt"], body.get("seed"))
+    ) as fake:
+        process = subprocess.Popen([*argv, "--base-url", fake.base_url], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while fake.stats()["polls"] < 4 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)  # mid-poll of the classify batch
+        process.wait(timeout=30)
+        assert fake.stats()["batches"] == 1
+        again = subprocess.run(
+            [*argv, "--base-url", fake.base_url], capture_output=True, text=True, timeout=120
+        )
+        stats = fake.stats()
+    assert again.returncode == 0, again.stderr
+    assert stats["batches"] == 2 and stats["uploads"] == 2  # classify's, polled again; then instances'
+    assert stats["paid_twice"] == []
