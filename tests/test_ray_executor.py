@@ -265,13 +265,8 @@ def test_a_request_becomes_vllm_sampling_params() -> None:
 
 
 def test_a_vllm_output_row_becomes_a_completion() -> None:
-    row = {
-        "generated_text": "Hello",
-        "num_input_tokens": 5,
-        "num_generated_tokens": 2,
-        "finish_reason": "length",
-    }
-    completion = vllm_completion(row)
+    row = {"generated_text": "Hello", "num_input_tokens": 5, "num_generated_tokens": 2}
+    completion = vllm_completion(row, max_tokens=16)
     assert (
         completion.text,
         completion.finish_reason,
@@ -279,12 +274,13 @@ def test_a_vllm_output_row_becomes_a_completion() -> None:
         completion.completion_tokens,
     ) == (
         "Hello",
-        "length",
+        "stop",
         5,
         2,
     )
+    assert vllm_completion({**row, "num_generated_tokens": 16}, max_tokens=16).finish_reason == "length"
     with pytest.raises(RetryableBackendError, match="CUDA out of memory"):
-        vllm_completion({"generated_text": "", "__inference_error__": "CUDA out of memory\n  at ..."})
+        vllm_completion({"generated_text": "", "__inference_error__": "CUDA out of memory\n  at ..."}, 16)
 
 
 @pytest.mark.parametrize(

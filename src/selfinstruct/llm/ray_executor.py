@@ -149,7 +149,7 @@ class RayExecutor:
 
     def _completion(self, row: dict[str, Any], request: CompletionRequest) -> Completion:
         if self._ray.processor == "vllm":
-            return vllm_completion(row)
+            return vllm_completion(row, request.params.max_tokens)
         data = json.loads(row["body"])
         if isinstance(data, dict) and data.get("error") and not data.get("choices"):
             # A refusal the worker did not retry (a 4xx, a 500): its body, not an answer.
@@ -191,8 +191,10 @@ def vllm_processor_config(config: BackendConfig) -> Any:
         # The prompts are sent as they are (the stages render them); chat requests carry
         # messages, which the engine's own chat template renders.
         chat_template_stage=config.api == "chat",
+        # vLLM tokenizes the prompt and detokenizes its answer itself; those stages would
+        # only add workers (each a CPU, which a small machine may not have to spare).
         tokenize_stage=False,
-        detokenize_stage=True,
+        detokenize_stage=False,
         should_continue_on_error=True,  # a failed row comes back with its error, the rest go on
     )
 
@@ -221,17 +223,20 @@ def vllm_input(request: CompletionRequest) -> dict[str, Any]:
     return row
 
 
-def vllm_completion(row: dict[str, Any]) -> Completion:
-    """A vLLM processor's output row as a Completion (a row with an error: retryable)."""
+def vllm_completion(row: dict[str, Any], max_tokens: int) -> Completion:
+    """A vLLM processor's output row as a Completion (a row with an error: retryable).
+
+    The processor's rows carry no finish reason: an answer as long as `max_tokens` was cut.
+    """
     error = row.get("__inference_error__") or ""
     if error:
         raise RetryableBackendError(_first_line(str(error)), kind="server")
-    reason = row.get("finish_reason") or "stop"
+    generated = int(row.get("num_generated_tokens") or 0)
     return Completion(
         text=str(row.get("generated_text") or ""),
-        finish_reason="length" if reason == "length" else "stop",
+        finish_reason="length" if generated >= max_tokens else "stop",
         prompt_tokens=int(row.get("num_input_tokens") or 0),
-        completion_tokens=int(row.get("num_generated_tokens") or 0),
+        completion_tokens=generated,
     )
 
 
@@ -245,7 +250,6 @@ def _vllm_row(row: dict[str, Any]) -> dict[str, Any]:
         "generated_text",
         "num_input_tokens",
         "num_generated_tokens",
-        "finish_reason",
         "__inference_error__",
     )
     return {"key": row["key"], **{f: row.get(f) for f in fields if f in row}}
