@@ -60,3 +60,24 @@ def default_sigint() -> None:
     (`make test &`) ignores SIGINT, the child would inherit that, and Python then never
     raises KeyboardInterrupt."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def run_argv(urls: str | list[str], out: Path, n: int, *extra: str) -> list[str]:
+    """`selfinstruct run` of n instructions against OpenAI-compatible server(s), model "m"."""
+    import sys
+
+    argv = [
+        sys.executable,
+        "-m",
+        "selfinstruct",
+        "run",
+        "--out",
+        str(out),
+        "-n",
+        str(n),
+        "--backend",
+        "openai",
+    ]
+    for url in [urls] if isinstance(urls, str) else urls:
+        argv += ["--base-url", url]
+    return [*argv, "--model", "m", "--api", "completions", "--no-progress", *extra]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import run_argv
 from servers.batch_api_fake import BatchApiFake
 
 from selfinstruct.config import BackendConfig, GenerationParams
@@ -234,20 +234,7 @@ def test_a_whole_run_with_batch_matches_an_online_run(tmp_path: Path) -> None:
     config.write_text("backend:\n  batch_poll_s: 0.02\n")
 
     def run(url: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-        argv = [
-            sys.executable,
-            "-m",
-            "selfinstruct",
-            "run",
-            "--out",
-            str(out),
-            "-n",
-            "8",
-            "--backend",
-            "openai",
-        ]
-        argv += ["--base-url", url, "--model", "m", "--api", "completions", "--no-progress", *extra]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        return subprocess.run(run_argv(url, out, 8, *extra), capture_output=True, text=True, timeout=120)
 
     with OpenAIStub("m", scripted=True) as stub:  # answers like a small model, per prompt and seed
         online = run(stub.base_url, tmp_path / "online" / "run")
@@ -279,22 +266,18 @@ def test_a_run_killed_while_polling_resumes_the_same_batches(tmp_path: Path) -> 
     config = tmp_path / "slow.yaml"
     config.write_text("backend:\n  batch_poll_s: 0.05\n")
     stub = OpenAIStub("m", scripted=True)
-    argv = [sys.executable, "-m", "selfinstruct", "run", "--out", str(tmp_path / "run"), "-n", "8"]
-    argv += ["--backend", "openai", "--model", "m", "--api", "completions", "--no-progress", "--batch"]
-    argv += ["--config", str(config)]
     with BatchApiFake(
         lines_per_poll=1, answer=lambda body: stub.answer(body["prompt"], body.get("seed"))
     ) as fake:
-        process = subprocess.Popen([*argv, "--base-url", fake.base_url], stderr=subprocess.DEVNULL)
+        argv = run_argv(fake.base_url, tmp_path / "run", 8, "--batch", "--config", str(config))
+        process = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while fake.stats()["polls"] < 4 and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         process.send_signal(signal.SIGKILL)  # mid-poll of the classify batch
         process.wait(timeout=30)
         assert fake.stats()["batches"] == 1
-        again = subprocess.run(
-            [*argv, "--base-url", fake.base_url], capture_output=True, text=True, timeout=120
-        )
+        again = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         stats = fake.stats()
     assert again.returncode == 0, again.stderr
     assert stats["batches"] == 2 and stats["uploads"] == 2  # classify's, polled again; then instances'

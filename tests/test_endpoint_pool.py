@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import run_argv
 from servers.stub_process import StubProcess
 
 from selfinstruct.config import BackendConfig, GenerationParams
@@ -173,11 +173,7 @@ def test_every_endpoint_down_fails_the_requests_like_one_dead_server(tmp_path: P
 
 
 def run_with(urls: list[str], out: Path, n: int = 30) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "selfinstruct", "run", "--out", str(out), "-n", str(n)]
-    command += ["--backend", "openai", "--model", "m", "--api", "completions", "--no-progress"]
-    for url in urls:
-        command += ["--base-url", url]
-    return subprocess.run(command, capture_output=True, text=True, timeout=180)
+    return subprocess.run(run_argv(urls, out, n), capture_output=True, text=True, timeout=180)
 
 
 def outputs(out: Path) -> dict[str, bytes]:

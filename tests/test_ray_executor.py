@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_argv
 from servers.stub_process import StubProcess
 
 from selfinstruct.config import BackendConfig, GenerationParams, RayConfig
@@ -38,20 +39,7 @@ N = 12
 
 
 def command(url: str, out: Path, *extra: str) -> list[str]:
-    argv = [
-        sys.executable,
-        "-m",
-        "selfinstruct",
-        "run",
-        "--out",
-        str(out),
-        "-n",
-        str(N),
-        "--backend",
-        "openai",
-    ]
-    argv += ["--base-url", url, "--model", "m", "--api", "completions", "--no-progress", *extra]
-    return argv
+    return run_argv(url, out, N, *extra)
 
 
 def run(url: str, out: Path, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
