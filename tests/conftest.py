@@ -81,3 +81,15 @@ def run_argv(urls: str | list[str], out: Path, n: int, *extra: str) -> list[str]
     for url in [urls] if isinstance(urls, str) else urls:
         argv += ["--base-url", url]
     return [*argv, "--model", "m", "--api", "completions", "--no-progress", *extra]
+
+
+def run_outputs(out: Path) -> dict[str, bytes]:
+    """A run's output files by relative path (not its store, summary, config or logs)."""
+    from selfinstruct.rundir import BOOKKEEPING_FILES
+
+    skip = set(BOOKKEEPING_FILES)
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_argv
+from conftest import run_argv, run_outputs
 from servers.batch_api_fake import BatchApiFake
 
 from selfinstruct.config import BackendConfig, GenerationParams
@@ -25,7 +25,6 @@ from selfinstruct.llm.batch_executor import BatchExecutor, BatchJournal
 from selfinstruct.llm.engine import RequestEngine
 from selfinstruct.llm.openai_compat import OpenAIBackend
 from selfinstruct.llm.store import ResponseStore
-from selfinstruct.rundir import BOOKKEEPING_FILES
 
 PARAMS = GenerationParams(max_tokens=16, temperature=0.0, top_p=1.0)
 
@@ -243,16 +242,7 @@ def test_a_whole_run_with_batch_matches_an_online_run(tmp_path: Path) -> None:
         batched = run(fake.base_url, tmp_path / "batched" / "run", "--batch", "--config", str(config))
         stats = fake.stats()
     assert batched.returncode == 0, batched.stderr
-    skip = set(BOOKKEEPING_FILES)
-
-    def files(out: Path) -> dict[str, bytes]:
-        return {
-            str(p.relative_to(out)): p.read_bytes()
-            for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name not in skip
-        }
-
-    assert files(tmp_path / "batched" / "run") == files(tmp_path / "online" / "run")
+    assert run_outputs(tmp_path / "batched" / "run") == run_outputs(tmp_path / "online" / "run")
     assert stats["batches"] == 2 and stats["paid_twice"] == []  # classify and instances
     assert (tmp_path / "batched" / "run" / "batches.jsonl").exists()
 

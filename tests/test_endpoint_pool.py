@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_argv
+from conftest import run_argv, run_outputs
 from servers.stub_process import StubProcess
 
 from selfinstruct.config import BackendConfig, GenerationParams
@@ -25,7 +25,6 @@ from selfinstruct.llm.engine import RequestEngine
 from selfinstruct.llm.openai_compat import OpenAIBackend
 from selfinstruct.llm.retry import RetryPolicy
 from selfinstruct.llm.store import ResponseStore
-from selfinstruct.rundir import BOOKKEEPING_FILES
 
 PARAMS = GenerationParams(max_tokens=16, temperature=0.0, top_p=1.0)
 
@@ -176,15 +175,6 @@ def run_with(urls: list[str], out: Path, n: int = 30) -> subprocess.CompletedPro
     return subprocess.run(run_argv(urls, out, n), capture_output=True, text=True, timeout=180)
 
 
-def outputs(out: Path) -> dict[str, bytes]:
-    skip = set(BOOKKEEPING_FILES)
-    return {
-        str(p.relative_to(out)): p.read_bytes()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name not in skip
-    }
-
-
 def kill_after(stub: StubProcess, answered: int) -> None:
     """Kill `stub` once it has answered that many requests (mid-run on any machine)."""
     deadline = time.monotonic() + 60
@@ -206,7 +196,7 @@ def test_a_run_on_three_servers_with_one_killed_matches_a_one_server_run(tmp_pat
         for s in stubs:
             s.__exit__()
     assert three.returncode == 0, three.stderr
-    assert outputs(tmp_path / "three" / "run") == outputs(tmp_path / "one" / "run")
+    assert run_outputs(tmp_path / "three" / "run") == run_outputs(tmp_path / "one" / "run")
     summary = json.loads((tmp_path / "three" / "run" / "summary.json").read_text())
     report = {e["url"]: e for e in summary["endpoints"]}
     assert list(report) == [s.base_url for s in stubs]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import run_argv
 
 from selfinstruct.rundir import BOOKKEEPING_FILES
 
@@ -53,27 +54,7 @@ def stub_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def run_command(stub_url: str, out: Path, concurrency: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "selfinstruct",
-        "run",
-        "--out",
-        str(out),
-        "-n",
-        str(N_INSTRUCTIONS),
-        "--concurrency",
-        str(concurrency),
-        "--backend",
-        "openai",
-        "--base-url",
-        stub_url,
-        "--model",
-        "m",
-        "--api",
-        "completions",
-        "--no-progress",
-    ]
+    return run_argv(stub_url, out, N_INSTRUCTIONS, "--concurrency", str(concurrency))
 
 
 def run_to_the_end(command: list[str]) -> float:

@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_argv
+from conftest import run_argv, run_outputs
 from servers.stub_process import StubProcess
 
 from selfinstruct.config import BackendConfig, GenerationParams, RayConfig
 from selfinstruct.errors import RetryableBackendError
 from selfinstruct.llm.base import ChatMessage, CompletionRequest
-from selfinstruct.rundir import BOOKKEEPING_FILES
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (make setup installs it)")
 
@@ -53,15 +52,6 @@ def small_batches(folder: Path) -> list[str]:
     return ["--executor", "ray", "--config", str(config)]
 
 
-def outputs(out: Path) -> dict[str, bytes]:
-    skip = set(BOOKKEEPING_FILES)
-    return {
-        str(p.relative_to(out)): p.read_bytes()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name not in skip
-    }
-
-
 def stored(out: Path) -> list[tuple[str, str, str, str]]:
     db = sqlite3.connect(out / "responses.sqlite")
     try:
@@ -88,7 +78,7 @@ def test_a_ray_run_stores_and_writes_exactly_what_a_local_run_does(local_run: Pa
         result = run(stub.base_url, out, "--executor", "ray")
         received = stub.stats()["completions"]
     assert result.returncode == 0, result.stderr
-    assert outputs(out) == outputs(local_run)
+    assert run_outputs(out) == run_outputs(local_run)
     assert stored(out) == stored(local_run)
     summary = json.loads((out / "summary.json").read_text())["requests"]
     assert summary["classify"]["succeeded"] == N and summary["classify"]["prompt_tokens"] > 0
@@ -114,7 +104,7 @@ def test_rows_the_server_refuses_go_to_failed_jsonl_and_a_rerun_sends_only_those
         summary = json.loads((out / "summary.json").read_text())["requests"]
     assert again.returncode == 0, again.stderr
     assert summary["classify"]["sent"] == len(lines)
-    assert outputs(out) == outputs(local_run)
+    assert run_outputs(out) == run_outputs(local_run)
 
 
 def stored_count(out: Path, stage: str) -> int:
@@ -152,7 +142,7 @@ def test_a_driver_killed_mid_job_resumes_from_the_store(local_run: Path, tmp_pat
         summary["classify"]["cached"] >= kept
         and summary["classify"]["sent"] == N - summary["classify"]["cached"]
     )
-    assert outputs(out) == outputs(local_run)
+    assert run_outputs(out) == run_outputs(local_run)
 
 
 def test_a_ray_worker_killed_mid_job_does_not_lose_the_run(local_run: Path, tmp_path: Path) -> None:
@@ -170,7 +160,7 @@ def test_a_ray_worker_killed_mid_job_does_not_lose_the_run(local_run: Path, tmp_
             again = run(stub.base_url, out, "--executor", "ray")
             assert again.returncode == 0, again.stderr
     assert killed, "no Ray worker of the HTTP stage was running"
-    assert outputs(out) == outputs(local_run)
+    assert run_outputs(out) == run_outputs(local_run)
 
 
 def test_without_ray_the_executor_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
