@@ -20,11 +20,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import BackendError, RequestsFailedError, RetryableBackendError
+from selfinstruct.llm.accounting import Accounting
 from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, Outcome, outcome_of
 from selfinstruct.llm.base import Backend, Completion, CompletionRequest
 from selfinstruct.llm.executor import STATEFUL_STAGES, Executor
@@ -88,8 +88,6 @@ class RequestEngine:
                     self.concurrency, retry_after_cap_s=self.retry_policy.retry_after_cap_s
                 ),
             )
-        self.price_per_1k_input = price_per_1k_input
-        self.price_per_1k_output = price_per_1k_output
         self.progress = progress
         self._identity = backend.identity()
         legacy = getattr(backend, "legacy_identities", None)
@@ -98,8 +96,8 @@ class RequestEngine:
         self.hedge = hedge if hedge is not None and getattr(backend, "hedgeable", False) else HedgePolicy(0.0)
         self._latencies: dict[str, LatencyWindow] = {}
         self._hedges_started: dict[str, int] = {}
-        self._stats: dict[str, StageStats] = {}
-        self._stats_lock = threading.Lock()
+        self.accounting = Accounting(price_per_1k_input, price_per_1k_output)
+        self._stats_lock = self.accounting.lock  # held for every change of a stage's counts
         self._log_lock = threading.Lock()
         # Sends the stateless stages' pending requests elsewhere (a Ray job); None = here.
         self.executor = executor
@@ -152,8 +150,7 @@ class RequestEngine:
         raises, nothing more is sent; calls in flight settle first, except after Ctrl-C.
         """
         started = time.monotonic()
-        with self._stats_lock:
-            stats = self._stats.setdefault(stage, StageStats())
+        stats = self.accounting.stage(stage)
         bar = _progress_bar(total, stage, enabled=progress)
 
         def on_submit(key: str, stored: Completion | None, duplicate: bool) -> None:
@@ -197,8 +194,7 @@ class RequestEngine:
     ) -> list[Completion | None]:
         """`run` through an executor: the store and the accounting stay here (executor.py)."""
         started = time.monotonic()
-        with self._stats_lock:
-            stats = self._stats.setdefault(stage, StageStats())
+        stats = self.accounting.stage(stage)
         keys = [self.key(r) for r in requests]
         results: dict[str, Completion | None] = {}
         pending: dict[str, CompletionRequest] = {}
@@ -269,72 +265,11 @@ class RequestEngine:
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per stage: counts, tokens, elapsed seconds, and cost when prices are known."""
-        out: dict[str, dict[str, Any]] = {}
-        with self._stats_lock:
-            for stage, stats in self._stats.items():
-                entry = asdict(stats)
-                if self._priced:
-                    online = self._cost(stats.prompt_tokens, stats.completion_tokens)
-                    entry["cost"] = online * stats.price_factor
-                    if stats.price_factor != 1.0:  # a batch discount: what it saved
-                        entry["online_cost"] = online
-                out[stage] = entry
-        return out
+        return self.accounting.report()
 
     def project(self, stage: str, done_units: int, total_units: int) -> dict[str, Any]:
-        """Cost so far and projected for the whole stage, from its cost per unit so far.
-
-        A unit is whatever the caller counts towards the stage's goal (instructions
-        accepted, tasks classified); the engine cannot know the total, the pipeline can.
-        The per-unit figure includes answers replayed from the store, so a resumed run
-        projects the full run's cost, not only what is left. Cost keys are None without
-        prices; per-unit and projected figures are None before the first unit is done.
-        """
-        if done_units < 0 or total_units < 0:
-            raise ValueError(f"unit counts must not be negative ({done_units}, {total_units})")
-        with self._stats_lock:
-            stats = self._stats.get(stage, StageStats())
-            spent_tokens = (stats.prompt_tokens, stats.completion_tokens)
-            all_tokens = (
-                stats.prompt_tokens + stats.cached_prompt_tokens,
-                stats.completion_tokens + stats.cached_completion_tokens,
-            )
-        scale = total_units / done_units if done_units else None
-        projected_tokens = None if scale is None else [round(t * scale) for t in all_tokens]
-        result: dict[str, Any] = {
-            "stage": stage,
-            "done_units": done_units,
-            "total_units": total_units,
-            "tokens_so_far": sum(all_tokens),
-            "projected_tokens": None if projected_tokens is None else sum(projected_tokens),
-            "cost_this_run": None,
-            "cost_so_far": None,
-            "cost_per_unit": None,
-            "projected_cost": None,
-            "projected_remaining_cost": None,
-            "projected_online_cost": None,
-        }
-        if self._priced:
-            factor = stats.price_factor
-            so_far = self._cost(*all_tokens) * factor
-            result["cost_this_run"] = self._cost(*spent_tokens) * factor
-            result["cost_so_far"] = so_far
-            if scale is not None:
-                result["cost_per_unit"] = so_far / done_units
-                result["projected_cost"] = so_far * scale
-                result["projected_remaining_cost"] = max(0.0, so_far * scale - so_far)
-                # What the same stage would cost sent online (the batch discount's worth).
-                result["projected_online_cost"] = self._cost(*all_tokens) * scale
-        return result
-
-    @property
-    def _priced(self) -> bool:
-        return self.price_per_1k_input is not None or self.price_per_1k_output is not None
-
-    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return prompt_tokens / 1000 * (self.price_per_1k_input or 0.0) + completion_tokens / 1000 * (
-            self.price_per_1k_output or 0.0
-        )
+        """Cost so far and projected for the whole stage (accounting.py)."""
+        return self.accounting.project(stage, done_units, total_units)
 
     # -- sending ---------------------------------------------------------------------------
 
