@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from selfinstruct.config import CompatConfig, build_config
-from selfinstruct.filters.rouge import RougeNoveltyIndex
+from selfinstruct.filters.novelty_index import RougeNoveltyIndex
 from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.records import Instance, SeedTask
 from selfinstruct.stages.bootstrap import (

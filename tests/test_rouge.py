@@ -12,8 +12,9 @@ from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 from rouge_score import rouge_scorer, scoring, tokenize
 
-from selfinstruct.filters import rouge
-from selfinstruct.filters.rouge import RougeNoveltyIndex, rouge_l_fmeasure, rouge_tokenize, unicode_tokenize
+from selfinstruct.filters import novelty_index
+from selfinstruct.filters.novelty_index import RougeNoveltyIndex
+from selfinstruct.filters.rouge import rouge_l_fmeasure, rouge_tokenize, unicode_tokenize
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
@@ -338,7 +339,9 @@ def test_unicode_tokenizer_detects_chinese_near_duplicates_that_the_rouge_tokeni
 def test_index_stays_exact_after_switching_to_tuples_for_a_huge_vocabulary(
     shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rouge, "_MAX_CHAR_ID", 50)  # as if the vocabulary outgrew one character per token
+    monkeypatch.setattr(
+        novelty_index, "_MAX_CHAR_ID", 50
+    )  # as if the vocabulary outgrew one character per token
     stream = candidate_stream(shared_data, 600, seed=5)
     index = RougeNoveltyIndex(0.7)
     assert [index.add_if_novel(t) for t in stream] == brute_force_novelty(stream, 0.7)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from selfinstruct.errors import ConfigError, InputFileError
-from selfinstruct.filters.rouge import TOKENIZERS, RougeNoveltyIndex, TokenizerName
+from selfinstruct.filters.novelty_index import RougeNoveltyIndex
+from selfinstruct.filters.rouge import TOKENIZERS, TokenizerName
 from selfinstruct.records import json_object_line
 
 _PROGRESS_EVERY = 4096  # lines between progress-bar updates: updating per line costs more than ROUGE

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from selfinstruct.filters.rouge import RougeNoveltyIndex, TokenizerName
+from selfinstruct.filters.novelty_index import RougeNoveltyIndex
+from selfinstruct.filters.rouge import TokenizerName
 
 # Figure 3's bins: 0.0-0.05, ..., 0.95-1.0 (the last bin holds 1.0 too).
 BIN_WIDTH = 0.05

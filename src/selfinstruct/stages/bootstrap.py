@@ -30,7 +30,7 @@ from typing import Any
 from selfinstruct.config import CompatConfig, GenerationParams
 from selfinstruct.errors import RequestsFailedError
 from selfinstruct.filters.heuristics import check_instruction
-from selfinstruct.filters.rouge import RougeNoveltyIndex
+from selfinstruct.filters.novelty_index import RougeNoveltyIndex
 from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.parsing.chat_list import parse_chat_instructions
 from selfinstruct.randomness import derive_seed, step_rng
