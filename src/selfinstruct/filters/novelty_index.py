@@ -133,12 +133,13 @@ class RougeNoveltyIndex:
         with self._lock:
             new_keys: list[str | tuple[int, int]] = []
             offsets, tokens, elements = [0], [], []
+            longest = int(self._meta[kernel.LONGEST])
             for text in texts:
                 tids, eids = self._ids_of(self._tokenizer(text) if isinstance(text, str) else text, new_keys)
                 tokens += tids
                 elements += eids
                 offsets.append(len(tokens))
-            longest = max(int(self._meta[kernel.LONGEST]), *(b - a for a, b in zip(offsets, offsets[1:])))
+                longest = max(longest, len(tids))
             self._make_room(len(texts), len(tokens), longest)
             out = np.ones(len(texts), dtype=np.int8)
             q_off, q_tok = np.array(offsets, dtype=np.int64), np.array(tokens, dtype=np.int32)
