@@ -3,8 +3,11 @@ never leaves a half-written output."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,6 +177,23 @@ def test_no_progress_bar_is_drawn_when_stderr_is_not_a_terminal(
 ) -> None:
     dedup_file(write(tmp_path / "in.txt", b"One line.\n"), tmp_path / "out.txt", progress=True)
     assert capsys.readouterr().err == ""
+
+
+def test_the_progress_bar_shows_kept_lines_and_lines_per_second_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    texts = [f"Write a note about topic {i} for the team." for i in range(5000)]
+    source = write(tmp_path / "in.jsonl", jsonl(*texts))
+    report = dedup_file(source, tmp_path / "out.jsonl", progress=True)
+    shown = terminal.getvalue()
+    assert "100%" in shown and f"kept {report.kept:,}/5,000" in shown
+    assert re.search(r"[\d,]+ lines/s", shown)
 
 
 def test_decisions_equal_rouge_score_on_real_sentences(tmp_path: Path, shared_data: Path) -> None:
