@@ -242,3 +242,19 @@ def test_ids_of_texts_that_stay_out_of_the_pool_are_given_back() -> None:
     assert len(index._ids) == vocabulary
     assert index.add_if_novel("completely new words here zz1 yy1")
     assert len(index._ids) == vocabulary + 6
+
+
+def test_long_texts_of_distinct_words_get_their_exact_scores() -> None:
+    # The query's bit masks are sparse (each position sets one bit), so a long text of distinct
+    # words costs memory for its length only.
+    rng = random.Random(8)
+    base = [f"w{i}" for i in range(6000)]
+    variant = base[:]
+    for _ in range(1500):
+        variant[rng.randrange(len(variant))] = f"x{rng.randrange(10**6)}"
+    index = RougeNoveltyIndex(0.7)
+    index.add(" ".join(base))
+    score = index.similarity_stats(" ".join(variant))[0][0][1]
+    assert score == rouge_l_fmeasure(base, variant)
+    assert 0.6 < score < 0.9
+    assert index.is_novel(" ".join(variant)) == (score <= 0.7)

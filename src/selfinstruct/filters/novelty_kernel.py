@@ -61,11 +61,13 @@ def _popcount(x: np.uint64) -> int:
 
 
 @njit(cache=True)
-def _query_masks(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The query's bit masks (per distinct token, its positions) and a small hash table to them.
+def _query_masks(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The query's bit masks: per distinct token, the 64-bit words of its positions that are not zero.
 
-    The table (token ids, rows) has a power-of-two size over twice the query length, so it
-    stays in L1 cache; a pool token is looked up by multiplicative hashing, probing linearly.
+    Returns (table, rows, starts, word_of, bits): a small hash table from token id to its row
+    (a power-of-two size over twice the query length, so it stays in L1 cache; looked up by
+    multiplicative hashing, probing linearly), and row r's words in word_of/bits[starts[r]:
+    starts[r + 1]], in order. Sparse, so a long query needs memory for its length only.
     """
     lc = len(tokens)
     size = 16
@@ -73,16 +75,34 @@ def _query_masks(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         size *= 2
     table = np.full(size, -1, dtype=np.int64)
     rows = np.empty(size, dtype=np.int64)
+    row_of = np.empty(lc, dtype=np.int64)
     distinct = 0
-    for t in tokens:
-        h = _slot_of(table, t)
-        if table[h] < 0:
-            table[h], rows[h] = t, distinct
-            distinct += 1
-    masks = np.zeros((distinct, (lc + 63) // 64), dtype=np.uint64)
     for p in range(lc):
-        masks[rows[_slot_of(table, tokens[p])], p >> 6] |= _ONE << np.uint64(p & 63)
-    return table, rows, masks
+        h = _slot_of(table, tokens[p])
+        if table[h] < 0:
+            table[h], rows[h] = tokens[p], distinct
+            distinct += 1
+        row_of[p] = rows[h]
+    last = np.full(distinct, -1, dtype=np.int64)  # per row, its last word so far
+    starts = np.zeros(distinct + 1, dtype=np.int64)
+    for p in range(lc):
+        if last[row_of[p]] != p >> 6:
+            last[row_of[p]] = p >> 6
+            starts[row_of[p] + 1] += 1
+    for r in range(distinct):
+        starts[r + 1] += starts[r]
+    word_of = np.empty(starts[distinct], dtype=np.int64)
+    bits = np.zeros(starts[distinct], dtype=np.uint64)
+    filled = starts[:distinct].copy()
+    last[:] = -1
+    for p in range(lc):
+        r = row_of[p]
+        if last[r] != p >> 6:
+            last[r] = p >> 6
+            word_of[filled[r]] = p >> 6
+            filled[r] += 1
+        bits[filled[r] - 1] |= _ONE << np.uint64(p & 63)
+    return table, rows, starts, word_of, bits
 
 
 @njit(cache=True)
@@ -96,18 +116,20 @@ def _slot_of(table: np.ndarray, token: int) -> int:
 
 
 @njit(cache=True)
-def _lcs(table: np.ndarray, rows: np.ndarray, masks: np.ndarray, lc: int, item: np.ndarray) -> int:
+def _lcs(masks: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], lc: int, item: np.ndarray) -> int:
     """LCS length by Hyyro's bit-parallel rule V' = (V + (V & M)) | (V & ~M); zeros of V count.
 
     One machine word when the query has at most 64 tokens, else a carry chain over words.
+    A token the query lacks has M = 0 and leaves V as it is.
     """
-    words = masks.shape[1]
+    table, rows, starts, word_of, bits = masks
+    words = (lc + 63) // 64
     if words == 1:
         v = _ALL
         for t in item:
             h = _slot_of(table, t)
-            if table[h] >= 0:  # a token the query lacks leaves V as it is
-                u = v & masks[rows[h], 0]
+            if table[h] >= 0:
+                u = v & bits[starts[rows[h]]]
                 v = (v + u) | (v ^ u)
         return lc - _popcount(v & ((_ALL >> np.uint64(64 - lc)) if lc < 64 else _ALL))
     vs = np.full(words, _ALL, dtype=np.uint64)
@@ -115,10 +137,17 @@ def _lcs(table: np.ndarray, rows: np.ndarray, masks: np.ndarray, lc: int, item: 
         h = _slot_of(table, t)
         if table[h] < 0:
             continue
-        row, carry = rows[h], np.uint64(0)
+        k, end = starts[rows[h]], starts[rows[h] + 1]
+        carry = np.uint64(0)
         for w in range(words):
+            m = np.uint64(0)
+            if k < end and word_of[k] == w:
+                m = bits[k]
+                k += 1
+            elif carry == 0:
+                continue  # no match bits and no carry: this word stays as it is
             x = vs[w]
-            u = x & masks[row, w]
+            u = x & m
             total = x + u
             high = total < x
             total2 = total + carry
@@ -126,10 +155,10 @@ def _lcs(table: np.ndarray, rows: np.ndarray, masks: np.ndarray, lc: int, item: 
             vs[w] = total2 | (x ^ u)
     zeros = 0
     for w in range(words):
-        bits = min(64, lc - 64 * w)
+        bits_in_word = min(64, lc - 64 * w)
         x = ~vs[w]
-        if bits < 64:
-            x &= (_ONE << np.uint64(bits)) - _ONE
+        if bits_in_word < 64:
+            x &= (_ONE << np.uint64(bits_in_word)) - _ONE
         zeros += _popcount(x)
     return zeros
 
@@ -341,12 +370,12 @@ def _search(
     if kept == 0:
         return True
     best_first = np.argsort(bounds[:kept], kind="mergesort")
-    table, rows, masks = _query_masks(tokens)
+    masks = _query_masks(tokens)
     for n in best_first:
         item = candidates[n]
         stats[CHECKED] += 1
         start = s_start[item]
-        if _lcs(table, rows, masks, lc, s_tok[start : start + lengths[item]]) >= needs[n]:
+        if _lcs(masks, lc, s_tok[start : start + lengths[item]]) >= needs[n]:
             return False
     return True
 
@@ -395,8 +424,8 @@ def pool_lcs(tokens: np.ndarray, items: int, s_start: np.ndarray, lengths: np.nd
     lc = len(tokens)
     if lc == 0:
         return out
-    table, rows, masks = _query_masks(tokens)
+    masks = _query_masks(tokens)
     for item in range(items):
         start = s_start[item]
-        out[item] = _lcs(table, rows, masks, lc, s_tok[start : start + lengths[item]])
+        out[item] = _lcs(masks, lc, s_tok[start : start + lengths[item]])
     return out
