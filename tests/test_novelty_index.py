@@ -258,3 +258,30 @@ def test_long_texts_of_distinct_words_get_their_exact_scores() -> None:
     assert score == rouge_l_fmeasure(base, variant)
     assert 0.6 < score < 0.9
     assert index.is_novel(" ".join(variant)) == (score <= 0.7)
+
+
+def test_streamed_batches_are_decided_as_one_text_after_another(shared_data: Path) -> None:
+    # The next batch is tokenised while the current one is searched; ids handed out for a batch
+    # that the next one already uses must survive until that one is decided.
+    stream = candidate_stream(shared_data, 3000, seed=12)
+    stream += [f"{text} unseen{i}" for i, text in enumerate(stream[:600])]  # new words, often dropped
+    batches = [stream[start : start + 250] for start in range(0, len(stream), 250)]
+    index = RougeNoveltyIndex(0.7)
+    ours = [novel for decisions in index.add_novel_batches(batches) for novel in decisions]
+    assert ours == brute_force_novelty(stream, 0.7)
+    kept = [text for text, novel in zip(stream, ours, strict=True) if novel]
+    assert index._texts == kept
+    vocabulary = {t for text in kept for t in index.tokenize(text)}
+    assert {key for key in index._ids if isinstance(key, str)} == vocabulary
+
+
+def test_a_stream_closed_early_leaves_the_index_as_its_decided_batches_made_it() -> None:
+    batches = [[f"write about topic{b} number {i} now{b}" for i in range(100)] for b in range(5)]
+    index = RougeNoveltyIndex(0.7)
+    decisions = index.add_novel_batches(batches)
+    first = next(decisions)  # the second batch is prepared by now, not yet decided
+    decisions.close()
+    assert len(index) == sum(first) == 1
+    assert index.is_novel("write about topic1 number 5 now1")  # the second batch never reached the pool
+    assert "now1" not in index._ids and "topic1" not in index._ids  # nor its words the vocabulary
+    assert index.add_if_novel("a new text after the stream")

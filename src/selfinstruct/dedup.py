@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -107,16 +108,23 @@ def _copy_novel(
 ) -> tuple[int, int]:
     """Write each novel record's line to `out`, adding it to the index; return (read, kept).
 
-    Records go to the index a batch at a time (decided in order, as one by one), so the
-    compiled search runs without a Python round trip per record.
+    Records go to the index a batch at a time (decided in order, as one by one would be); the
+    next batch is read and tokenised while the compiled search decides the current one.
     """
     read = kept = 0
     started = time.perf_counter()
-    try:
+    lines: deque[list[bytes]] = deque()  # the raw lines of the batches handed to the index
+
+    def batches() -> Iterator[list[str]]:
         while batch := list(islice(records, _BATCH)):
-            novel = index.add_novel([text for _, text in batch])
-            out.writelines(raw for (raw, _), added in zip(batch, novel, strict=True) if added)
-            read += len(batch)
+            lines.append([raw for raw, _ in batch])
+            yield [text for _, text in batch]
+
+    try:
+        for novel in index.add_novel_batches(batches()):
+            raws = lines.popleft()
+            out.writelines(raw for raw, added in zip(raws, novel, strict=True) if added)
+            read += len(raws)
             kept += sum(novel)
             if bar is not None:
                 rate = read / max(time.perf_counter() - started, 1e-9)

@@ -39,8 +39,8 @@ freeze count as rarest. Candidates that are dropped leave nothing behind: memory
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from functools import cache
 from typing import Any
@@ -125,51 +125,113 @@ class RougeNoveltyIndex:
         """`add_if_novel` on each text in order (each one sees those added before it)."""
         return self._run(list(texts), kernel.ADD_IF_NOVEL)
 
-    # -- one batch through the kernel ---------------------------------------------------
+    def add_novel_batches(self, batches: Iterable[Sequence[TextOrTokens]]) -> Iterator[list[bool]]:
+        """`add_novel` on each batch in turn, yielding its decisions.
+
+        While the compiled search decides one batch (in two threads), this thread tokenises the
+        next one, so the Python part of the work no longer leaves a core idle. The index is
+        locked until the generator is exhausted or closed.
+        """
+        mode = kernel.ADD_IF_NOVEL
+        with self._lock:
+            running: tuple[_Batch, Future[None]] | None = None  # being decided in the pipeline thread
+            waiting: _Batch | None = None  # prepared, not yet handed over
+            try:
+                for texts in batches:
+                    waiting = self._prepare(list(texts))
+                    if running is not None:
+                        (batch, future), running = running, None
+                        future.result()
+                        yield self._finish(batch, mode, following=waiting)
+                    running, waiting = (waiting, _pipeline_thread().submit(self._decide, waiting, mode)), None
+                if running is not None:
+                    (batch, future), running = running, None
+                    future.result()
+                    yield self._finish(batch, mode, following=None)
+            finally:  # closed early or failed: leave the index as the decided batches made it
+                if running is not None:
+                    running[1].result()
+                    self._finish(running[0], mode, following=waiting)
+                if waiting is not None:
+                    self._give_back(waiting, following=None)
+
+    # -- one batch through the kernel: prepare (Python), decide (compiled), finish ------------
 
     def _run(self, texts: list[TextOrTokens], mode: int) -> list[bool]:
-        if not texts:
-            return []
         with self._lock:
-            new_keys: list[str | tuple[int, int]] = []
-            offsets, tokens, elements = [0], [], []
-            longest = int(self._meta[kernel.LONGEST])
-            for text in texts:
-                tids, eids = self._ids_of(self._tokenizer(text) if isinstance(text, str) else text, new_keys)
-                tokens += tids
-                elements += eids
-                offsets.append(len(tokens))
-                longest = max(longest, len(tids))
-            self._make_room(len(texts), len(tokens), longest)
-            out = np.ones(len(texts), dtype=np.int8)
-            q_off, q_tok = np.array(offsets, dtype=np.int64), np.array(tokens, dtype=np.int32)
-            q_elem = np.array(elements, dtype=np.int32)
-            searched = 0
-            if mode != kernel.ADD and len(texts) >= _PARALLEL_FROM and len(self):
-                self._search_in_parallel(q_off, q_tok, q_elem, out)
-                searched = len(self)
-            first, status, one = 0, kernel.NEED_ROOM, self._scratch[0]
-            while status != kernel.DONE:
-                first, status = kernel.run_batch(
-                    mode, first, searched, q_off, q_tok, q_elem, out, self.threshold, self._alpha, self._prefix,
-                    self._keys, self._counts, self._p_start, self._p_len, self._p_cap, self._p_data,
-                    self._s_start, self._lengths, self._s_tok, self._s_elem, self._sigs, self._meta,
-                    one.state, one.touched, one.stats,
+            batch = self._prepare(texts)
+            self._decide(batch, mode)
+            return self._finish(batch, mode, following=None)
+
+    def _prepare(self, texts: list[TextOrTokens]) -> _Batch:
+        """Tokenise the batch and map its tokens to ids, handing out ids to new ones."""
+        batch = _Batch(texts)
+        offsets, tokens, elements = [0], [], []
+        for text in texts:
+            tids, eids = self._ids_of(
+                self._tokenizer(text) if isinstance(text, str) else text, batch.new_keys
+            )
+            tokens += tids
+            elements += eids
+            offsets.append(len(tokens))
+            batch.longest = max(batch.longest, len(tids))
+        batch.offsets = np.array(offsets, dtype=np.int64)
+        batch.tokens, batch.elements = np.array(tokens, dtype=np.int32), np.array(elements, dtype=np.int32)
+        batch.out = np.ones(len(texts), dtype=np.int8)
+        return batch
+
+    def _decide(self, batch: _Batch, mode: int) -> None:
+        """Run the kernels on a prepared batch: batch.out[q] = 1 for each text found novel.
+
+        Touches the arrays only, never the vocabulary, so the next batch can be prepared meanwhile.
+        """
+        if not batch.texts:
+            return
+        self._make_room(len(batch.texts), len(batch.tokens), batch.longest)
+        q_off, q_tok, q_elem, out = batch.offsets, batch.tokens, batch.elements, batch.out
+        searched = 0
+        if mode != kernel.ADD and len(batch.texts) >= _PARALLEL_FROM and len(self):
+            self._search_in_parallel(q_off, q_tok, q_elem, out)
+            searched = len(self)
+        first, status, one = 0, kernel.NEED_ROOM, self._scratch[0]
+        while status != kernel.DONE:
+            first, status = kernel.run_batch(
+                mode, first, searched, q_off, q_tok, q_elem, out, self.threshold, self._alpha, self._prefix,
+                self._keys, self._counts, self._p_start, self._p_len, self._p_cap, self._p_data,
+                self._s_start, self._lengths, self._s_tok, self._s_elem, self._sigs, self._meta,
+                one.state, one.touched, one.stats,
+            )  # fmt: skip
+            if status == kernel.NEED_ROOM:
+                self._p_data = _grown(self._p_data, 2 * len(self._p_data))
+            elif status == kernel.FREEZE:
+                self._p_data = kernel.rebuild(
+                    self._keys, self._counts, len(self._keys), self._p_start, self._p_len, self._p_cap,
+                    self._s_start, self._lengths, self._s_elem, self._meta, self._prefix,
                 )  # fmt: skip
-                if status == kernel.NEED_ROOM:
-                    self._p_data = _grown(self._p_data, 2 * len(self._p_data))
-                elif status == kernel.FREEZE:
-                    self._p_data = kernel.rebuild(
-                        self._keys, self._counts, self._next_id, self._p_start, self._p_len, self._p_cap,
-                        self._s_start, self._lengths, self._s_elem, self._meta, self._prefix,
-                    )  # fmt: skip
-            for key in new_keys:  # ids that no pool item took are free again
-                if self._counts[self._ids[key]] == 0:
-                    self._free_ids.append(self._ids.pop(key))
-            added = out.astype(bool).tolist()
-            if self._texts is not None and mode != kernel.CHECK:
-                self._texts += [_text(t) for t, was_added in zip(texts, added, strict=True) if was_added]
-            return added
+
+    def _give_back(self, batch: _Batch, following: _Batch | None) -> None:
+        """Free the ids handed out for the batch that no pool item took.
+
+        An id that the following (already prepared) batch uses stays taken; it is looked at
+        again when that batch finishes.
+        """
+        in_use: set[int] = set()
+        if following is not None:
+            in_use = set(np.unique(np.concatenate([following.tokens, following.elements])).tolist())
+        for key in batch.new_keys:
+            taken = self._ids[key]
+            if taken in in_use:
+                following.new_keys.append(key)  # type: ignore[union-attr]
+            elif self._counts[taken] == 0:
+                self._free_ids.append(self._ids.pop(key))
+
+    def _finish(self, batch: _Batch, mode: int, following: _Batch | None) -> list[bool]:
+        """Give back the ids no pool item took, keep the added texts, return the decisions."""
+        self._give_back(batch, following)
+        added = batch.out.astype(bool).tolist()
+        if self._texts is not None and mode != kernel.CHECK:
+            self._texts += [_text(t) for t, was_added in zip(batch.texts, added, strict=True) if was_added]
+        return added
 
     def _search_in_parallel(self, q_off: Int64Array, q_tok: Any, q_elem: Any, out: Any) -> None:
         """Search every candidate against the pool as it is, half of them in each of two threads."""
@@ -304,6 +366,17 @@ class RougeNoveltyIndex:
         return [(texts[i], float(scores[i])) for i in top], float(np.mean(scores))
 
 
+class _Batch:
+    """A batch of texts on its way through the index: their ids (flat, with offsets), the keys
+    of the ids handed out for it, and the decisions."""
+
+    def __init__(self, texts: list[TextOrTokens]) -> None:
+        self.texts = texts
+        self.new_keys: list[str | tuple[int, int]] = []
+        self.longest = 0
+        self.offsets = self.tokens = self.elements = self.out = np.zeros(0, dtype=np.int64)
+
+
 class _Scratch:
     """One searching thread's working arrays (see novelty_kernel)."""
 
@@ -311,6 +384,12 @@ class _Scratch:
         self.state = np.zeros(0, dtype=np.int64)
         self.touched = np.zeros(0, dtype=np.int64)
         self.stats = np.zeros(2, dtype=np.int64)
+
+
+@cache
+def _pipeline_thread() -> ThreadPoolExecutor:
+    """Where `add_novel_batches` decides a batch while the caller's thread prepares the next."""
+    return ThreadPoolExecutor(1, thread_name_prefix="novelty-batch")
 
 
 @cache
