@@ -116,7 +116,9 @@ def _slot_of(table: np.ndarray, token: int) -> int:
 
 
 @njit(cache=True)
-def _lcs(masks: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], lc: int, item: np.ndarray) -> int:
+def _lcs(
+    masks: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], lc: int, item: np.ndarray
+) -> int:
     """LCS length by Hyyro's bit-parallel rule V' = (V + (V & M)) | (V & ~M); zeros of V count.
 
     One machine word when the query has at most 64 tokens, else a carry chain over words.
