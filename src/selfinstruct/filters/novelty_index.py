@@ -19,21 +19,28 @@ and sort each text's elements by it. If two sets share >= alpha elements, the fi
 |x| - alpha + 1 elements of x and the first |y| - alpha + 1 of y share one (pigeonhole). So the
 index lists each item only under the elements of its prefix (the rarest ~46% at 0.7), and a
 candidate probes only the lists of its own prefix. Common words sit at the end of both
-prefixes and are never looked at. Elements the pool has never seen come first in the order;
-no list holds them, so they only use up a candidate's prefix.
+prefixes and are never looked at. Elements in no pool item come first in the order; no list
+holds them, so they only use up a candidate's prefix.
 
-Positional bound. For an item found under h of the probed elements, the last of them at
-position i in the candidate and j in the item: every shared element before it in the order is
-among the h, and those after it number at most min(lc - 1 - i, lp - 1 - j). The item is skipped
-unless min(h + that, lc, lp) >= alpha(lc + lp); only the survivors get an LCS (rapidfuzz,
-bit-parallel), best bound first, and the search stops at the first item over the threshold.
-The decision itself always uses rouge-score's float expression on the real LCS, so boundary
-cases come out as rouge-score has them: an LCS of 7 between 7 and 13 tokens gives
-2*P*R/(P+R) = 0.7000000000000001, over 0.7, though 2*7/20 is 0.7.
+Bounds before any LCS (novelty_kernel.py). Each posting carries the item's length and the
+element's position j in the item's order. Met first at position i of the candidate, an item
+can share at most 1 + min(lc - 1 - i, lp - 1 - j) elements: if that is below alpha, the
+posting is skipped unread (PPJoin's positional filter). For an item found under h probed
+elements, the last at (i, j): every shared element before it in the order is among the h, and
+those after it number at most min(lc - 1 - i, lp - 1 - j). Then a 128-bit signature of the
+item's tokens (one hash bit per token): a candidate token on a bit the item lacks is not in
+the item. Only the items whose bounds reach the least matching LCS for their two lengths get
+an LCS (bit-parallel, best bound first), and the search stops at the first item over the
+threshold. That least LCS comes from rouge-score's own float expression, so boundary cases come
+out as rouge-score has them: an LCS of 7 between 7 and 13 tokens gives 2*P*R/(P+R) =
+0.7000000000000001, over 0.7, though 2*7/20 is 0.7.
 
 The order is refrozen (and the lists rebuilt) each time the pool doubles, so it follows the
 pool's real frequencies at a cost of O(pool) amortised work; elements new since the last
-freeze count as rarest. Candidates that are dropped leave nothing behind: memory is O(pool).
+freeze count as rarest. Texts go through in batches: two threads search the pool for the
+batch's halves, then the batch is decided in order against its own earlier texts, so the
+decisions are those of one text after another. Ids handed to the words of a text that stays
+out are given back: memory is O(pool), whatever the input's size.
 """
 
 from __future__ import annotations
