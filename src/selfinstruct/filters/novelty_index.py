@@ -206,7 +206,7 @@ class RougeNoveltyIndex:
                 mode, first, searched, q_off, q_tok, q_elem, out, self.threshold, self._alpha, self._prefix,
                 self._keys, self._counts, self._p_start, self._p_len, self._p_cap, self._p_data,
                 self._s_start, self._lengths, self._s_tok, self._s_elem, self._sigs, self._meta,
-                one.state, one.touched, one.stats,
+                one.state, one.touched,
             )  # fmt: skip
             if status == kernel.NEED_ROOM:
                 self._p_data = _grown(self._p_data, 2 * len(self._p_data))
@@ -248,17 +248,12 @@ class RougeNoveltyIndex:
             kernel.search_batch(
                 first, 2, q_off, q_tok, q_elem, out, self.threshold, self._alpha, self._prefix, self._keys,
                 self._p_start, self._p_len, self._p_data, self._s_start, self._lengths, self._s_tok, self._sigs,
-                self._meta, scratch.state, scratch.touched, scratch.stats,
+                self._meta, scratch.state, scratch.touched,
             )  # fmt: skip
 
         other = _helper_thread().submit(half, 1)
         half(0)
         other.result()
-
-    @property
-    def work(self) -> tuple[int, int]:
-        """Postings read and LCS computed so far, over all searches (for benchmarks)."""
-        return tuple(int(sum(s.stats[i] for s in self._scratch)) for i in (kernel.SCANNED, kernel.CHECKED))  # type: ignore[return-value]
 
     def _ids_of(
         self, tokens: Sequence[str], new_keys: list[str | tuple[int, int]]
@@ -302,11 +297,8 @@ class RougeNoveltyIndex:
         items = int(self._meta[kernel.ITEMS]) + texts
         if len(self._lengths) < items:
             size = max(2 * items, 1024)
-            for name in ("_s_start", "_lengths"):
+            for name in ("_s_start", "_lengths", "_sigs"):
                 setattr(self, name, _grown(getattr(self, name), size))
-            sigs = np.zeros((size, 2), dtype=np.uint64)
-            sigs[: len(self._sigs)] = self._sigs
-            self._sigs = sigs
             for scratch in self._scratch:
                 scratch.state, scratch.touched = _grown(scratch.state, size), _grown(scratch.touched, size)
         used = int(self._meta[kernel.S_USED]) + tokens
@@ -390,7 +382,6 @@ class _Scratch:
     def __init__(self) -> None:
         self.state = np.zeros(0, dtype=np.int64)
         self.touched = np.zeros(0, dtype=np.int64)
-        self.stats = np.zeros(2, dtype=np.int64)
 
 
 @cache
@@ -406,8 +397,8 @@ def _helper_thread() -> ThreadPoolExecutor:
 
 
 def _grown(array: np.ndarray[Any, Any], size: int) -> np.ndarray[Any, Any]:
-    """A copy of the array with room for `size` entries (zeros after the old ones)."""
-    bigger = np.zeros(size, dtype=array.dtype)
+    """A copy of the array with room for `size` rows (zeros after the old ones)."""
+    bigger = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
     bigger[: len(array)] = array
     return bigger
 

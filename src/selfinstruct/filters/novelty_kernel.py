@@ -13,8 +13,7 @@ Layout (ids are token or element ids, items are pool entries, all int64 unless n
   p_data            postings, item << 32 | item length << 16 | position in the item's order
   s_start[item], lengths[item]   the item's tokens in s_tok (int32), elements in s_elem (int32)
   meta              [items, s_used, p_used, longest, next_freeze]
-  state, touched, stats   one scratch set per thread: per item, its hits so far; the
-                    items hit; per token, its row in the query's bit masks; counters
+  state, touched    one scratch pair per searching thread: per item, its hits so far; the items hit
 """
 
 from __future__ import annotations
@@ -22,8 +21,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from selfinstruct.filters import rouge
+
 ITEMS, S_USED, P_USED, LONGEST, NEXT_FREEZE = range(5)
-SCANNED, CHECKED = range(2)  # stats: postings read, LCS computed
 DONE, NEED_ROOM, FREEZE = range(3)  # why a batch call returned
 CHECK, ADD_IF_NOVEL, ADD = range(3)  # what a batch call does with each candidate
 
@@ -32,14 +32,9 @@ _ONE = np.uint64(1)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-@njit(cache=True)
-def fmeasure(lcs: int, target_len: int, prediction_len: int) -> float:
-    """rouge-score's F-measure, operation for operation (IEEE float64, as in Python)."""
-    precision = lcs / prediction_len
-    recall = lcs / target_len
-    if precision + recall > 0:
-        return 2 * precision * recall / (precision + recall)
-    return 0.0
+# rouge-score's F-measure, the project's own function compiled: numba's float64 arithmetic is
+# IEEE, as Python's, so the two agree bit for bit.
+fmeasure = njit(cache=True)(rouge.fmeasure)
 
 
 @njit(cache=True)
@@ -213,7 +208,6 @@ def search_batch(
     threshold: float, alpha: np.ndarray, prefix: np.ndarray, keys: np.ndarray,
     p_start: np.ndarray, p_len: np.ndarray, p_data: np.ndarray, s_start: np.ndarray, lengths: np.ndarray,
     s_tok: np.ndarray, sigs: np.ndarray, meta: np.ndarray, state: np.ndarray, touched: np.ndarray,
-    stats: np.ndarray,
 ) -> None:  # fmt: skip
     """out[q] = 1 if candidate q matches no item of the pool as it is, for q = first, first + stride...
 
@@ -229,7 +223,7 @@ def search_batch(
             elements = q_elem[lo:hi]
             order = np.argsort(keys[elements])
             if not _search(0, lc, q_tok[lo:hi], elements, order, threshold, alpha, prefix, p_start, p_len,
-                           p_data, s_start, lengths, s_tok, sigs, state, touched, stats):  # fmt: skip
+                           p_data, s_start, lengths, s_tok, sigs, state, touched):  # fmt: skip
                 out[q] = 0
 
 
@@ -239,7 +233,7 @@ def run_batch(
     out: np.ndarray, threshold: float, alpha: np.ndarray, prefix: np.ndarray,
     keys: np.ndarray, counts: np.ndarray, p_start: np.ndarray, p_len: np.ndarray, p_cap: np.ndarray,
     p_data: np.ndarray, s_start: np.ndarray, lengths: np.ndarray, s_tok: np.ndarray, s_elem: np.ndarray,
-    sigs: np.ndarray, meta: np.ndarray, state: np.ndarray, touched: np.ndarray, stats: np.ndarray,
+    sigs: np.ndarray, meta: np.ndarray, state: np.ndarray, touched: np.ndarray,
 ) -> tuple[int, int]:  # fmt: skip
     """Decide candidates first.. in order; out[q] = 1 when novel (and added, unless mode is CHECK).
 
@@ -250,12 +244,14 @@ def run_batch(
     for q in range(first, len(offsets) - 1):
         lo, hi = offsets[q], offsets[q + 1]
         lc = hi - lo
+        novel = mode == ADD or out[q] == 1
+        if not novel:
+            continue  # matched in the pool by search_batch
         tokens, elements = q_tok[lo:hi], q_elem[lo:hi]
         order = np.argsort(keys[elements])
-        novel = mode == ADD or out[q] == 1
-        if novel and mode != ADD and lc > 0 and meta[ITEMS] > searched and prefix[lc] > 0:
+        if mode != ADD and lc > 0 and meta[ITEMS] > searched and prefix[lc] > 0:
             novel = _search(searched, lc, tokens, elements, order, threshold, alpha, prefix, p_start, p_len,
-                            p_data, s_start, lengths, s_tok, sigs, state, touched, stats)  # fmt: skip
+                            p_data, s_start, lengths, s_tok, sigs, state, touched)  # fmt: skip
         out[q] = 1 if novel else 0
         if not novel or mode == CHECK:
             continue
@@ -305,20 +301,18 @@ def _search(
     searched: int, lc: int, tokens: np.ndarray, elements: np.ndarray, order: np.ndarray, threshold: float,
     alpha: np.ndarray, prefix: np.ndarray, p_start: np.ndarray, p_len: np.ndarray, p_data: np.ndarray,
     s_start: np.ndarray, lengths: np.ndarray, s_tok: np.ndarray, sigs: np.ndarray,
-    state: np.ndarray, touched: np.ndarray, stats: np.ndarray,
+    state: np.ndarray, touched: np.ndarray,
 ) -> bool:  # fmt: skip
     """True iff no pool item from `searched` on has an F-measure over the threshold with this candidate.
 
     state[item] = hits << 40 | i << 20 | j of the last hit, zero again when done.
     """
     found = 0
-    scanned = 0
     for i in range(prefix[lc]):
         e = elements[order[i]]
         lo, hi = p_start[e], p_start[e] + p_len[e]
         if searched > 0:
             lo = _first_at_least(p_data, lo, hi, searched)
-        scanned += hi - lo
         room = lc - 1 - i  # candidate elements after this one
         for k in range(lo, hi):
             entry = p_data[k]
@@ -335,7 +329,6 @@ def _search(
                 touched[found] = item
                 found += 1
             state[item] = (((s >> 40) + 1) << 40) | (min(i, 0xFFFFF) << 20) | j
-    stats[SCANNED] += scanned
     if found == 0:
         return True
     # Signature bound: a candidate token whose bit the item's signature lacks is not in the
@@ -375,7 +368,6 @@ def _search(
     masks = _query_masks(tokens)
     for n in best_first:
         item = candidates[n]
-        stats[CHECKED] += 1
         start = s_start[item]
         if _lcs(masks, lc, s_tok[start : start + lengths[item]]) >= needs[n]:
             return False
