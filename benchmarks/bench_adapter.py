@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from selfinstruct.backends import make_backend  # noqa: E402
 from selfinstruct.config import BackendConfig, GenerationParams, cache_dir  # noqa: E402
 from selfinstruct.evaluate.superni import build_prompt, load_tasks  # noqa: E402
-from selfinstruct.llm.base import CompletionRequest  # noqa: E402
+from selfinstruct.llm.types import CompletionRequest  # noqa: E402
 from selfinstruct.train.merge import export_merged  # noqa: E402
 
 TASKS = REPO.parent / "shared" / "data" / "superni_test" / "tasks"

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from selfinstruct.config import BackendConfig, GenerationParams  # noqa: E402
-from selfinstruct.llm.base import Completion, CompletionRequest  # noqa: E402
+from selfinstruct.llm.types import Completion, CompletionRequest  # noqa: E402
 from selfinstruct.models.files import default_model_path  # noqa: E402
 from selfinstruct.runtimes.embedded import EmbeddedBackend  # noqa: E402
 

@@ -32,9 +32,9 @@ from pathlib import Path
 from bench_engine import Server, fixed_delay_server, requests
 
 from selfinstruct.config import BackendConfig
-from selfinstruct.llm.endpoint_pool import EndpointPool
 from selfinstruct.llm.engine import RequestEngine
-from selfinstruct.llm.openai_compat import OpenAIBackend
+from selfinstruct.llm.openai.client import OpenAIBackend
+from selfinstruct.llm.openai.endpoint_pool import EndpointPool
 from selfinstruct.llm.store import ResponseStore
 from selfinstruct.rundir import BOOKKEEPING_FILES
 

@@ -40,10 +40,10 @@ from pathlib import Path
 import httpx
 
 from selfinstruct.config import BackendConfig, GenerationParams
-from selfinstruct.llm.base import CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
-from selfinstruct.llm.openai_compat import OpenAIBackend
+from selfinstruct.llm.openai.client import OpenAIBackend
 from selfinstruct.llm.store import ResponseStore
+from selfinstruct.llm.types import CompletionRequest
 
 HERE = Path(__file__).resolve().parent
 SERVER = HERE / "servers" / "fixed_delay_server.py"

@@ -21,8 +21,8 @@ from bench_engine import fixed_delay_server, requests
 
 from selfinstruct.config import BackendConfig, RayConfig
 from selfinstruct.llm.engine import RequestEngine
-from selfinstruct.llm.openai_compat import OpenAIBackend
-from selfinstruct.llm.ray_executor import RayExecutor
+from selfinstruct.llm.executors.ray import RayExecutor
+from selfinstruct.llm.openai.client import OpenAIBackend
 from selfinstruct.llm.store import ResponseStore
 
 CONCURRENCY = 16

@@ -26,17 +26,17 @@ from typing import Any
 import ray
 
 from selfinstruct.config import BackendConfig, GenerationParams, RayConfig
-from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
-from selfinstruct.llm.ray_executor import RayExecutor
+from selfinstruct.llm.executors.ray import RayExecutor
 from selfinstruct.llm.store import ResponseStore
+from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest
 
 CACHE = Path(os.environ.get("SELFINSTRUCT_CACHE_DIR") or Path(__file__).resolve().parents[1] / ".cache")
 MODEL = str(CACHE / "hf" / "gemma-3-270m")
 PROMPTS = ["The capital of France is", "Three fruits:", "Instruction: Give one tip for sleep.\nAnswer:"]
 
 
-class NoBackend:
+class NoBackend(BackendBase):
     """The stateless stages need no backend on the driver when vLLM runs in the workers."""
 
     def identity(self) -> dict[str, Any]:

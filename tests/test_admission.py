@@ -9,7 +9,7 @@ import time
 import pytest
 
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.admission import (
+from selfinstruct.llm.control.admission import (
     AdmissionCancelled,
     AdmissionController,
     Outcome,

@@ -19,12 +19,12 @@ from servers.batch_api_fake import BatchApiFake
 
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError
-from selfinstruct.llm.base import CompletionRequest
-from selfinstruct.llm.batch_api import BatchClient, batch_line, read_results, split_into_files
-from selfinstruct.llm.batch_executor import BatchExecutor, BatchJournal
 from selfinstruct.llm.engine import RequestEngine
-from selfinstruct.llm.openai_compat import OpenAIBackend
+from selfinstruct.llm.executors.batch import BatchExecutor, BatchJournal
+from selfinstruct.llm.openai.batches import BatchClient, batch_line, read_results, split_into_files
+from selfinstruct.llm.openai.client import OpenAIBackend
 from selfinstruct.llm.store import ResponseStore
+from selfinstruct.llm.types import CompletionRequest
 
 PARAMS = GenerationParams(max_tokens=16, temperature=0.0, top_p=1.0)
 
@@ -82,7 +82,10 @@ def test_every_answer_comes_back_by_custom_id_and_is_stored(fake: BatchApiFake, 
 
 
 def test_the_bootstrap_is_never_batched(fake: BatchApiFake, tmp_path: Path) -> None:
-    engine_for(fake, tmp_path).run(requests(3), "bootstrap")
+    # The bootstrap streams its requests (each prompt depends on the answers before it),
+    # and a stream is always served in this process.
+    with engine_for(fake, tmp_path).stream("bootstrap") as stream:
+        [stream.result(f) for f in [stream.submit(r) for r in requests(3)]]
     assert fake.stats()["batches"] == 0 and fake.online_requests == 3
 
 

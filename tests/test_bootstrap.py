@@ -12,7 +12,7 @@ import pytest
 
 from selfinstruct.config import CompatConfig, build_config
 from selfinstruct.filters.novelty_index import RougeNoveltyIndex
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.types import Completion, CompletionRequest
 from selfinstruct.records import Instance, SeedTask
 from selfinstruct.stages.bootstrap import (
     AHEAD_PER_SLOT,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfinstruct.llm.breaker import BreakerState, CircuitBreaker
+from selfinstruct.llm.control.breaker import BreakerState, CircuitBreaker
 
 
 class Clock:

@@ -14,7 +14,7 @@ from servers.llama_server import cache_dir_for_tests, model_path_for_tests
 from selfinstruct.backends import make_backend
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.llm.types import CompletionRequest
 from selfinstruct.models.digest import file_sha256
 from selfinstruct.models.files import MODEL_FILE_NAME
 from selfinstruct.runtimes.embedded import EmbeddedBackend

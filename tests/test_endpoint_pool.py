@@ -18,13 +18,13 @@ from conftest import run_argv, run_outputs
 from servers.stub_process import StubProcess
 
 from selfinstruct.config import BackendConfig, GenerationParams
-from selfinstruct.llm.base import CompletionRequest
-from selfinstruct.llm.breaker import BreakerState, CircuitBreaker
-from selfinstruct.llm.endpoint_pool import EndpointPool
+from selfinstruct.llm.control.breaker import BreakerState, CircuitBreaker
+from selfinstruct.llm.control.retry import RetryPolicy
 from selfinstruct.llm.engine import RequestEngine
-from selfinstruct.llm.openai_compat import OpenAIBackend
-from selfinstruct.llm.retry import RetryPolicy
+from selfinstruct.llm.openai.client import OpenAIBackend
+from selfinstruct.llm.openai.endpoint_pool import EndpointPool
 from selfinstruct.llm.store import ResponseStore
+from selfinstruct.llm.types import CompletionRequest
 
 PARAMS = GenerationParams(max_tokens=16, temperature=0.0, top_p=1.0)
 
@@ -42,7 +42,7 @@ def servers() -> Iterator[list[StubProcess]]:
 def pool_engine(
     urls: list[str], folder: Path, *, concurrency: int = 4, timeout_s: float = 5.0, hedge: bool = False
 ) -> RequestEngine:
-    from selfinstruct.llm.hedging import HedgePolicy
+    from selfinstruct.llm.control.hedging import HedgePolicy
 
     config = BackendConfig(kind="openai", model="m", endpoints=urls, concurrency=concurrency)
     pool = EndpointPool(config)
@@ -144,7 +144,7 @@ def test_answers_stored_under_an_older_url_key_are_not_paid_for_again(
     store = ResponseStore(tmp_path / "store.sqlite")
     old_identity = OpenAIBackend(config).legacy_identities()[0]
     assert old_identity["base_url"] == servers[0].base_url
-    from selfinstruct.llm.base import Completion
+    from selfinstruct.llm.types import Completion
 
     for request in requests(5):
         store.put(request.key(old_identity), "s", {}, Completion("stored before", "stop"))

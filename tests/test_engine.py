@@ -25,12 +25,12 @@ from servers.openai_stub import (
 
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError
-from selfinstruct.llm.base import ChatMessage, CompletionRequest
+from selfinstruct.llm.control.hedging import HedgePolicy
+from selfinstruct.llm.control.retry import RetryPolicy
 from selfinstruct.llm.engine import RequestEngine
-from selfinstruct.llm.hedging import HedgePolicy
-from selfinstruct.llm.openai_compat import OpenAIBackend
-from selfinstruct.llm.retry import RetryPolicy
+from selfinstruct.llm.openai.client import OpenAIBackend
 from selfinstruct.llm.store import ResponseStore
+from selfinstruct.llm.types import ChatMessage, CompletionRequest
 
 FAKE_KEY = "sk-engine-test-QQ77-very-secret"
 PARAMS = GenerationParams(max_tokens=16, temperature=0.7, top_p=0.9, seed=1)

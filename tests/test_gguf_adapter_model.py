@@ -17,7 +17,7 @@ import pytest
 from servers.llama_server import cache_dir_for_tests
 
 from selfinstruct.config import BackendConfig, GenerationParams
-from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.llm.types import CompletionRequest
 
 pytestmark = pytest.mark.model
 

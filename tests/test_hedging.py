@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.hedging import HedgePolicy, LatencyWindow, race
-from selfinstruct.llm.stream import StreamAborted
+from selfinstruct.llm.control.hedging import HedgePolicy, LatencyWindow, race
+from selfinstruct.llm.types import StreamAborted
 
 FAST = HedgePolicy(min_samples=4, factor=2.0, quantile=0.95, min_delay_s=0.01)
 

@@ -30,8 +30,8 @@ from servers.openai_stub import (
 
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.base import ChatMessage, CompletionRequest
-from selfinstruct.llm.openai_compat import OpenAIBackend, parse_retry_after
+from selfinstruct.llm.openai.client import OpenAIBackend, parse_retry_after
+from selfinstruct.llm.types import ChatMessage, CompletionRequest
 
 FAKE_KEY = "sk-test-ZX9Q-distinctive-secret-4242"
 PARAMS = GenerationParams(max_tokens=32, temperature=0.7, top_p=0.5)

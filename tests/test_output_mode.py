@@ -21,8 +21,8 @@ from selfinstruct.cli.generate import resolve_config
 from selfinstruct.cli.parser import build_parser
 from selfinstruct.config import BackendConfig, GenerationParams, build_config
 from selfinstruct.errors import BackendError
-from selfinstruct.llm.base import ChatMessage, CompletionRequest
-from selfinstruct.llm.openai_compat import OpenAIBackend
+from selfinstruct.llm.openai.client import OpenAIBackend
+from selfinstruct.llm.types import ChatMessage, CompletionRequest
 from selfinstruct.pipeline import Run
 
 MODEL = "stub-model"

@@ -22,9 +22,9 @@ from servers.openai_stub import Fault, OpenAIStub
 from selfinstruct.config import BackendConfig, CompatConfig, GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.evaluate.user_oriented import parse_grade
-from selfinstruct.llm.base import Completion, CompletionRequest
-from selfinstruct.llm.openai_answer import parse_answer
-from selfinstruct.llm.openai_compat import OpenAIBackend, parse_retry_after
+from selfinstruct.llm.openai.answer import parse_answer
+from selfinstruct.llm.openai.client import OpenAIBackend, parse_retry_after
+from selfinstruct.llm.types import Completion, CompletionRequest
 from selfinstruct.parsing import instances_of_record, is_classification_answer
 from selfinstruct.parsing.chat_answers import parse_chat_instances, parse_chat_tasks, parse_chat_yes_no
 from selfinstruct.parsing.completion import parse_classification_instances, parse_generation_instances

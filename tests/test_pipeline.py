@@ -17,7 +17,7 @@ from servers.scripted_answers import WORDS, ScriptedModel
 
 from selfinstruct.config import build_config
 from selfinstruct.errors import RequestsFailedError
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.types import Completion, CompletionRequest
 from selfinstruct.pipeline import Run
 from selfinstruct.rundir import BOOKKEEPING_FILES, INSTANCES_FILE, INSTRUCTIONS_FILE
 

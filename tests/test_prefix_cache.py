@@ -18,9 +18,9 @@ from servers.llama_server import model_path_for_tests
 from selfinstruct.cli.summary import print_summary
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import RetryableBackendError
-from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
 from selfinstruct.llm.store import ResponseStore
+from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest
 from selfinstruct.prompts import (
     ClassifyPrompt,
     InstancesClassificationPrompt,
@@ -140,7 +140,7 @@ def test_nothing_is_saved_when_another_slot_holds_it_or_no_free_slot_is_expendab
 # -- counted per stage -------------------------------------------------------------------------
 
 
-class ReusingBackend:
+class ReusingBackend(BackendBase):
     """Answers every prompt with its length, saying half of the prompt came from a cache."""
 
     def identity(self) -> dict[str, Any]:

@@ -23,11 +23,11 @@ from servers.stub_process import StubProcess
 
 from selfinstruct.config import BackendConfig, GenerationParams, RayConfig
 from selfinstruct.errors import RetryableBackendError
-from selfinstruct.llm.base import ChatMessage, CompletionRequest
+from selfinstruct.llm.types import ChatMessage, CompletionRequest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (make setup installs it)")
 
-from selfinstruct.llm.ray_executor import (  # noqa: E402  (needs ray)
+from selfinstruct.llm.executors.ray import (  # noqa: E402  (needs ray)
     deal_by_weight,
     vllm_completion,
     vllm_input,

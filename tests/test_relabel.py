@@ -14,7 +14,7 @@ from typing import Any
 from conftest import RunFactory
 from servers.scripted_answers import ScriptedModel
 
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest
 from selfinstruct.records import Triple
 from selfinstruct.stages.relabel import relabel_triples
 
@@ -43,7 +43,7 @@ class BaseModelTeacher(ScriptedModel):
         return Completion(text, finish)
 
 
-class ChatTeacher:
+class ChatTeacher(BackendBase):
     chat = True
 
     def __init__(self, reply: str) -> None:

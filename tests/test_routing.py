@@ -8,9 +8,9 @@ import time
 import pytest
 
 from selfinstruct.errors import RetryableBackendError
-from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, Outcome
-from selfinstruct.llm.breaker import BreakerState, CircuitBreaker
-from selfinstruct.llm.routing import Route, Router
+from selfinstruct.llm.control.admission import AdmissionCancelled, AdmissionController, Outcome
+from selfinstruct.llm.control.breaker import BreakerState, CircuitBreaker
+from selfinstruct.llm.control.routing import Route, Router
 
 
 def routes(*weights: float, limit: int = 4) -> list[Route]:

@@ -16,7 +16,7 @@ import pytest
 
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import BackendError
-from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.llm.types import CompletionRequest
 from selfinstruct.runtimes import sampling
 from selfinstruct.runtimes.sampling import (
     MIN_ANSWER_TOKENS,

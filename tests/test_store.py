@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from selfinstruct.errors import InputFileError
-from selfinstruct.llm.base import Completion
 from selfinstruct.llm.store import ResponseStore
+from selfinstruct.llm.types import Completion
 
 META = {"prompt": "p", "params": {"max_tokens": 5}, "backend": {"kind": "openai"}}
 

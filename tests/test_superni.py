@@ -14,10 +14,10 @@ from selfinstruct.backends import build_engine
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import InputFileError
 from selfinstruct.evaluate.superni import build_prompt, evaluate_superni, load_task, load_tasks
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest
 
 
-class EchoModel:
+class EchoModel(BackendBase):
     """Answers with the last input word: right for some instances, wrong for others."""
 
     def __init__(self) -> None:

@@ -27,7 +27,7 @@ from servers.llama_server import cache_dir_for_tests  # noqa: E402
 from selfinstruct.backends import make_backend  # noqa: E402
 from selfinstruct.config import BackendConfig, GenerationParams  # noqa: E402
 from selfinstruct.errors import BackendError  # noqa: E402
-from selfinstruct.llm.base import CompletionRequest  # noqa: E402
+from selfinstruct.llm.types import CompletionRequest  # noqa: E402
 from selfinstruct.runtimes.sampling import (  # noqa: E402
     choose_token,
     penalize,

@@ -19,10 +19,10 @@ from selfinstruct.evaluate.user_oriented import (
     load_user_tasks,
     response_prompt,
 )
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest
 
 
-class FixedModel:
+class FixedModel(BackendBase):
     def __init__(self, answer: str, name: str) -> None:
         self.answer, self.name, self.calls = answer, name, 0
         self.lock = threading.Lock()

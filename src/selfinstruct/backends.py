@@ -1,10 +1,11 @@
 """Choosing a backend from the config, and the request engine around it.
 
-`make_backend` is the one place that picks a backend: the HTTP client (llm/openai_compat,
-or llm/endpoint_pool for several servers) or an in-process runtime (runtimes/). Each backend
-module is imported only when chosen, so that an unused heavy dependency (llama_cpp, torch) is
-never loaded and `selfinstruct --help` stays fast. This lives above both llm/ and runtimes/: the runtimes import llm.base, so the
-factory inside llm/ would make the two packages import each other.
+`make_backend` is the one place that picks a backend: the HTTP client (llm/openai/client.py,
+or llm/openai/endpoint_pool.py for several servers) or an in-process runtime (runtimes/).
+Each backend module is imported only when chosen, so that an unused heavy dependency
+(llama_cpp, torch) is never loaded and `selfinstruct --help` stays fast. This lives above
+both llm/ and runtimes/: the runtimes import llm.types, so the factory inside llm/ would
+make the two packages import each other.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import TYPE_CHECKING
 
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError
-from selfinstruct.llm.base import Backend
+from selfinstruct.llm.types import Backend
 from selfinstruct.rundir import FAILED_FILE, STORE_FILE
 
 if TYPE_CHECKING:
     from selfinstruct.llm.engine import RequestEngine
-    from selfinstruct.llm.executor import Executor
+    from selfinstruct.llm.executors.base import Executor
 
 __all__ = ["build_engine", "make_backend", "start_backend"]
 
@@ -27,13 +28,14 @@ __all__ = ["build_engine", "make_backend", "start_backend"]
 def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:
     """The backend the config asks for; `cache_dir` holds the assembled default model."""
     if config.kind == "openai":
-        if len(config.endpoint_list()) > 1:
-            from selfinstruct.llm.endpoint_pool import EndpointPool
+        endpoints = config.endpoint_list()
+        if len(endpoints) > 1:
+            from selfinstruct.llm.openai.endpoint_pool import EndpointPool
 
             return EndpointPool(config)
-        from selfinstruct.llm.openai_compat import OpenAIBackend
+        from selfinstruct.llm.openai.client import OpenAIBackend
 
-        return OpenAIBackend(config.model_copy(update={"base_url": config.endpoint_list()[0].url}))
+        return OpenAIBackend(config.model_copy(update={"base_url": endpoints[0].url}))
     if config.kind == "transformers":
         try:
             from selfinstruct.runtimes.transformers_backend import TransformersBackend
@@ -53,13 +55,11 @@ def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:
 def start_backend(config: BackendConfig, cache_dir: Path) -> Backend:
     """Make the backend and check it answers (a bad key or a dead server fails here, at once)."""
     if config.executor == "ray":  # a missing extra is found before any server is contacted
-        from selfinstruct.llm.ray_executor import import_ray
+        from selfinstruct.llm.executors.ray import import_ray
 
         import_ray()
     backend = make_backend(config, cache_dir)
-    check = getattr(backend, "check", None)
-    if callable(check):
-        check()
+    backend.check()
     return backend
 
 
@@ -67,20 +67,20 @@ def build_engine(
     config: BackendConfig, folder: Path, backend: Backend, progress: bool = True
 ) -> RequestEngine:
     """A request engine whose store and failure log live in `folder` (a run or evaluation dir)."""
+    from selfinstruct.llm.control.hedging import HedgePolicy
+    from selfinstruct.llm.control.retry import RetryPolicy
     from selfinstruct.llm.engine import RequestEngine
-    from selfinstruct.llm.hedging import HedgePolicy
-    from selfinstruct.llm.retry import RetryPolicy
     from selfinstruct.llm.store import ResponseStore
 
     executor: Executor | None = None
     if config.batch:
         if config.executor == "ray":
             raise BackendError("--batch and --executor ray both send the stateless stages: choose one")
-        from selfinstruct.llm.batch_executor import BatchExecutor
+        from selfinstruct.llm.executors.batch import BatchExecutor
 
         executor = BatchExecutor(config, backend, folder, progress)
     elif config.executor == "ray":
-        from selfinstruct.llm.ray_executor import RayExecutor
+        from selfinstruct.llm.executors.ray import RayExecutor
 
         executor = RayExecutor(config, backend)
     return RequestEngine(

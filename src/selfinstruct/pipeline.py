@@ -101,27 +101,29 @@ class Run:
             self._engine = build_engine(self.config.backend, self.out, self._backend, self.progress)
 
     def _settle_output_mode(self) -> None:
-        """Decide how a chat model's answers come back before config.yaml records it.
+        """Decide how a chat model's answers come back before config.yaml records it
+        (llm/openai/output_modes.py decides; this run's config.yaml then names the mode, so
+        later stage commands, which read it, and resumes ask the same way)."""
+        from selfinstruct.llm.openai.output_modes import settle_output_mode
+        from selfinstruct.llm.types import HttpBackend
 
-        "auto" takes the mode this run directory's config.yaml recorded for the same server,
-        else probes the server once; either way the run's config then names the mode, so
-        later stage commands (which read config.yaml) and resumes ask the same way.
-        """
         backend = self.config.backend
+        http = self._backend if isinstance(self._backend, HttpBackend) else None
+
+        def probe() -> str:
+            assert http is not None
+            mode = http.probe_output_mode()
+            self.log(f"chat model at {backend.base_url}: answers as {mode} (probed; recorded in config.yaml)")
+            return mode
+
         if backend.output_mode == "auto" and backend.chat_prompts():
-            mode = recorded_output_mode(self.out / CONFIG_FILE, self.config)
-            probe = getattr(self._backend, "probe_output_mode", None)
-            if mode is None and callable(probe):
-                mode = str(probe())
-                self.log(
-                    f"chat model at {backend.base_url}: answers as {mode} (probed; recorded in config.yaml)"
-                )
-            if mode is not None:
-                self.config = self.config.model_copy(
-                    update={"backend": backend.model_copy(update={"output_mode": mode})}
-                )
-        if self.config.backend.output_mode != "auto" and hasattr(self._backend, "output_mode"):
-            self._backend.output_mode = self.config.backend.output_mode
+            recorded = recorded_backend(self.out / CONFIG_FILE)
+            mode = settle_output_mode(backend, recorded, probe if http is not None else None)
+            self.config = self.config.model_copy(
+                update={"backend": backend.model_copy(update={"output_mode": mode})}
+            )
+        if http is not None and self.config.backend.output_mode != "auto":
+            http.output_mode = self.config.backend.output_mode
 
     @contextlib.contextmanager
     def opened(self, needs_model: bool = True) -> Iterator[Run]:
@@ -317,20 +319,14 @@ class Run:
         write_json(self.out / SUMMARY_FILE, summary)
 
 
-def recorded_output_mode(config_file: Path, config: RunConfig) -> str | None:
-    """The output mode `config_file` (a run's config.yaml) records for the server that `config`
-    names (kind, URL, model, API), or None: another server, no file, or nothing settled."""
+def recorded_backend(config_file: Path) -> dict[str, Any] | None:
+    """The `backend` section of a run's config.yaml, or None when there is none to read
+    (no file, not YAML, not ours): probing again is always safe."""
     try:
         recorded = yaml.safe_load(config_file.read_text("utf-8"))["backend"]
-        mode = recorded["output_mode"]
     except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
-        return None  # unreadable or not ours: probing again is always safe
-    same_server = all(recorded.get(key) == getattr(config.backend, key) for key in _SERVER_KEYS)
-    return mode if same_server and mode in ("json_schema", "json_object", "text") else None
-
-
-# What identifies the server whose output mode a run recorded.
-_SERVER_KEYS = ("kind", "base_url", "model", "api")
+        return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def _remove_unused_run(out: Path) -> None:

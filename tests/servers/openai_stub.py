@@ -436,7 +436,7 @@ def minimal_instance(schema: dict[str, Any]) -> Any:
 def _chat_answer(model: Any, body: dict[str, Any], schema: dict[str, Any] | None) -> tuple[str, str]:
     """What `model` answers to a chat request, with the schema the stub honours (if any)."""
     from selfinstruct.config import GenerationParams
-    from selfinstruct.llm.base import ChatMessage, CompletionRequest
+    from selfinstruct.llm.types import ChatMessage, CompletionRequest
 
     params = GenerationParams(
         max_tokens=body.get("max_tokens", 16), temperature=body.get("temperature", 0.0),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from selfinstruct.errors import RetryableBackendError
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest
 
 CLASSIFY_QUESTION = "Is it a classification task?"
 WORDS = [
@@ -112,7 +112,7 @@ def _stable_seed(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "big")
 
 
-class ScriptedModel:
+class ScriptedModel(BackendBase):
     """Answers like a (very small) model would, and can be told to fail."""
 
     def __init__(self, fail_after: int | None = None, transient_every: int | None = None) -> None:

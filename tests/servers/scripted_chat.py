@@ -15,7 +15,7 @@ import random
 import threading
 from typing import Any
 
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest
 from selfinstruct.prompts import ChatPrompts, load_prompt
 
 WORDS = [
@@ -26,7 +26,7 @@ VERBS = ["Describe", "Rewrite", "List", "Compare", "Translate", "Sort", "Explain
 LABEL_TASK = "Label each sentence about the {w} as happy or sad"
 
 
-class ScriptedChatModel:
+class ScriptedChatModel(BackendBase):
     """A Backend with `chat = True`; `requests` keeps every request it was sent."""
 
     chat = True

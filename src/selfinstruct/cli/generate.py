@@ -36,11 +36,12 @@ def _own_output_mode(config: Any, run_config: Path, given: dict[str, Any]) -> An
     """`config` with backend.output_mode back at "auto" when it came from `run_config` (a run's
     config.yaml) but was probed there for another server than `config` names; a mode that
     `given` (flags, a teacher's config) sets explicitly is kept."""
-    from selfinstruct.pipeline import recorded_output_mode
+    from selfinstruct.llm.openai.output_modes import recorded_output_mode
+    from selfinstruct.pipeline import recorded_backend
 
     if "output_mode" in given.get("backend", {}) or config.backend.output_mode == "auto":
         return config
-    if recorded_output_mode(run_config, config) is not None:
+    if recorded_output_mode(recorded_backend(run_config), config.backend) is not None:
         return config
     backend = config.backend.model_copy(update={"output_mode": "auto"})
     return config.model_copy(update={"backend": backend})
@@ -74,6 +75,7 @@ def stage_command(stage: str, needs_model: bool) -> Callable[[argparse.Namespace
 def cmd_relabel(args: argparse.Namespace) -> int:
     from selfinstruct.config import build_config, deep_merge, read_user_file, read_yaml_mapping
     from selfinstruct.errors import InputFileError
+    from selfinstruct.llm.openai.output_modes import settle_output_mode
     from selfinstruct.pipeline import Run
     from selfinstruct.rundir import CONFIG_FILE
 
@@ -90,12 +92,11 @@ def cmd_relabel(args: argparse.Namespace) -> int:
     config = build_config(config_file=source_config, overrides=given)
     check_backend_flags(args, config.backend.kind)
     config = _own_output_mode(config, source_config, given)
-    if config.backend.output_mode == "auto":
-        # The teacher is asked in plain text whatever its server supports: no probe (a slow
-        # server failed the command on it), and the new run's config.yaml says how it was asked.
-        config = config.model_copy(
-            update={"backend": config.backend.model_copy(update={"output_mode": "text"})}
-        )
+    # Unless named or recorded for this server, the teacher is asked in plain text whatever its
+    # server supports: no probe (a slow server failed the command on it), and the new run's
+    # config.yaml says how it was asked.
+    mode = settle_output_mode(config.backend, None, probe=lambda: "text")
+    config = config.model_copy(update={"backend": config.backend.model_copy(update={"output_mode": mode})})
     run = Run(args.out, config, progress=progress(args), log=note)
     with run.opened():
         run.relabel(args.run)

@@ -14,6 +14,8 @@ from selfinstruct.cli.summary import note
 
 if TYPE_CHECKING:
     from selfinstruct.config import BackendConfig
+    from selfinstruct.llm.engine import RequestEngine
+    from selfinstruct.llm.types import Backend
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -45,18 +47,21 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 class Model:
     """A started backend and the request engine in front of it."""
 
-    engine: Any
-    backend: Any
+    engine: RequestEngine
+    backend: Backend
 
     def identity(self) -> dict[str, Any]:
         """The backend's identity, and for a reader of the metrics, which server(s) answered
         (the identity itself leaves URLs out: stored answers do not depend on them)."""
+        from selfinstruct.llm.types import HttpBackend
+
         identity = dict(self.backend.identity())
-        members = getattr(self.backend, "members", None)
-        if members:
-            identity["endpoints"] = [m.base_url for m in members]
-        elif isinstance(getattr(self.backend, "base_url", None), str):
-            identity["base_url"] = self.backend.base_url
+        if isinstance(self.backend, HttpBackend):
+            urls = self.backend.urls()
+            if len(urls) > 1:
+                identity["endpoints"] = urls
+            else:
+                identity["base_url"] = urls[0]
         return identity
 
 

@@ -20,8 +20,8 @@ from typing import Any
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import InputFileError
 from selfinstruct.evaluate.metrics import best_over_references, mean_percent
-from selfinstruct.llm.base import CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
+from selfinstruct.llm.types import CompletionRequest
 
 GREEDY = GenerationParams(max_tokens=64, temperature=0.0, top_p=1.0, stop=("\n",))
 

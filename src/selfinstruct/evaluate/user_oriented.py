@@ -17,8 +17,8 @@ from selfinstruct.config import GenerationParams
 from selfinstruct.errors import InputFileError
 from selfinstruct.evaluate.grades import GRADES, parse_grade
 from selfinstruct.evaluate.metrics import mean_percent, rouge_l
-from selfinstruct.llm.base import ChatMessage, CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
+from selfinstruct.llm.types import ChatMessage, CompletionRequest
 from selfinstruct.parsing.plain_answer import ANSWER_STOPS, plain_answer
 from selfinstruct.prompts import ChatTaskStage, plain_task_prompt
 from selfinstruct.records import iter_jsonl

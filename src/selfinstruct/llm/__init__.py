@@ -1,9 +1,15 @@
 """The request layer: what a backend is, and how requests reach one.
 
-- base: the `Backend` protocol, `CompletionRequest` and `Completion`;
-- engine: concurrency, retries, cost and the response store around a backend;
-- admission: adaptive concurrency; store: the SQLite response store;
-- openai_compat: the HTTP client for OpenAI-compatible servers.
+- types: the request, the completion, the `Backend` protocol and its capabilities;
+- engine: lookup -> send -> store for every request a stage makes;
+- stream: requests sent concurrently as they are submitted (threads: the daemon pool);
+- store: the SQLite response store; accounting: counts, tokens, cost; failures: failed.jsonl;
+- control/: admission, breaker, routing, hedging, retry, and one request's attempts;
+- openai/: the HTTP client for OpenAI-compatible servers, the endpoint pool, batches;
+- executors/: Ray Data and a provider's Batch API, sending a stage's requests elsewhere.
+
+Imports run one way (pyproject.toml's contracts): engine -> executors | stream -> openai ->
+control -> accounting | store | failures | threads -> types.
 
 The in-process runtimes live in `selfinstruct.runtimes` and import this package (for
 `Completion` and `CompletionRequest`); this package never imports them. Choosing a backend
@@ -12,6 +18,6 @@ from the config is `selfinstruct.backends`.
 
 from __future__ import annotations
 
-from selfinstruct.llm.base import Backend, Completion, CompletionRequest
+from selfinstruct.llm.types import Backend, Completion, CompletionRequest
 
 __all__ = ["Backend", "Completion", "CompletionRequest"]

@@ -1,17 +1,124 @@
 """What a stage's requests cost: its counts and tokens, priced, and projected to the whole stage.
 
-The engine counts into one `StageStats` per stage (under `lock`); this module turns them into
-the summary's `requests` section and the cost projection. A stage whose answers came at a
-discount (a provider's batch) carries its `price_factor`, and its online price is given beside.
+Each stage has one `StageStats` and one `StageBooks`, the only way to change it: every
+count is taken under the accounting's lock, by whoever saw the event (the engine for
+lookups, answers and failures, the control loop for retries, hedges and refusals, an
+executor's hand-over for what it sent). This module turns them into the summary's
+`requests` section and the cost projection. A stage whose answers came at a discount (a
+provider's batch) carries its `price_factor`, and its online price is given beside.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from selfinstruct.llm.stats import StageStats
+from selfinstruct.llm.types import Completion
+
+
+@dataclass
+class StageStats:
+    """What one stage cost.
+
+    Without a fatal error, requests == cached + duplicates + sent and sent == succeeded + failed.
+    Token counts are for answers received in this process; `cached_*_tokens` are those of
+    answers replayed from the store (paid for by an earlier run).
+    """
+
+    requests: int = 0
+    cached: int = 0  # answered from the store, not sent
+    duplicates: int = 0  # same key as another request of the same batch, sent once
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0  # gave up after every retry (listed in failed.jsonl)
+    cancelled: int = 0  # not finished because a fatal error stopped the batch
+    retries: int = 0
+    hedged: int = 0  # extra copies sent beside a request that ran long (control/hedging.py)
+    hedge_wins: int = 0  # of those, the ones that answered first
+    throttled: int = 0  # answers saying the endpoint is saturated (429, 503, timeout)
+    throttle_events: int = 0  # of those, the ones that cut the concurrency limit
+    concurrency_limit: int = 0  # the admission limit when the stage's latest batch ended
+    prompt_tokens: int = 0
+    prompt_tokens_reused: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cached_completion_tokens: int = 0
+    elapsed_s: float = 0.0
+    # The share of the online price its answers cost (a provider batch: 1 - batch_discount).
+    price_factor: float = 1.0
+    last_failure: str | None = None
+
+
+class StageBooks:
+    """The counts of one stage, each change taken under the accounting's lock."""
+
+    def __init__(self, stats: StageStats, lock: threading.Lock) -> None:
+        self.stats = stats
+        self._lock = lock
+
+    def looked_up(self, stored: Completion | None, duplicate: bool) -> None:
+        """A request asked for: answered from the store, shared with one in flight, or to send."""
+        with self._lock:
+            self.stats.requests += 1
+            if duplicate:
+                self.stats.duplicates += 1
+            elif stored is not None:
+                self.stats.cached += 1
+                self.stats.cached_prompt_tokens += stored.prompt_tokens
+                self.stats.cached_completion_tokens += stored.completion_tokens
+
+    def sent(self, count: int = 1) -> None:
+        with self._lock:
+            self.stats.sent += count
+
+    def answered(self, completion: Completion) -> None:
+        with self._lock:
+            self.stats.succeeded += 1
+            self.stats.prompt_tokens += completion.prompt_tokens
+            self.stats.prompt_tokens_reused += int(completion.extra.get("prompt_tokens_reused", 0))
+            self.stats.completion_tokens += completion.completion_tokens
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            self.stats.failed += 1
+            self.stats.last_failure = reason
+
+    def retried(self) -> None:
+        with self._lock:
+            self.stats.retries += 1
+
+    def hedged(self) -> None:
+        with self._lock:
+            self.stats.hedged += 1
+
+    def hedge_won(self) -> None:
+        with self._lock:
+            self.stats.hedge_wins += 1
+
+    def throttled(self, cut_limit: bool) -> None:
+        """An answer saying the endpoint is saturated; `cut_limit` if it lowered the limit."""
+        with self._lock:
+            self.stats.throttled += 1
+            self.stats.throttle_events += cut_limit
+
+    def tries(self) -> int:
+        """Calls made so far (first tries and retries): what the hedge budget is a share of."""
+        with self._lock:
+            return self.stats.sent + self.stats.retries
+
+    def ended(self, elapsed_s: float, cancelled: int = 0, concurrency_limit: int | None = None) -> None:
+        """A batch or stream of the stage ended after `elapsed_s` seconds."""
+        with self._lock:
+            self.stats.cancelled += cancelled
+            self.stats.elapsed_s += elapsed_s
+            if concurrency_limit is not None:
+                self.stats.concurrency_limit = concurrency_limit
+
+    def priced_at(self, factor: float) -> None:
+        """Its answers cost `factor` of the online price (a provider's batch)."""
+        with self._lock:
+            self.stats.price_factor = factor
 
 
 class Accounting:
@@ -21,10 +128,10 @@ class Accounting:
         self.lock = threading.Lock()
         self._stages: dict[str, StageStats] = {}
 
-    def stage(self, name: str) -> StageStats:
-        """The stage's counts (made at its first request); change them holding `lock`."""
+    def stage(self, name: str) -> StageBooks:
+        """The books of the stage (made at its first request)."""
         with self.lock:
-            return self._stages.setdefault(name, StageStats())
+            return StageBooks(self._stages.setdefault(name, StageStats()), self.lock)
 
     def report(self) -> dict[str, dict[str, Any]]:
         """Per stage: counts, tokens, elapsed seconds, and cost when prices are known."""

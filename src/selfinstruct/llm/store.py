@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import InputFileError
-from selfinstruct.llm.base import Completion
+from selfinstruct.llm.types import Completion
 
 _COLUMNS = ["key", "stage", "request_json", "completion_json", "created"]
 _SCHEMA = """

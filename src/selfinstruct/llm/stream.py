@@ -10,7 +10,7 @@ Both go through a `RequestStream`:
   decides how many of them may call the backend at a moment, the others wait there or in
   a retry's backoff).
 
-The workers are daemon threads (`DaemonPool`): after Ctrl-C the process exits at once
+The workers are daemon threads (threads.py): after Ctrl-C the process exits at once
 instead of waiting for calls in flight, which a hung connection would hold until its
 timeout. An answer is stored only once complete, so nothing half-written is left.
 
@@ -21,95 +21,20 @@ from `result()` or from the end of the `with` block.
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, wait
-from typing import Any
 
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.threads import DaemonPool
+from selfinstruct.llm.types import Completion, CompletionRequest, StreamAborted
 
 WORKERS_PER_SLOT = 4
-
-
-class StreamAborted(Exception):
-    """Inside a worker: a fatal error elsewhere has stopped the stream."""
 
 
 # (key, request, abort event) -> the stored completion, or None after every retry failed.
 CompleteFn = Callable[[str, CompletionRequest, threading.Event], Completion | None]
 # (key, request) -> the stored completion, if any.
 LookupFn = Callable[[str, CompletionRequest], Completion | None]
-
-
-class DaemonPool:
-    """A minimal thread pool of daemon threads (ThreadPoolExecutor's are joined at exit)."""
-
-    def __init__(self, max_workers: int, name: str = "llm") -> None:
-        self._max = max(1, max_workers)
-        self._name = name
-        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._threads: list[threading.Thread] = []
-        self._idle = 0
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        self._jobs.put((future, fn, args))
-        with self._lock:
-            if self._idle > 0:
-                self._idle -= 1
-            elif len(self._threads) < self._max:
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
-        return future
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        if cancel_futures:
-            while True:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is not None:
-                    job[0].cancel()
-        with self._lock:
-            threads = list(self._threads)
-        for _ in threads:
-            self._jobs.put(None)
-        if wait:
-            for thread in threads:
-                thread.join()
-
-    def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            _settle(*job)
-            with self._lock:
-                self._idle += 1
-
-
-def run_in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Future[Any]:
-    """Run `fn` on a thread of its own that never holds up the process's exit."""
-    future: Future[Any] = Future()
-    threading.Thread(target=_settle, args=(future, fn, args), name="llm-attempt", daemon=True).start()
-    return future
-
-
-def _settle(future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """Run `fn(*args)` into `future`, unless it was cancelled first."""
-    if future.set_running_or_notify_cancel():
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:
-            future.set_exception(exc)
 
 
 class RequestStream:
@@ -120,14 +45,12 @@ class RequestStream:
         key: Callable[[CompletionRequest], str],
         concurrency: int,
         on_submit: Callable[[str, Completion | None, bool], None],
-        on_done: Callable[[], None],
         hedged: bool = False,
     ) -> None:
         self._complete = complete
         self._lookup = lookup
         self._key = key
         self._on_submit = on_submit  # (key, stored answer or None, duplicate?) for the accounting
-        self._on_done = on_done  # a sent request finished (the progress bar)
         self.concurrency = max(1, concurrency)
         # Calls that run long get twins (a remote server): a caller reading answers in order
         # may want more requests queued, to keep the server busy while one waits for its twin.
@@ -177,10 +100,7 @@ class RequestStream:
     def _work(self, key: str, request: CompletionRequest) -> Completion | None:
         if self.abort.is_set():
             raise StreamAborted
-        try:
-            return self._complete(key, request, self.abort)
-        finally:
-            self._on_done()
+        return self._complete(key, request, self.abort)
 
     def _raise_fatal(self) -> None:
         futures = list(self._in_flight.values())

@@ -23,7 +23,7 @@ from typing import Any
 from selfinstruct.config import BackendConfig
 from selfinstruct.config import cache_dir as default_cache_dir
 from selfinstruct.errors import BackendError
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest
 from selfinstruct.models.digest import file_sha256
 from selfinstruct.runtimes.sampling import fit_to_window, request_seed
 
@@ -97,7 +97,7 @@ def _llama_cpp_version() -> str | None:
         return None  # the backend then refuses to start anyway
 
 
-class EmbeddedBackend:
+class EmbeddedBackend(BackendBase):
     """Completes prompts with a local GGUF model (plain completion, no chat template), and an optional
     GGUF LoRA adapter on it."""
 

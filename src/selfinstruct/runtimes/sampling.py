@@ -27,7 +27,7 @@ from selfinstruct.config import GenerationParams
 from selfinstruct.errors import BackendError
 
 if TYPE_CHECKING:
-    from selfinstruct.llm.base import CompletionRequest
+    from selfinstruct.llm.types import CompletionRequest
 
 # llama.cpp's repeat penalty looks back over this many tokens (its default), prompt included.
 REPEAT_LAST_N = 64

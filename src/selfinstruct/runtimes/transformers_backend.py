@@ -42,7 +42,7 @@ from transformers import (
 
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest
 from selfinstruct.runtimes.sampling import (
     choose_token,
     fit_to_window,
@@ -135,7 +135,7 @@ class _RowStops(StoppingCriteria):
 # -- the micro-batcher and the backend -----------------------------------------------------------
 
 
-class TransformersBackend:
+class TransformersBackend(BackendBase):
     """Completes prompts with a local HF causal LM (+ LoRA adapter), batching concurrent calls."""
 
     def __init__(self, config: BackendConfig, model_dir: Path, adapter_dir: Path | None = None) -> None:

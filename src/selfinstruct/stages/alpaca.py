@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 
 from selfinstruct.config import GenerationParams
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.types import Completion, CompletionRequest
 from selfinstruct.parsing.chat_answers import parse_chat_tasks
 from selfinstruct.records import SeedTask
 from selfinstruct.stages.bootstrap import BootstrapResult, Candidate, run_bootstrap_loop

@@ -31,7 +31,7 @@ from selfinstruct.config import CompatConfig, GenerationParams
 from selfinstruct.errors import RequestsFailedError
 from selfinstruct.filters.heuristics import check_instruction
 from selfinstruct.filters.novelty_index import RougeNoveltyIndex
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.types import Completion, CompletionRequest
 from selfinstruct.parsing.chat_list import parse_chat_instructions
 from selfinstruct.randomness import derive_seed, step_rng
 from selfinstruct.records import Funnel

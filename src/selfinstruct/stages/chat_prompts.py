@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from selfinstruct.config import BackendConfig, GenerationParams
-from selfinstruct.llm.base import ChatMessage, CompletionRequest
+from selfinstruct.llm.types import ChatMessage, CompletionRequest
 from selfinstruct.prompts import (
     ChatBootstrap,
     ChatFewShotStage,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.llm.types import CompletionRequest
 from selfinstruct.parsing.chat_answers import parse_chat_yes_no
 from selfinstruct.prompts import ClassifyPrompt
 from selfinstruct.stages.chat_prompts import classify_request, json_output

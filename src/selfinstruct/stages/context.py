@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from selfinstruct.config import RunConfig
-from selfinstruct.llm.base import Completion, CompletionRequest
 from selfinstruct.llm.engine import RequestEngine
+from selfinstruct.llm.types import Completion, CompletionRequest
 from selfinstruct.prompts import (
     AlpacaPrompt,
     BootstrapPrompt,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from selfinstruct.llm.base import CompletionRequest
+from selfinstruct.llm.types import CompletionRequest
 from selfinstruct.parsing import is_classification_answer
 from selfinstruct.prompts import InstancesClassificationPrompt, InstancesGenerationPrompt
 from selfinstruct.stages.chat_prompts import instances_request, json_output, prompt_style

@@ -8,7 +8,7 @@ The paper reports about +10% from this on its human evaluation.
 from __future__ import annotations
 
 from selfinstruct.config import GenerationParams
-from selfinstruct.llm.base import Completion, CompletionRequest
+from selfinstruct.llm.types import Completion, CompletionRequest
 from selfinstruct.parsing.plain_answer import ANSWER_STOPS, PlainAnswer, plain_answer
 from selfinstruct.prompts import plain_task_prompt
 from selfinstruct.records import Funnel, Triple

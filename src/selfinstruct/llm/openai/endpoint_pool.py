@@ -15,14 +15,23 @@ quantization) sits behind every endpoint; mixing models would mix their answers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from selfinstruct.config import BackendConfig
+from selfinstruct.config import BackendConfig, EndpointConfig
 from selfinstruct.errors import BackendError
-from selfinstruct.llm.admission import AdmissionController
-from selfinstruct.llm.base import Completion, CompletionRequest
-from selfinstruct.llm.openai_compat import OpenAIBackend
-from selfinstruct.llm.routing import Route, Router
+from selfinstruct.llm.control.admission import AdmissionController
+from selfinstruct.llm.control.routing import Route, Router
+from selfinstruct.llm.openai.client import OpenAIBackend
+from selfinstruct.llm.types import Completion, CompletionRequest
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One server of the pool: its configuration (URL, weight, ceiling) and its client."""
+
+    config: EndpointConfig
+    client: OpenAIBackend
 
 
 class EndpointPool:
@@ -30,21 +39,27 @@ class EndpointPool:
 
     def __init__(self, config: BackendConfig) -> None:
         self.chat = config.api == "chat"
-        endpoints = config.endpoint_list()
-        self.members = [
-            OpenAIBackend(config.model_copy(update={"base_url": e.url, "endpoints": ()})) for e in endpoints
+        # The one list of the servers, each with its weight: the router and the Ray
+        # executor both read it from here, never again from the config.
+        self.endpoints = [
+            Endpoint(e, OpenAIBackend(config.model_copy(update={"base_url": e.url, "endpoints": ()})))
+            for e in config.endpoint_list()
         ]
         self.router = Router(
             [
                 Route(
-                    name=member.base_url,
-                    backend=member,
-                    admission=AdmissionController(endpoint.concurrency or config.concurrency),
-                    weight=endpoint.weight,
+                    name=e.client.base_url,
+                    backend=e.client,
+                    admission=AdmissionController(e.config.concurrency or config.concurrency),
+                    weight=e.config.weight,
                 )
-                for member, endpoint in zip(self.members, endpoints, strict=True)
+                for e in self.endpoints
             ]
         )
+
+    @property
+    def members(self) -> list[OpenAIBackend]:
+        return [e.client for e in self.endpoints]
 
     @property
     def output_mode(self) -> str:
@@ -54,6 +69,9 @@ class EndpointPool:
     def output_mode(self, mode: str) -> None:
         for member in self.members:
             member.output_mode = mode
+
+    def urls(self) -> list[str]:
+        return [member.base_url for member in self.members]
 
     def identity(self) -> dict[str, Any]:
         return self.members[0].identity()

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from selfinstruct.errors import RetryableBackendError
-from selfinstruct.llm.stream import StreamAborted, run_in_daemon_thread
+from selfinstruct.llm.threads import run_in_daemon_thread
+from selfinstruct.llm.types import StreamAborted
 
 T = TypeVar("T")
 # How often a waiting race looks at a delay not known yet, and at the abort event.

@@ -4,21 +4,24 @@ Servers disagree on the `response_format` that carries the schema (docs/chat-mod
 OpenAI and vLLM take OpenAI's `{"type": "json_schema", "json_schema": {...}}`;
 llama-cpp-python refuses that with an HTTP 500 and takes `{"type": "json_object", "schema": ...}`;
 a server may also accept the field and ignore it. `backend.output_mode` names the form; "auto"
-is settled once per run by a probe (`OpenAIBackend.probe_output_mode`), which asks a tiny
-question whose only schema-conforming answer is `{"answer": "yes"}` in each form in turn.
+is settled once per run (`settle_output_mode`, the one place that decides), from what the run
+directory recorded for the same server or by a probe (`OpenAIBackend.probe_output_mode`),
+which asks a tiny question whose only schema-conforming answer is `{"answer": "yes"}` in each
+form in turn. The stages read the settled mode from the config (`stages/chat_prompts.py`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from selfinstruct.config import GenerationParams
+from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import RetryableBackendError
-from selfinstruct.llm.base import ChatMessage, CompletionRequest
-from selfinstruct.llm.openai_answer import parse_answer
+from selfinstruct.llm.openai.answer import parse_answer
+from selfinstruct.llm.types import ChatMessage, CompletionRequest
 
 # The forms a probe tries, the best-documented first; a server that takes neither gets "text".
 PROBED_MODES = ("json_schema", "json_object")
@@ -86,3 +89,40 @@ def _unfenced(text: str) -> str:
         # ```json\n{...}``` or ```{...}```: the first line is a language tag only without a brace.
         text = rest if "{" not in first_line else first_line + rest
     return text.strip()
+
+
+# What identifies the server whose output mode a run recorded.
+_SERVER_KEYS = ("kind", "base_url", "model", "api")
+
+
+def settle_output_mode(
+    config: BackendConfig, recorded: dict[str, Any] | None, probe: Callable[[], str] | None
+) -> str:
+    """How a chat server is asked for its answers: the one place that decides.
+
+    1. A mode the config names (`--output-mode`, the user's config file) is used as named.
+    2. "auto" takes the mode that `recorded` (the `backend` section of a run directory's
+       config.yaml) names for this same server (kind, URL, model, API), so that later stage
+       commands and resumes ask the same way without probing again.
+    3. Else `probe()` decides (the server is asked once; the caller records the answer).
+    4. Without a probe (a backend that cannot be asked), "auto" stays.
+    """
+    if config.output_mode != "auto":
+        return config.output_mode
+    mode = recorded_output_mode(recorded, config)
+    if mode is not None:
+        return mode
+    return probe() if probe is not None else "auto"
+
+
+def recorded_output_mode(recorded: dict[str, Any] | None, config: BackendConfig) -> str | None:
+    """The mode `recorded` (a run's recorded backend config) settled for the server that
+    `config` names, or None: another server, nothing recorded, or nothing settled."""
+    if not isinstance(recorded, dict):
+        return None
+    mode = recorded.get("output_mode")
+    same_server = all(recorded.get(key) == getattr(config, key) for key in _SERVER_KEYS)
+    return mode if same_server and mode in _SETTLED_MODES else None
+
+
+_SETTLED_MODES = ("json_schema", "json_object", "text")

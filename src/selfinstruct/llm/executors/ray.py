@@ -11,7 +11,7 @@ Two processors of Ray Data LLM do the sending:
   (a GPU cluster's way); the request's parameters become vLLM sampling parameters.
 
 Rows come back to this process as the job streams them (`iter_rows`) and each answer is
-handed to the engine, which stores it at once (executor.py): a driver killed mid-job
+handed to the engine, which stores it at once (base.py): a driver killed mid-job
 loses only the rows in flight, and the next run sends only what the store lacks. A row
 the job could not answer (its retries spent, the job failed) is reported failed and goes
 to `failed.jsonl`, as with the local engine.
@@ -28,28 +28,34 @@ from typing import Any
 
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.base import Completion, CompletionRequest
-from selfinstruct.llm.executor import Answered, Failed
-from selfinstruct.llm.openai_answer import parse_answer
-from selfinstruct.llm.openai_compat import OpenAIBackend
+from selfinstruct.llm.executors.base import Answered, Failed
+from selfinstruct.llm.openai import wire
+from selfinstruct.llm.openai.answer import parse_answer
+from selfinstruct.llm.openai.client import OpenAIBackend
+from selfinstruct.llm.openai.endpoint_pool import EndpointPool
+from selfinstruct.llm.types import Backend, Completion, CompletionRequest
 
 INSTALL_HINT = "pip install 'selfinstruct[ray]'"
 
 
 class RayExecutor:
     name = "ray"
+    price_factor = 1.0  # the online price: the same requests, sent from elsewhere
+    shows_progress = False
 
-    def __init__(self, config: BackendConfig, backend: Any) -> None:
+    def __init__(self, config: BackendConfig, backend: Backend) -> None:
         self._config = config
         self._ray = config.ray
         if self._ray.processor == "http":
-            members = getattr(backend, "members", None) or [backend]
-            if not all(isinstance(m, OpenAIBackend) for m in members):
+            # The servers and their weights, as the backend holds them (endpoint_pool.py).
+            if isinstance(backend, EndpointPool):
+                self._servers = [(e.client, e.config.weight) for e in backend.endpoints]
+            elif isinstance(backend, OpenAIBackend):
+                self._servers = [(backend, 1.0)]
+            else:
                 raise BackendError(
                     "--executor ray sends HTTP requests: it needs --backend openai (or ray.processor: vllm)"
                 )
-            self._members: list[OpenAIBackend] = list(members)
-            self._weights = [e.weight for e in config.endpoint_list()]
         elif not self._ray.model_source:
             raise BackendError("ray.processor vllm needs ray.model_source: the model each worker loads")
         self._api = config.api
@@ -108,10 +114,10 @@ class RayExecutor:
         import ray.data
         from ray.data.llm import HttpRequestProcessorConfig
 
-        shares = deal_by_weight(len(pending), self._weights)
+        shares = deal_by_weight(len(pending), [weight for _, weight in self._servers])
         datasets = []
         start = 0
-        for member, count in zip(self._members, shares, strict=True):
+        for (member, _), count in zip(self._servers, shares, strict=True):
             rows: list[dict[str, Any]] = []
             path = ""
             for key, request in pending[start : start + count]:
@@ -201,23 +207,9 @@ def vllm_processor_config(config: BackendConfig) -> Any:
 
 def vllm_input(request: CompletionRequest) -> dict[str, Any]:
     """A request as a vLLM processor row: the prompt (or messages) and sampling parameters."""
-    params = request.params
-    sampling: dict[str, Any] = {
-        "max_tokens": params.max_tokens,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "presence_penalty": params.presence_penalty,
-        "frequency_penalty": params.frequency_penalty,
-    }
-    if params.repeat_penalty is not None:
-        sampling["repetition_penalty"] = params.repeat_penalty
-    if params.stop:
-        sampling["stop"] = list(params.stop)
-    if params.seed is not None:
-        sampling["seed"] = params.seed
-    row: dict[str, Any] = {"sampling_params": sampling}
+    row: dict[str, Any] = {"sampling_params": wire.sampling(request.params, "vllm")}
     if request.messages:
-        row["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        row["messages"] = wire.messages(request)
     else:
         row["prompt"] = request.prompt
     return row

@@ -18,7 +18,7 @@ import math
 from typing import Any
 
 from selfinstruct.errors import RetryableBackendError
-from selfinstruct.llm.base import Completion
+from selfinstruct.llm.types import Completion
 
 # Finish reasons of a text that ended normally or at max_tokens, as the pipeline records them.
 # Hugging Face TGI reports a natural stop as "eos_token" or "stop_sequence".

@@ -5,7 +5,7 @@ worker threads one per call (`_ClientPool` says why not one shared client). Ever
 is classified once, here: what another try might fix becomes `RetryableBackendError`, with a `kind` the
 admission controller reads (a 429, a 503 and a timeout mean the server is saturated);
 everything else `BackendError`; a 200 becomes a `Completion` only if it is a usable answer
-(openai_answer.py). The API key goes into the Authorization header and
+(answer.py). The API key goes into the Authorization header and
 nowhere else: not into messages, identity() or the store.
 """
 
@@ -28,15 +28,10 @@ import httpx
 
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.base import Completion, CompletionRequest
-from selfinstruct.llm.openai_answer import parse_answer
-from selfinstruct.llm.output_modes import (
-    PROBE_TIMEOUT_S,
-    PROBED_MODES,
-    probe_outcome,
-    probe_request,
-    response_format,
-)
+from selfinstruct.llm.openai.answer import parse_answer
+from selfinstruct.llm.openai.output_modes import PROBE_TIMEOUT_S, PROBED_MODES, probe_outcome, probe_request
+from selfinstruct.llm.openai.wire import http_request
+from selfinstruct.llm.types import Completion, CompletionRequest
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 # What a retryable status says about the server (RetryableBackendError.kind); any other is "server".
@@ -68,6 +63,9 @@ class OpenAIBackend:
     @property
     def base_url(self) -> str:
         return self._base_url
+
+    def urls(self) -> list[str]:
+        return [self._base_url]
 
     def headers(self) -> dict[str, str]:
         """The request headers: the key, where there is one (for a client of another kind)."""
@@ -159,36 +157,9 @@ class OpenAIBackend:
     def request_body(self, request: CompletionRequest, mode: str | None = None) -> tuple[str, dict[str, Any]]:
         """The route and JSON body of `request`; a response_schema is sent the way `mode`
         (default: self.output_mode) says."""
-        params = request.params
-        body: dict[str, Any] = {
-            "model": self._model,
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "presence_penalty": params.presence_penalty,
-            "frequency_penalty": params.frequency_penalty,
-        }
-        if params.stop:
-            body["stop"] = list(params.stop)
-        if params.seed is not None:
-            body["seed"] = params.seed
-        # Not an OpenAI parameter: llama.cpp servers honour it; OpenAI itself would reject it.
-        if params.repeat_penalty is not None:
-            body["repeat_penalty"] = params.repeat_penalty
-        if request.response_schema is not None:
-            form = response_format(mode or self.output_mode, json.loads(request.response_schema))
-            if form is not None:
-                body["response_format"] = form
-        if self._api == "chat":
-            if request.messages:
-                body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
-            else:  # a text prompt for a base model, sent as one user message
-                body["messages"] = [{"role": "user", "content": request.prompt}]
-            return "/chat/completions", body
-        if request.messages:  # the engine refuses these before: a caller's mistake
+        if request.messages and self._api != "chat":  # the engine refuses these before: a caller's mistake
             raise BackendError(f"chat messages cannot go to {self._base_url}/completions: use --api chat")
-        body["prompt"] = request.prompt
-        return "/completions", body
+        return http_request(request, self._model, self._api, mode or self.output_mode)
 
     def _parse(self, response: httpx.Response) -> Completion:
         try:

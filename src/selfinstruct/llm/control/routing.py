@@ -25,11 +25,17 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from selfinstruct.llm.admission import AdmissionCancelled, AdmissionController, Outcome, Ticket, outcome_of
-from selfinstruct.llm.base import Backend
-from selfinstruct.llm.breaker import CircuitBreaker
+from selfinstruct.llm.control.admission import (
+    AdmissionCancelled,
+    AdmissionController,
+    Outcome,
+    Ticket,
+    outcome_of,
+)
+from selfinstruct.llm.control.breaker import CircuitBreaker
+from selfinstruct.llm.types import Backend
 
 # How often a waiting caller looks again without a notification.
 _POLL_S = 0.05
@@ -170,3 +176,11 @@ class Router:
             if ticket is not None:
                 return RoutedTicket(route, ticket, route.breaker.admitted())
         return None
+
+
+@runtime_checkable
+class Routed(Protocol):
+    """A backend in front of several endpoints (openai/endpoint_pool.py), each a route of its
+    own router: the engine sends each request straight to the route it picks."""
+
+    router: Router

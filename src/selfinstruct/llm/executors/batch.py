@@ -1,6 +1,6 @@
 """`--batch`: the stateless stages through a provider's Batch API, at its discount, resumably.
 
-For a stage's pending requests (executor.py) it writes one JSONL line per request
+For a stage's pending requests (base.py) it writes one JSONL line per request
 (custom_id = the store key), uploads files within the provider's limits, creates one batch
 per file, polls them with a progress bar, and hands each answer to the engine, which stores
 it. Lines a batch did not run (it expired, was cancelled or failed) and lines that failed
@@ -30,11 +30,12 @@ from typing import Any
 
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.base import CompletionRequest
-from selfinstruct.llm.batch_api import TERMINAL, BatchClient, batch_line, read_results, split_into_files
-from selfinstruct.llm.executor import Answered, Failed
-from selfinstruct.llm.openai_answer import parse_answer
-from selfinstruct.llm.openai_compat import OpenAIBackend
+from selfinstruct.llm.executors.base import Answered, Failed
+from selfinstruct.llm.openai.answer import parse_answer
+from selfinstruct.llm.openai.batches import TERMINAL, BatchClient, batch_line, read_results, split_into_files
+from selfinstruct.llm.openai.client import OpenAIBackend
+from selfinstruct.llm.types import Backend, CompletionRequest
+from selfinstruct.rundir import BATCHES_FILE
 
 
 @dataclass
@@ -98,15 +99,15 @@ class BatchJournal:
 
 class BatchExecutor:
     name = "batch"
-    shows_progress = True
+    shows_progress = True  # it polls for hours, and shows that
 
-    def __init__(self, config: BackendConfig, backend: Any, folder: Path, progress: bool = True) -> None:
+    def __init__(self, config: BackendConfig, backend: Backend, folder: Path, progress: bool = True) -> None:
         if not isinstance(backend, OpenAIBackend):
             raise BackendError("--batch needs --backend openai with one --base-url (the provider's API)")
         self._backend = backend
         self._api = config.api
         self._client = BatchClient(backend.base_url, backend.headers())
-        self._journal_path = folder / "batches.jsonl"
+        self._journal_path = folder / BATCHES_FILE
         self._poll_s = config.batch_poll_s
         self._rounds = config.max_retries + 1
         self._progress = progress

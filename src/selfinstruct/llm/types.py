@@ -1,8 +1,14 @@
-"""What every model backend shares: the request, the completion, and the Backend protocol.
+"""The request layer's vocabulary: the request, the completion, and what a backend is.
 
 A backend turns one `CompletionRequest` into one `Completion`, or raises
 `RetryableBackendError` (worth another try) or `BackendError` (stop the run). It knows
 nothing of retries, caching or concurrency: that is the request engine's job.
+
+What a backend can do beyond that is declared, not guessed: every backend has the
+capabilities of `Backend` (mypy checks them; `BackendBase` gives the defaults of a local,
+text-only model), and a backend that talks to OpenAI-compatible servers is also an
+`HttpBackend`. The engine, the pipeline and the CLI ask `isinstance(backend, HttpBackend)`
+rather than probing for attributes.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from selfinstruct.config import GenerationParams
 
@@ -91,15 +97,28 @@ class Completion:
         )
 
 
-class Backend(Protocol):
-    """A model that completes prompts.
+class StreamAborted(Exception):
+    """Inside a worker: a fatal error elsewhere has stopped the requests this one came with."""
 
-    A backend that also answers chat requests (`CompletionRequest.messages`) has a class
-    attribute `chat = True`; the engine refuses chat requests to any other.
-    """
+
+class Backend(Protocol):
+    """A model that completes prompts."""
+
+    # Answers chat requests (`CompletionRequest.messages`); the engine refuses them to any other.
+    chat: bool
+    # A stuck call is worth a twin (a remote server); a local model would compete with itself.
+    hedgeable: bool
 
     def identity(self) -> dict[str, Any]:
-        """What distinguishes this backend's answers (kind, model, url); part of the cache key."""
+        """What distinguishes this backend's answers (kind, model, ...); part of the cache key."""
+        ...
+
+    def legacy_identities(self) -> list[dict[str, Any]]:
+        """Identities an older version keyed this backend's answers under (looked up too)."""
+        ...
+
+    def check(self) -> None:
+        """Fail fast (BackendError) when the model cannot answer at all (a dead server, a bad key)."""
         ...
 
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
@@ -107,3 +126,35 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class BackendBase:
+    """The defaults of `Backend`'s capabilities: a local model that completes text prompts."""
+
+    chat: bool = False
+    hedgeable: bool = False
+
+    def legacy_identities(self) -> list[dict[str, Any]]:
+        return []
+
+    def check(self) -> None:
+        """A model loaded in this process answers once it has loaded."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@runtime_checkable
+class HttpBackend(Backend, Protocol):
+    """A backend in front of one or several OpenAI-compatible servers."""
+
+    # How a response_schema is asked for (openai/output_modes.py); "auto" until settled.
+    output_mode: str
+
+    def urls(self) -> list[str]:
+        """The base URL of every server behind it, in order (for messages and the metrics)."""
+        ...
+
+    def probe_output_mode(self) -> str:
+        """Ask the server which output mode it honours; remember and return it."""
+        ...

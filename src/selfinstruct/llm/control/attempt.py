@@ -1,0 +1,200 @@
+"""Sending one request until it is answered or fails for good: retries, tries, slots, twins.
+
+`Sender.send` is everything that happens between "this request is not in the store" and
+"here is its answer", in one place, top to bottom:
+
+1. **retries** (`send`): a try that failed in a way another may fix is tried again after
+   the `RetryPolicy`'s pause, up to its limit, preferring a route that did not just fail it;
+2. **a try** (`_try`): one call, and past the stage's hedge delay a twin of it on the next
+   free route (hedging.py's `race`); the first good answer wins;
+3. **a call** (`_call`): an admission slot on the route the `Router` picks (its adaptive
+   limit, Retry-After gate and breaker), then the backend's `complete`; the outcome adjusts
+   that route's limit, gate and breaker.
+
+It stores nothing and logs nothing: the engine stores the answer, or records the failure,
+with what `send` returns. It counts what only it sees (retries, hedges, refusals) in the
+stage's books.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.accounting import StageBooks
+from selfinstruct.llm.control.admission import AdmissionCancelled, Outcome, outcome_of
+from selfinstruct.llm.control.hedging import HedgePolicy, LatencyWindow, race
+from selfinstruct.llm.control.retry import RetryPolicy
+from selfinstruct.llm.control.routing import Route, RoutedTicket, Router
+from selfinstruct.llm.types import Completion, CompletionRequest, StreamAborted
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """A request that failed after every retry: why (the last error), and how many calls it took."""
+
+    reason: str
+    attempts: int
+
+
+class _Abandoned(Exception):
+    """A call whose twin answered first failed afterwards; nobody waits for it."""
+
+
+# What a call still running at the end of its race tells its endpoint's breaker.
+_OUTRUN = RetryableBackendError("still running when its race ended", kind="lost")
+
+
+class Sender:
+    def __init__(
+        self, router: Router, retry_policy: RetryPolicy, hedge: HedgePolicy, timeout_s: float
+    ) -> None:
+        self.router = router
+        self.retry_policy = retry_policy
+        self.hedge = hedge
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._latencies: dict[str, LatencyWindow] = {}  # per stage
+        self._hedges_started: dict[str, int] = {}  # per stage, counted against the budget
+
+    def send(
+        self, request: CompletionRequest, stage: str, books: StageBooks, abort: threading.Event
+    ) -> Completion | GaveUp:
+        """The answer, or `GaveUp` once the retry policy allows no more tries.
+
+        Raises `BackendError` (fatal: `abort` is set for the other requests) and
+        `StreamAborted` (another request's fatal error ended this one's wait).
+        """
+        retries = 0
+        failed_on: list[Route] = []  # routes that failed this request: a retry goes elsewhere
+        while True:
+            try:
+                return self._try(request, stage, books, abort, failed_on)
+            except RetryableBackendError as exc:
+                if not self.retry_policy.allows_retry(retries):
+                    return GaveUp(str(exc), retries + 1)
+                retries += 1
+                books.retried()
+                # A refusal backs off only while refusals are a pattern; a stray 503 from a
+                # server that answers the rest is a glitch (its Retry-After still holds).
+                overload = outcome_of(exc) is Outcome.OVERLOAD and self.router.overloaded()
+                # Event.wait doubles as an interruptible sleep: a fatal error elsewhere ends it.
+                if abort.wait(self.retry_policy.delay(retries, exc.retry_after, overload)):
+                    raise StreamAborted from None
+            except BackendError:
+                abort.set()  # fatal: the stream sends nothing more
+                raise
+
+    # -- one try: a call, and a twin when it runs long ----------------------------------
+
+    def _try(
+        self,
+        request: CompletionRequest,
+        stage: str,
+        books: StageBooks,
+        abort: threading.Event,
+        failed_on: list[Route],
+    ) -> Completion:
+        with self._lock:
+            window = self._latencies.setdefault(stage, LatencyWindow())
+        if self.hedge.budget <= 0:
+            return self._call(request, stage, books, abort, failed_on, window)
+
+        def may_hedge() -> bool:
+            # Counted against the budget when decided; in `hedged` once really sent.
+            tries = books.tries()
+            with self._lock:
+                started = self._hedges_started.get(stage, 0)
+                allowed = self.hedge.allows(started, tries)
+                self._hedges_started[stage] = started + allowed
+            return allowed
+
+        held: list[RoutedTicket] = []  # the admission slots of this race's calls
+        calls = itertools.count()
+        lost: RetryableBackendError | None = None
+        try:
+            return race(
+                lambda abandoned, sent: self._call(
+                    request,
+                    stage,
+                    books,
+                    abort,
+                    failed_on,
+                    window,
+                    abandoned=abandoned,
+                    held=held,
+                    is_hedge=next(calls) > 0,
+                    sent=sent,
+                ),
+                lambda: window.hedge_delay(self.hedge),
+                may_hedge,
+                books.hedge_won,
+                abort,
+                self.hedge.give_up,
+            )
+        except RetryableBackendError as exc:
+            lost = exc if exc.kind == "lost" else None
+            raise
+        finally:
+            # An abandoned call may hang until its timeout; its slot is given back now, or a
+            # few hung connections would hold every slot. A call still running when its race
+            # ended (a twin answered, or it was taken for lost) counts against its endpoint's
+            # breaker as lost: a hung server never answers, not even with an error, and a
+            # healthy one answers enough others in between never to open it.
+            for ticket in list(held):
+                if not ticket.ticket.released:
+                    self.router.release(ticket, Outcome.FAILURE, lost or _OUTRUN)
+                if lost is not None:
+                    failed_on.append(ticket.route)
+
+    # -- one call: a slot on a route, then the backend ----------------------------------
+
+    def _call(
+        self,
+        request: CompletionRequest,
+        stage: str,
+        books: StageBooks,
+        abort: threading.Event,
+        failed_on: list[Route],
+        window: LatencyWindow,
+        abandoned: threading.Event | None = None,
+        held: list[RoutedTicket] | None = None,
+        is_hedge: bool = False,
+        sent: Callable[[], None] | None = None,
+    ) -> Completion:
+        """One backend call under admission control (a slot under an endpoint's adaptive
+        limit, its Retry-After gate and its breaker); its outcome adjusts all three."""
+        try:
+            with self.router.admit(cancel=abort, avoid=failed_on) as ticket:
+                if held is not None:
+                    held.append(ticket)
+                if abandoned is not None and abandoned.is_set():
+                    if is_hedge:  # never sent: its share of the budget goes back
+                        with self._lock:
+                            self._hedges_started[stage] -= 1
+                    raise _Abandoned("admitted after its race was over")
+                if is_hedge:
+                    books.hedged()
+                if sent is not None:
+                    sent()
+                started = time.monotonic()
+                try:
+                    completion = ticket.route.backend.complete(request, self.timeout_s)
+                except RetryableBackendError as exc:
+                    if abandoned is not None and abandoned.is_set():
+                        # Its twin already answered: a timeout here is not the endpoint's load.
+                        raise _Abandoned(str(exc)) from None
+                    failed_on.append(ticket.route)
+                    raise
+        except AdmissionCancelled:
+            raise StreamAborted from None
+        except RetryableBackendError:
+            if ticket.outcome is Outcome.OVERLOAD:
+                books.throttled(ticket.cut_limit)
+            raise
+        window.add(time.monotonic() - started)
+        return completion
