@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers.openai_stub import OpenAIStub
 from servers.scripted_answers import ScriptedModel
 
 from selfinstruct.config import build_config
+from selfinstruct.llm.store import ResponseStore
 from selfinstruct.pipeline import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,3 +95,27 @@ def run_outputs(out: Path) -> dict[str, bytes]:
         for p in sorted(out.rglob("*"))
         if p.is_file() and p.name not in skip
     }
+
+
+# -- a request engine's parts: a loopback OpenAI stub, a response store, a fake key ----------
+
+
+@pytest.fixture
+def stub() -> Iterator[OpenAIStub]:
+    """A loopback OpenAI-compatible stub server of this test's own (tests/servers/openai_stub.py)."""
+    with OpenAIStub() as server:
+        yield server
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ResponseStore]:
+    with ResponseStore(tmp_path / "responses.sqlite") as response_store:
+        yield response_store
+
+
+@pytest.fixture
+def fake_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OPENAI_API_KEY set to a secret that a test can look for in logs, files and errors."""
+    from fixtures.engine_parts import FAKE_KEY
+
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)

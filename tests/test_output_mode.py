@@ -22,6 +22,7 @@ from selfinstruct.cli.parser import build_parser
 from selfinstruct.config import BackendConfig, GenerationParams, build_config
 from selfinstruct.errors import BackendError
 from selfinstruct.llm.openai.client import OpenAIBackend
+from selfinstruct.llm.openai.output_modes import settle_output_mode
 from selfinstruct.llm.types import ChatMessage, CompletionRequest
 from selfinstruct.pipeline import Run
 
@@ -262,3 +263,37 @@ def test_llama_cpp_pythons_server_probes_as_json_object(tmp_path: Path) -> None:
             assert backend.probe_output_mode() == "json_object"
         finally:
             backend.close()
+
+
+# -- settle_output_mode: the one place that decides ----------------------------------------
+
+
+def recorded_for(config: BackendConfig, mode: str, **other: Any) -> dict[str, Any]:
+    return {**config.model_dump(mode="json"), "output_mode": mode, **other}
+
+
+def test_a_named_mode_is_used_as_named_without_a_look_at_the_record_or_a_probe() -> None:
+    config = BackendConfig(kind="openai", base_url="http://127.0.0.1:9/v1", api="chat", output_mode="text")
+
+    def probe() -> str:
+        raise AssertionError("a named mode is never probed")
+
+    assert settle_output_mode(config, recorded_for(config, "json_object"), probe) == "text"
+
+
+def test_auto_takes_what_the_run_recorded_for_the_same_server_else_probes() -> None:
+    config = BackendConfig(kind="openai", base_url="http://127.0.0.1:9/v1", api="chat")
+    probes: list[str] = []
+
+    def probe() -> str:
+        probes.append("asked")
+        return "json_schema"
+
+    assert settle_output_mode(config, recorded_for(config, "json_object"), probe) == "json_object"
+    assert probes == []
+    other_server = recorded_for(config, "json_object", base_url="http://127.0.0.1:10/v1")
+    assert settle_output_mode(config, other_server, probe) == "json_schema"
+    assert settle_output_mode(config, recorded_for(config, "auto"), probe) == "json_schema"
+    assert settle_output_mode(config, None, probe) == "json_schema"
+    assert probes == ["asked"] * 3
+    assert settle_output_mode(config, None, None) == "auto"  # nothing can be asked
