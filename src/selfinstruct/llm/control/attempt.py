@@ -22,7 +22,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.accounting import StageBooks
@@ -39,6 +39,18 @@ class GaveUp:
 
     reason: str
     attempts: int
+
+
+@dataclass
+class _Job:
+    """One request on its way: what every try and call of it needs."""
+
+    request: CompletionRequest
+    stage: str
+    books: StageBooks
+    abort: threading.Event  # set when a fatal error elsewhere stops the stream
+    window: LatencyWindow  # the stage's recent latencies (its hedge delay)
+    failed_on: list[Route] = field(default_factory=list)  # routes that failed it: a retry goes elsewhere
 
 
 class _Abandoned(Exception):
@@ -69,11 +81,13 @@ class Sender:
         Raises `BackendError` (fatal: `abort` is set for the other requests) and
         `StreamAborted` (another request's fatal error ended this one's wait).
         """
+        with self._lock:
+            window = self._latencies.setdefault(stage, LatencyWindow())
+        job = _Job(request, stage, books, abort, window)
         retries = 0
-        failed_on: list[Route] = []  # routes that failed this request: a retry goes elsewhere
         while True:
             try:
-                return self._try(request, stage, books, abort, failed_on)
+                return self._try(job)
             except RetryableBackendError as exc:
                 if not self.retry_policy.allows_retry(retries):
                     return GaveUp(str(exc), retries + 1)
@@ -91,26 +105,17 @@ class Sender:
 
     # -- one try: a call, and a twin when it runs long ----------------------------------
 
-    def _try(
-        self,
-        request: CompletionRequest,
-        stage: str,
-        books: StageBooks,
-        abort: threading.Event,
-        failed_on: list[Route],
-    ) -> Completion:
-        with self._lock:
-            window = self._latencies.setdefault(stage, LatencyWindow())
+    def _try(self, job: _Job) -> Completion:
         if self.hedge.budget <= 0:
-            return self._call(request, stage, books, abort, failed_on, window)
+            return self._call(job)
 
         def may_hedge() -> bool:
             # Counted against the budget when decided; in `hedged` once really sent.
-            tries = books.tries()
+            tries = job.books.tries()
             with self._lock:
-                started = self._hedges_started.get(stage, 0)
+                started = self._hedges_started.get(job.stage, 0)
                 allowed = self.hedge.allows(started, tries)
-                self._hedges_started[stage] = started + allowed
+                self._hedges_started[job.stage] = started + allowed
             return allowed
 
         held: list[RoutedTicket] = []  # the admission slots of this race's calls
@@ -119,21 +124,12 @@ class Sender:
         try:
             return race(
                 lambda abandoned, sent: self._call(
-                    request,
-                    stage,
-                    books,
-                    abort,
-                    failed_on,
-                    window,
-                    abandoned=abandoned,
-                    held=held,
-                    is_hedge=next(calls) > 0,
-                    sent=sent,
+                    job, abandoned=abandoned, held=held, is_hedge=next(calls) > 0, sent=sent
                 ),
-                lambda: window.hedge_delay(self.hedge),
+                lambda: job.window.hedge_delay(self.hedge),
                 may_hedge,
-                books.hedge_won,
-                abort,
+                job.books.hedge_won,
+                job.abort,
                 self.hedge.give_up,
             )
         except RetryableBackendError as exc:
@@ -149,18 +145,13 @@ class Sender:
                 if not ticket.ticket.released:
                     self.router.release(ticket, Outcome.FAILURE, lost or _OUTRUN)
                 if lost is not None:
-                    failed_on.append(ticket.route)
+                    job.failed_on.append(ticket.route)
 
     # -- one call: a slot on a route, then the backend ----------------------------------
 
     def _call(
         self,
-        request: CompletionRequest,
-        stage: str,
-        books: StageBooks,
-        abort: threading.Event,
-        failed_on: list[Route],
-        window: LatencyWindow,
+        job: _Job,
         abandoned: threading.Event | None = None,
         held: list[RoutedTicket] | None = None,
         is_hedge: bool = False,
@@ -169,32 +160,32 @@ class Sender:
         """One backend call under admission control (a slot under an endpoint's adaptive
         limit, its Retry-After gate and its breaker); its outcome adjusts all three."""
         try:
-            with self.router.admit(cancel=abort, avoid=failed_on) as ticket:
+            with self.router.admit(cancel=job.abort, avoid=job.failed_on) as ticket:
                 if held is not None:
                     held.append(ticket)
                 if abandoned is not None and abandoned.is_set():
                     if is_hedge:  # never sent: its share of the budget goes back
                         with self._lock:
-                            self._hedges_started[stage] -= 1
+                            self._hedges_started[job.stage] -= 1
                     raise _Abandoned("admitted after its race was over")
                 if is_hedge:
-                    books.hedged()
+                    job.books.hedged()
                 if sent is not None:
                     sent()
                 started = time.monotonic()
                 try:
-                    completion = ticket.route.backend.complete(request, self.timeout_s)
+                    completion = ticket.route.backend.complete(job.request, self.timeout_s)
                 except RetryableBackendError as exc:
                     if abandoned is not None and abandoned.is_set():
                         # Its twin already answered: a timeout here is not the endpoint's load.
                         raise _Abandoned(str(exc)) from None
-                    failed_on.append(ticket.route)
+                    job.failed_on.append(ticket.route)
                     raise
         except AdmissionCancelled:
             raise StreamAborted from None
         except RetryableBackendError:
             if ticket.outcome is Outcome.OVERLOAD:
-                books.throttled(ticket.cut_limit)
+                job.books.throttled(ticket.cut_limit)
             raise
-        window.add(time.monotonic() - started)
+        job.window.add(time.monotonic() - started)
         return completion
