@@ -49,7 +49,7 @@ from selfinstruct.rundir import (  # noqa: E402
     finetune_data_file,
 )
 from selfinstruct.seeds import load_seed_tasks  # noqa: E402
-from selfinstruct.stages.finetune_data import finetune_data_from_triples  # noqa: E402
+from selfinstruct.stages.prepare import finetune_data_from_triples  # noqa: E402
 
 TASKS = REPO.parent / "shared" / "data" / "superni_test" / "tasks"
 

@@ -261,7 +261,8 @@ class FilterConfig(Strict):
 
 
 class FinetuneDataConfig(Strict):
-    """Stage 4: instance filters and the fine-tuning data (method.md 1.4)."""
+    """Stage 4 (`selfinstruct prepare`, stages/prepare.py): instance filters and the fine-tuning data
+    (method.md 1.4)."""
 
     max_instances_per_task: int = Field(default=5, ge=1)
     include_seed_tasks: bool = False
@@ -291,6 +292,8 @@ class RunConfig(Strict):
     classify: ClassifyConfig
     instances: InstancesConfig
     filters: FilterConfig = FilterConfig()
+    # Stage 4's section keeps its name, though the stage is `prepare` (stages/prepare.py): users'
+    # YAML files and the config.yaml recorded in existing runs say `finetune_data:`.
     finetune_data: FinetuneDataConfig = FinetuneDataConfig()
     compat: CompatConfig = CompatConfig()
     # Prompt files (package data names or paths) to use instead of the preset's.

@@ -225,7 +225,7 @@ class Run:
 
     def prepare(self) -> dict[str, Any]:
         """Stage 4: filter instances and write the fine-tuning data and exports."""
-        from selfinstruct.stages.finetune_data import build_finetune_data
+        from selfinstruct.stages.prepare import build_finetune_data
 
         if self.config.pipeline == "alpaca":
             records = self._read(INSTRUCTIONS_FILE, "bootstrap", INSTRUCTION_FIELDS)
@@ -237,7 +237,7 @@ class Run:
     def relabel(self, source_run: Path) -> dict[str, Any]:
         """Rebuild `source_run`'s fine-tuning data here with this run's model writing the outputs."""
         from selfinstruct.records import Triple
-        from selfinstruct.stages.finetune_data import finetune_data_from_triples
+        from selfinstruct.stages.prepare import finetune_data_from_triples
         from selfinstruct.stages.relabel import relabel_triples
 
         source = source_run / FINETUNE_DIR / GENERATED_INSTANCES_FILE
