@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfinstruct.config import RunConfig
-from selfinstruct.filters.instances import filter_instances
+from selfinstruct.filters.instance_rules import filter_instances
 from selfinstruct.parsing import instances_of_record
 from selfinstruct.prompts import FinetuneTemplates
 from selfinstruct.randomness import derive_seed, step_rng
