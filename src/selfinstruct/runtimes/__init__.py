@@ -1,7 +1,7 @@
 """In-process model runtimes: backends that run the model inside this process.
 
 - embedded: a GGUF model through llama.cpp (the default backend), decoded in batches by
-  llama_batch's `BatchDecoder`, which reuses the KV cells of shared prompt prefixes
+  llama_decoder's `BatchDecoder`, which reuses the KV cells of shared prompt prefixes
   (prefix_cache);
 - transformers_backend: a Hugging Face model (+ LoRA adapter), micro-batched `generate`;
 - sampling: the one token sampler both use (numpy): penalties, temperature + nucleus,

@@ -200,7 +200,7 @@ class BatchDecoder:
         self._prefix = PrefixCache(self.slots, enabled=prefix_cache)
         self._closing = False
         self.steps_decoded = 0  # llama_decode calls so far (read by tests and benchmarks)
-        self._thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="llama-decoder", daemon=True)
         self._thread.start()
         _LIVE.add(self)
 
