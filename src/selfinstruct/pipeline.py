@@ -18,14 +18,8 @@ import yaml
 
 from selfinstruct.config import SIMILARITY_STATS_AUTO_MAX, RunConfig, cache_dir, dump_config
 from selfinstruct.errors import BackendError, InputFileError
-from selfinstruct.records import (
-    make_dir,
-    read_records,
-    remove_partial_writes,
-    write_atomic,
-    write_json,
-    write_jsonl,
-)
+from selfinstruct.files import make_dir, remove_partial_writes, write_atomic
+from selfinstruct.records import read_records, write_json, write_jsonl
 from selfinstruct.rundir import (
     BOOKKEEPING_FILES,
     CLASSIFICATION_FIELDS,

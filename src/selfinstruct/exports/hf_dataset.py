@@ -19,7 +19,8 @@ from typing import Any
 from selfinstruct.errors import InputFileError, MissingDependencyError
 from selfinstruct.exports.dataset_card import COLUMNS, DEFAULT_LICENSE, DataFile, card_text
 from selfinstruct.exports.run_source import read_config, read_summary, read_triples
-from selfinstruct.records import Triple, check_out_dir, make_dir
+from selfinstruct.files import check_out_dir, make_dir
+from selfinstruct.records import Triple
 from selfinstruct.rundir import FINETUNE_DIR, HF_DATASET_DIR
 
 DATA_FILE = "data/train-00000-of-00001.parquet"

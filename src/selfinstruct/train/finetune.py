@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import ConfigError
+from selfinstruct.files import write_atomic
 from selfinstruct.models.huggingface import (
     EMBEDDED,
     check_base_spec,
@@ -41,7 +42,7 @@ from selfinstruct.models.huggingface import (
     resolve_base,
     weights_fingerprint,
 )
-from selfinstruct.records import write_atomic, write_json
+from selfinstruct.records import write_json
 from selfinstruct.rundir import FINETUNE_OUT_DIR
 from selfinstruct.train import sft_data
 from selfinstruct.train.checkpoints import (
