@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from selfinstruct.config import SIMILARITY_STATS_AUTO_MAX, RunConfig, cache_dir, dump_config
-from selfinstruct.errors import BackendError, InputFileError
+from selfinstruct.errors import BackendError, InputFileError, RunFileError
 from selfinstruct.files import make_dir, remove_partial_writes, write_atomic
 from selfinstruct.records import read_records, write_json, write_jsonl
 from selfinstruct.rundir import (
@@ -40,6 +38,7 @@ from selfinstruct.rundir import (
     classification_file,
     finetune_data_file,
 )
+from selfinstruct.rundir_reader import config_section, read_run_config, read_summary
 from selfinstruct.runlock import RunLock, check_run_directory
 from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages.context import PromptSet, StageContext
@@ -66,6 +65,8 @@ class Run:
         self._backend: Any = self.backend
         self._created_here = False
         self._lock: RunLock | None = None
+        # summary.json as this invocation writes it: read once (in open(), or at the first write).
+        self._summary: dict[str, Any] | None = None
 
     # -- set-up -----------------------------------------------------------------------------
     def open(self, needs_model: bool = True) -> None:
@@ -75,6 +76,9 @@ class Run:
         check_run_directory(self.out)  # before a model is loaded for nothing
         if self.out.is_dir():  # a second invocation on an existing run fails before loading a model
             self._lock = RunLock.acquire(self.out)
+            # What earlier invocations counted; each stage adds to it. A corrupt summary.json
+            # fails here, before a model is loaded and a stage's work is done for nothing.
+            self._summary = read_summary(self.out)
         if needs_model and self._backend is None:
             self._backend = start_backend(self.config.backend, cache_dir())
         if needs_model:
@@ -103,7 +107,7 @@ class Run:
         """
         backend = self.config.backend
         if backend.output_mode == "auto" and backend.chat_prompts():
-            mode = recorded_output_mode(self.out / CONFIG_FILE, self.config)
+            mode = recorded_output_mode(self.out, self.config)
             probe = getattr(self._backend, "probe_output_mode", None)
             if mode is None and callable(probe):
                 mode = str(probe())
@@ -281,19 +285,14 @@ class Run:
         return read_records(path, *fields)
 
     def summary(self) -> dict[str, Any]:
-        path = self.out / SUMMARY_FILE
-        if path.is_file():
-            import json
-
-            try:
-                data: dict[str, Any] = json.loads(path.read_text("utf-8"))
-                return data
-            except ValueError:
-                return {}
-        return {}
+        """The run's summary.json so far; {} before the first stage (a corrupt one: RunFileError)."""
+        return read_summary(self.out)
 
     def _write_summary(self, update: dict[str, Any]) -> None:
-        summary = self.summary()
+        # Read once, then kept: while this invocation holds the run's lock, nothing else writes it.
+        if self._summary is None:
+            self._summary = read_summary(self.out)
+        summary = self._summary
         funnel = dict(summary.get("funnel", {}))
         funnel.update(update)
         summary["funnel"] = funnel
@@ -311,14 +310,14 @@ class Run:
         write_json(self.out / SUMMARY_FILE, summary)
 
 
-def recorded_output_mode(config_file: Path, config: RunConfig) -> str | None:
-    """The output mode `config_file` (a run's config.yaml) records for the server that `config`
-    names (kind, URL, model, API), or None: another server, no file, or nothing settled."""
+def recorded_output_mode(run: Path, config: RunConfig) -> str | None:
+    """The output mode the config.yaml of `run` records for the server that `config` names
+    (kind, URL, model, API), or None: another server, no file, or nothing settled."""
     try:
-        recorded = yaml.safe_load(config_file.read_text("utf-8"))["backend"]
-        mode = recorded["output_mode"]
-    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
-        return None  # unreadable or not ours: probing again is always safe
+        recorded = config_section(read_run_config(run), "backend")
+    except RunFileError:
+        return None  # unreadable: probing again is always safe
+    mode = recorded.get("output_mode")
     same_server = all(recorded.get(key) == getattr(config.backend, key) for key in _SERVER_KEYS)
     return mode if same_server and mode in ("json_schema", "json_object", "text") else None
 

@@ -50,22 +50,24 @@ def read_user_file(path: Path, error: type[SelfInstructError] = ConfigError) -> 
         raise error(f"{path}: cannot read the file ({exc.strerror or exc})") from None
 
 
-def read_yaml_mapping(text: str, source: str) -> dict[str, Any]:
+def read_yaml_mapping(text: str, source: str, error: type[SelfInstructError] = ConfigError) -> dict[str, Any]:
+    """YAML text whose top level is a mapping ({} for an empty text); anything else raises
+    `error` in one line naming `source` (and the line, where PyYAML knows it)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise error(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     except Exception as exc:  # the parser failing on bad text is bad text too
         # PyYAML's constructors raise plain Python errors on some text it scans fine: `!!int`
         # (IndexError), `!!int abc` or `2001-13-45` (ValueError), an integer of 5000 digits,
         # 10,000 nested brackets (RecursionError).
-        raise ConfigError(f"{source}: not valid YAML ({type(exc).__name__}: {exc})") from None
+        raise error(f"{source}: not valid YAML ({type(exc).__name__}: {exc})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        raise error(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     return data
 
 
