@@ -2,7 +2,7 @@
 
 The reference is what `EmbeddedBackend` did before batching: one `llama_cpp.Llama`, calls
 serialised by a lock, `create_completion` for each request in turn. Ours is `EmbeddedBackend`
-(llama_batch.py) with `concurrency` = the number of requests, all submitted at once from
+(llama_decoder.py) with `concurrency` = the number of requests, all submitted at once from
 threads, as the request engine does. Every request is greedy, `--tokens` long, with no stop
 string, and throughput counts the tokens actually generated (the base model may end early
 with EOS). Target: 8 concurrent requests give >= 1.6x the reference's tokens/s.
@@ -12,7 +12,7 @@ machine hits both alike. Printed: each round's ratio, and best vs best (the verd
 best round of each is the one least slowed by other load). Also printed: ours at 1/4/8/16
 concurrent requests, and how many greedy texts equal our own one-at-a-time answer and the
 reference's (neither need be all: llama.cpp's kernels are not batch-invariant, and the
-reference loads the model with the CPU repack buffers; see runtimes/llama_batch.py).
+reference loads the model with the CPU repack buffers; see runtimes/llama_decoder.py).
 
 Run: .venv/bin/python benchmarks/bench_embedded_batching.py [--rounds 5] [--tokens 64] [--quick]
 """

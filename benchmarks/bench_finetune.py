@@ -43,7 +43,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from selfinstruct.prompts import FinetuneTemplates, load_prompt  # noqa: E402
 from selfinstruct.seeds import load_seed_tasks  # noqa: E402
-from selfinstruct.stages.finetune_data import encode_triple, seed_triples  # noqa: E402
+from selfinstruct.stages.prepare import encode_triple, seed_triples  # noqa: E402
 from selfinstruct.train import sft_data  # noqa: E402
 
 SEEDS = REPO.parent / "shared" / "data" / "seed_tasks.jsonl"

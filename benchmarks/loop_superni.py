@@ -38,8 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 from selfinstruct.config import build_config  # noqa: E402
 from selfinstruct.exports import write_exports  # noqa: E402
+from selfinstruct.files import write_atomic  # noqa: E402
 from selfinstruct.prompts import FinetuneTemplates, load_prompt  # noqa: E402
-from selfinstruct.records import Triple, read_records, write_atomic, write_json, write_jsonl  # noqa: E402
+from selfinstruct.records import Triple, read_records, write_json, write_jsonl  # noqa: E402
 from selfinstruct.rundir import (  # noqa: E402
     CONFIG_FILE,
     FINETUNE_DIR,
@@ -49,7 +50,7 @@ from selfinstruct.rundir import (  # noqa: E402
     finetune_data_file,
 )
 from selfinstruct.seeds import load_seed_tasks  # noqa: E402
-from selfinstruct.stages.finetune_data import finetune_data_from_triples  # noqa: E402
+from selfinstruct.stages.prepare import finetune_data_from_triples  # noqa: E402
 
 TASKS = REPO.parent / "shared" / "data" / "superni_test" / "tasks"
 

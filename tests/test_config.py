@@ -6,7 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from selfinstruct.config import build_config, dump_config
+from selfinstruct.config import (
+    BackendConfig,
+    ExecutorChoice,
+    HttpServer,
+    InProcessRuntime,
+    ModelChoice,
+    Pricing,
+    RequestPolicy,
+    build_config,
+    dump_config,
+)
 from selfinstruct.errors import ConfigError
 
 
@@ -135,3 +145,38 @@ def test_a_base_url_with_credentials_is_refused_without_repeating_them(
         message = str(info.value)
         assert "backend.base_url" in message and "credentials in the URL" in message
         assert f"use {bare} " in message and "SECRET" not in message and "\n" not in message
+
+
+# A run's config.yaml as this version records it (backend with endpoints, chat, prices, Ray, batch).
+RECORDED = Path(__file__).parent / "fixtures" / "recorded_config.yaml"
+
+
+def test_a_recorded_run_config_loads_and_is_written_again_byte_for_byte() -> None:
+    # Later stage commands read config.yaml back and record it again: the file must not drift.
+    # (A new config field appears in the output: add it to the fixture.)
+    assert dump_config(build_config(config_file=RECORDED)) == RECORDED.read_text("utf-8")
+
+
+BACKEND_GROUPS = (ModelChoice, HttpServer, InProcessRuntime, RequestPolicy, Pricing, ExecutorChoice)
+
+
+def test_every_backend_field_belongs_to_exactly_one_group() -> None:
+    grouped = [name for group in BACKEND_GROUPS for name in group.model_fields]
+    assert sorted(grouped) == sorted(BackendConfig.model_fields)
+    assert len(grouped) == len(set(grouped))
+
+
+def test_backend_keys_stay_flat_in_yaml_and_land_in_their_group(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "backend: {kind: openai, base_url: 'http://127.0.0.1:9/v1', concurrency: 3, max_retries: 2,"
+        " retry_base_s: 0.01, price_per_1k_input: 0.5}\n",
+        encoding="utf-8",
+    )
+    backend = build_config(config_file=path).backend
+    assert isinstance(backend, RequestPolicy) and isinstance(backend, HttpServer)
+    assert (backend.concurrency, backend.max_retries, backend.retry_base_s) == (3, 2, 0.01)
+    assert set(RequestPolicy.model_fields) >= {"concurrency", "max_retries", "retry_base_s"}
+    assert backend.price_per_1k_input == 0.5 and "price_per_1k_input" in Pricing.model_fields
+    assert backend.endpoint_list()[0].url == "http://127.0.0.1:9/v1"
+    assert not backend.chat_prompts()

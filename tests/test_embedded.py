@@ -102,7 +102,7 @@ def test_prompt_that_leaves_no_room_for_an_answer_is_a_clear_error(backend: Embe
 
 def test_concurrent_calls_are_batched_and_each_gets_its_own_answer(backend: EmbeddedBackend) -> None:
     # Clear continuations: an open-ended prompt's answer can depend on what shares its decode
-    # steps (near-ties; see llama_batch.py), and thread timing decides that here.
+    # steps (near-ties; see llama_decoder.py), and thread timing decides that here.
     prompts = [
         "Count: 1, 2, 3, 4, 5,",
         "Monday, Tuesday, Wednesday,",

@@ -25,7 +25,7 @@ from selfinstruct.errors import ConfigError
 from selfinstruct.exports import write_exports
 from selfinstruct.prompts import FinetuneTemplates, load_prompt
 from selfinstruct.records import Triple, write_jsonl
-from selfinstruct.stages.finetune_data import encode_triple
+from selfinstruct.stages.prepare import encode_triple
 from selfinstruct.train.finetune import FinetuneOptions, FinetuneResult, finetune, lr_factor
 
 TRIPLES = [

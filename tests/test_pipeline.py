@@ -16,10 +16,10 @@ from conftest import RunFactory
 from servers.scripted_answers import WORDS, ScriptedModel
 
 from selfinstruct.config import build_config
-from selfinstruct.errors import RequestsFailedError
+from selfinstruct.errors import RequestsFailedError, RunFileError
 from selfinstruct.llm.types import Completion, CompletionRequest
 from selfinstruct.pipeline import Run
-from selfinstruct.rundir import BOOKKEEPING_FILES, INSTANCES_FILE, INSTRUCTIONS_FILE
+from selfinstruct.rundir import BOOKKEEPING_FILES, INSTANCES_FILE, INSTRUCTIONS_FILE, SUMMARY_FILE
 
 
 def snapshot(out: Path) -> dict[str, bytes]:
@@ -163,3 +163,14 @@ def test_relabel_replaces_outputs_with_the_teachers_and_keeps_the_tasks(
     assert [(r["instruction"], r["input"]) for r in after] == [(r["instruction"], r["input"]) for r in before]
     assert all(r["output"] == f"better answer to: {r['instruction']}" for r in after)
     assert entry["finetuning_rows"] == len(after) > 0
+
+
+def test_a_corrupt_summary_stops_a_stage_before_it_runs(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / SUMMARY_FILE).write_text("{not json", encoding="utf-8")
+    run = Run(out, build_config(), progress=False, log=lambda _: None, backend=ScriptedModel())
+    with pytest.raises(RunFileError, match=r"summary\.json: not readable JSON"), run.opened():
+        run.bootstrap()
+    assert not (out / INSTRUCTIONS_FILE).exists()
+    assert (out / SUMMARY_FILE).read_text(encoding="utf-8") == "{not json"  # left for the user to see

@@ -27,7 +27,7 @@ from selfinstruct.prompts import (
     InstancesGenerationPrompt,
     load_prompt,
 )
-from selfinstruct.runtimes.llama_batch import BatchDecoder, Generation
+from selfinstruct.runtimes.llama_decoder import BatchDecoder, Generation
 from selfinstruct.runtimes.prefix_cache import MIN_REUSE, Plan, PrefixCache, common_prefix
 from selfinstruct.stages.classify import render_classify_prompt
 from selfinstruct.stages.instances import render_classification_prompt, render_generation_prompt

@@ -1,7 +1,7 @@
 """sampling: the one token sampler of the in-process runtimes (pure, on small arrays).
 
 Penalties, temperature + nucleus sampling, per-request seeds and the context-window check,
-and that both runtimes (llama_batch, transformers_backend) use these functions and define
+and that both runtimes (llama_decoder, transformers_backend) use these functions and define
 none of their own. That the transformers backend's draws equal these on the same logits is
 checked beside it (test_transformers_backend.py).
 """
@@ -253,7 +253,7 @@ def imported_from_sampling(path: Path) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("runtime", ["llama_batch.py", "transformers_backend.py", "embedded.py"])
+@pytest.mark.parametrize("runtime", ["llama_decoder.py", "transformers_backend.py", "embedded.py"])
 def test_no_runtime_defines_a_sampler_of_its_own(runtime: str) -> None:
     shared = defined_names(RUNTIMES / "sampling.py")
     assert {"penalize", "choose_token", "request_seed", "fit_to_window", "REPEAT_LAST_N"} <= shared
@@ -262,7 +262,7 @@ def test_no_runtime_defines_a_sampler_of_its_own(runtime: str) -> None:
     assert not defined_names(RUNTIMES / runtime) & (shared | former)
 
 
-@pytest.mark.parametrize("runtime", ["llama_batch.py", "transformers_backend.py"])
+@pytest.mark.parametrize("runtime", ["llama_decoder.py", "transformers_backend.py"])
 def test_both_decoders_penalize_and_choose_tokens_with_the_shared_functions(runtime: str) -> None:
     assert {"penalize", "choose_token", "seeded_rng", "recent_tokens"} <= imported_from_sampling(
         RUNTIMES / runtime

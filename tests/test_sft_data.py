@@ -10,7 +10,7 @@ import pytest
 from selfinstruct.errors import InputFileError
 from selfinstruct.prompts import FinetuneTemplates, load_prompt
 from selfinstruct.records import Triple
-from selfinstruct.stages.finetune_data import encode_triple
+from selfinstruct.stages.prepare import encode_triple
 from selfinstruct.train.sft_data import (
     END_MARKER,
     IGNORE,

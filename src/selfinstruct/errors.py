@@ -26,6 +26,10 @@ class InputFileError(SelfInstructError):
     """An input file (dataset, run directory) is missing or malformed."""
 
 
+class RunFileError(InputFileError):
+    """A run directory's config.yaml or summary.json is there but unreadable; the message names it."""
+
+
 class MissingDependencyError(SelfInstructError):
     """An optional package that a command needs is not installed; the message says what to pip install."""
 

@@ -14,18 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from selfinstruct.config import SIMILARITY_STATS_AUTO_MAX, RunConfig, cache_dir, dump_config
-from selfinstruct.errors import BackendError, InputFileError
-from selfinstruct.records import (
-    make_dir,
-    read_records,
-    remove_partial_writes,
-    write_atomic,
-    write_json,
-    write_jsonl,
-)
+from selfinstruct.errors import BackendError, InputFileError, RunFileError
+from selfinstruct.files import make_dir, remove_partial_writes, write_atomic
+from selfinstruct.records import read_records, write_json, write_jsonl
 from selfinstruct.rundir import (
     BOOKKEEPING_FILES,
     CLASSIFICATION_FIELDS,
@@ -46,6 +38,7 @@ from selfinstruct.rundir import (
     classification_file,
     finetune_data_file,
 )
+from selfinstruct.rundir_reader import config_section, read_run_config, read_summary
 from selfinstruct.runlock import RunLock, check_run_directory
 from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages.context import PromptSet, StageContext
@@ -72,6 +65,8 @@ class Run:
         self._backend: Any = self.backend
         self._created_here = False
         self._lock: RunLock | None = None
+        # summary.json as this invocation writes it: read once (in open(), or at the first write).
+        self._summary: dict[str, Any] | None = None
 
     # -- set-up -----------------------------------------------------------------------------
     def open(self, needs_model: bool = True) -> None:
@@ -81,6 +76,9 @@ class Run:
         check_run_directory(self.out)  # before a model is loaded for nothing
         if self.out.is_dir():  # a second invocation on an existing run fails before loading a model
             self._lock = RunLock.acquire(self.out)
+            # What earlier invocations counted; each stage adds to it. A corrupt summary.json
+            # fails here, before a model is loaded and a stage's work is done for nothing.
+            self._summary = read_summary(self.out)
         if needs_model and self._backend is None:
             self._backend = start_backend(self.config.backend, cache_dir())
         if needs_model:
@@ -117,7 +115,7 @@ class Run:
             return mode
 
         if backend.output_mode == "auto" and backend.chat_prompts():
-            recorded = recorded_backend(self.out / CONFIG_FILE)
+            recorded = recorded_backend(self.out)
             mode = settle_output_mode(backend, recorded, probe if http is not None else None)
             self.config = self.config.model_copy(
                 update={"backend": backend.model_copy(update={"output_mode": mode})}
@@ -227,7 +225,7 @@ class Run:
 
     def prepare(self) -> dict[str, Any]:
         """Stage 4: filter instances and write the fine-tuning data and exports."""
-        from selfinstruct.stages.finetune_data import build_finetune_data
+        from selfinstruct.stages.prepare import build_finetune_data
 
         if self.config.pipeline == "alpaca":
             records = self._read(INSTRUCTIONS_FILE, "bootstrap", INSTRUCTION_FIELDS)
@@ -239,7 +237,7 @@ class Run:
     def relabel(self, source_run: Path) -> dict[str, Any]:
         """Rebuild `source_run`'s fine-tuning data here with this run's model writing the outputs."""
         from selfinstruct.records import Triple
-        from selfinstruct.stages.finetune_data import finetune_data_from_triples
+        from selfinstruct.stages.prepare import finetune_data_from_triples
         from selfinstruct.stages.relabel import relabel_triples
 
         source = source_run / FINETUNE_DIR / GENERATED_INSTANCES_FILE
@@ -289,19 +287,14 @@ class Run:
         return read_records(path, *fields)
 
     def summary(self) -> dict[str, Any]:
-        path = self.out / SUMMARY_FILE
-        if path.is_file():
-            import json
-
-            try:
-                data: dict[str, Any] = json.loads(path.read_text("utf-8"))
-                return data
-            except ValueError:
-                return {}
-        return {}
+        """The run's summary.json so far; {} before the first stage (a corrupt one: RunFileError)."""
+        return read_summary(self.out)
 
     def _write_summary(self, update: dict[str, Any]) -> None:
-        summary = self.summary()
+        # Read once, then kept: while this invocation holds the run's lock, nothing else writes it.
+        if self._summary is None:
+            self._summary = read_summary(self.out)
+        summary = self._summary
         funnel = dict(summary.get("funnel", {}))
         funnel.update(update)
         summary["funnel"] = funnel
@@ -319,14 +312,13 @@ class Run:
         write_json(self.out / SUMMARY_FILE, summary)
 
 
-def recorded_backend(config_file: Path) -> dict[str, Any] | None:
-    """The `backend` section of a run's config.yaml, or None when there is none to read
-    (no file, not YAML, not ours): probing again is always safe."""
+def recorded_backend(run: Path) -> dict[str, Any] | None:
+    """The `backend` section of the config.yaml of `run`, or None when it cannot be read
+    (probing again is always safe)."""
     try:
-        recorded = yaml.safe_load(config_file.read_text("utf-8"))["backend"]
-    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return config_section(read_run_config(run), "backend")
+    except RunFileError:
         return None
-    return recorded if isinstance(recorded, dict) else None
 
 
 def _remove_unused_run(out: Path) -> None:

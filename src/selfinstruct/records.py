@@ -2,20 +2,19 @@
 
 Every stage reads and writes these records as JSON lines in the reference's shapes, so a
 run directory can be inspected with `head` and `jq`, and files from the reference code can
-be read back.
+be read back. Files are written whole or not at all (`files.write_atomic`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import InputFileError, SelfInstructError
+from selfinstruct.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -179,73 +178,6 @@ def json_type(kind: type) -> str:
 
 def dumps(record: Any) -> str:
     return json.dumps(record, ensure_ascii=False)
-
-
-_TEMP_SUFFIX = ".tmp"
-
-
-def remove_partial_writes(folder: Path, names: Iterable[str]) -> None:
-    """Delete the temp files that `write_atomic` left beside `names` (file names or globs) in
-    `folder` when its process was killed mid-write; nothing else, and nothing below `folder`."""
-    for name in names:
-        for leftover in folder.glob(f".{name}.*{_TEMP_SUFFIX}"):
-            if leftover.is_file():
-                leftover.unlink(missing_ok=True)
-
-
-def write_atomic(path: Path, text_or_lines: str | Iterable[str]) -> None:
-    """Write a file completely or not at all: temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            if isinstance(text_or_lines, str):
-                handle.write(text_or_lines)
-            else:
-                for line in text_or_lines:
-                    handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600 files; give the result the usual permissions.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def check_out_dir(path: Path) -> None:
-    """Refuse an output directory that is a file, or below one, before any work starts."""
-    if path.exists():
-        if not path.is_dir():
-            raise InputFileError(f"{path}: exists and is not a directory")
-        return
-    ancestor = next((p for p in path.absolute().parents if p.exists()), None)
-    if ancestor is not None and not ancestor.is_dir():
-        raise InputFileError(f"{path}: cannot create the directory (Not a directory)")
-
-
-def make_dir(path: Path) -> bool:
-    """Create the output directory `path` if missing (True when this call created it).
-
-    A path that cannot be created or written is an InputFileError, not an OSError deep in
-    the first write.
-    """
-    check_out_dir(path)
-    created = not path.exists()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot create the directory ({exc.strerror or exc})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise InputFileError(f"{path}: the directory is not writable")
-    return created
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_jsonl(path: Path, records: Iterable[Any]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from selfinstruct.errors import InputFileError, RunBusyError
-from selfinstruct.records import check_out_dir
+from selfinstruct.files import check_out_dir
 from selfinstruct.rundir import CONFIG_FILE, LOCK_FILE, RUN_MARKERS
 
 

@@ -67,7 +67,8 @@ def analyze_run(
     run: Path, seed_tasks: str | Path | None = None, rule: VerbRule = "closest", progress: bool = False
 ) -> AnalysisResult:
     from selfinstruct.analysis.report import render_html
-    from selfinstruct.records import write_atomic, write_json
+    from selfinstruct.files import write_atomic
+    from selfinstruct.records import write_json
 
     data = read_run(run, seed_tasks)
     report, images = build_report(data, rule, progress)

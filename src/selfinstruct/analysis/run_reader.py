@@ -4,7 +4,8 @@ Both write the same file names (see `rundir.py`), but a directory may hold only 
 them: stage 1 alone, a reference batch dir without `config.yaml`, a folder with only the
 final `finetuning_data/`. The reader uses what is there and says which file each part came
 from, so the report can state its sources. A directory with no instruction file at all is
-an error; so is a malformed line (reported as path:line by `iter_jsonl`).
+an error; so is a malformed line (reported as path:line by `iter_jsonl`). config.yaml and
+summary.json are read by `rundir_reader`, with its error policy.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from selfinstruct.rundir import (
     INSTRUCTION_FIELDS,
     INSTRUCTIONS_FILE,
     STRING,
-    SUMMARY_FILE,
     TRIPLE_FIELDS,
     RecordFields,
     classification_file,
 )
+from selfinstruct.rundir_reader import config_section, read_run_config, read_summary
 
 FINETUNE_FILE = f"{FINETUNE_DIR}/{GENERATED_INSTANCES_FILE}"
 
@@ -56,7 +57,7 @@ def read_run(path: Path, seed_tasks: str | Path | None = None) -> RunData:
 
     if not path.is_dir():
         raise InputFileError(f"{path}: not a directory")
-    config = _read_config(path)
+    config = read_run_config(path)
     sources: dict[str, str] = {}
 
     stage1, stage3, final = _run_files(path)
@@ -77,14 +78,14 @@ def read_run(path: Path, seed_tasks: str | Path | None = None) -> RunData:
     seeds_path = _seed_path(path, seed_tasks if seed_tasks is not None else _config_seed_tasks(path, config))
     seeds = load_seed_tasks(seeds_path)
     sources["seeds"] = str(seeds_path) if seeds_path is not None else "packaged seed tasks"
-    tokenizer = str(_section(config, "filters").get("tokenizer") or "rouge")
+    tokenizer = str(config_section(config, "filters").get("tokenizer") or "rouge")
     return RunData(
         path=path,
         instructions=instructions,
         classification=classification,
         triples=triples,
         seed_instructions=[t.instruction for t in seeds],
-        summary=_read_summary(path),
+        summary=read_summary(path),
         tokenizer=tokenizer if tokenizer in ("rouge", "unicode") else "rouge",
         sources=sources,
     )
@@ -163,7 +164,7 @@ def _classification(
     """instruction -> classification, from stage 2's file, else from stage 3's carried-over answers."""
     candidates = sorted(path.glob(CLASSIFICATION_GLOB))
     if candidates:
-        model = _section(config, "backend").get("model")
+        model = config_section(config, "backend").get("model")
         preferred = path / classification_file(str(model)) if model else None
         # Several models classified this run: the config's model, else the latest file.
         chosen = preferred if preferred in candidates else max(candidates, key=lambda p: p.stat().st_mtime)
@@ -183,25 +184,6 @@ def _classification(
     return {}
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    """The run's config.yaml as a plain mapping ({} for a reference batch dir without one).
-
-    Not validated as a RunConfig: a report should also open runs of older versions.
-    """
-    from selfinstruct.config import read_user_file, read_yaml_mapping
-
-    config_path = path / CONFIG_FILE
-    if not config_path.is_file():
-        return {}
-    return read_yaml_mapping(read_user_file(config_path), str(config_path))
-
-
-def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
-    """A section of the unvalidated config; {} when absent or not a mapping."""
-    value = config.get(key)
-    return value if isinstance(value, dict) else {}
-
-
 def _config_seed_tasks(run: Path, config: dict[str, Any]) -> str | None:
     value = config.get("seed_tasks")
     if value is not None and not isinstance(value, str):
@@ -217,16 +199,3 @@ def _seed_path(run: Path, value: str | Path | None) -> Path | None:
     if not candidate.is_absolute() and not candidate.exists() and (run / candidate).exists():
         return run / candidate
     return candidate
-
-
-def _read_summary(path: Path) -> dict[str, Any]:
-    import json
-
-    summary_path = path / SUMMARY_FILE
-    if not summary_path.is_file():
-        return {}
-    try:
-        data = json.loads(summary_path.read_text("utf-8"))
-    except ValueError as exc:
-        raise InputFileError(f"{summary_path}: not valid JSON ({exc})") from None
-    return data if isinstance(data, dict) else {}

@@ -28,20 +28,20 @@ def resolve_config(args: argparse.Namespace, reuse_run_config: bool) -> Any:
     config = build_config(preset=None, config_file=config_file, overrides=flags)
     check_backend_flags(args, config.backend.kind)
     if config_file is not None and config_file == args.out / CONFIG_FILE:
-        config = _own_output_mode(config, config_file, flags)
+        config = _own_output_mode(config, args.out, flags)
     return config
 
 
-def _own_output_mode(config: Any, run_config: Path, given: dict[str, Any]) -> Any:
-    """`config` with backend.output_mode back at "auto" when it came from `run_config` (a run's
-    config.yaml) but was probed there for another server than `config` names; a mode that
-    `given` (flags, a teacher's config) sets explicitly is kept."""
+def _own_output_mode(config: Any, run: Path, given: dict[str, Any]) -> Any:
+    """`config` with backend.output_mode back at "auto" when it came from the config.yaml of
+    `run` but was probed there for another server than `config` names; a mode that `given`
+    (flags, a teacher's config) sets explicitly is kept."""
     from selfinstruct.llm.openai.output_modes import recorded_output_mode
     from selfinstruct.pipeline import recorded_backend
 
     if "output_mode" in given.get("backend", {}) or config.backend.output_mode == "auto":
         return config
-    if recorded_output_mode(recorded_backend(run_config), config.backend) is not None:
+    if recorded_output_mode(recorded_backend(run), config.backend) is not None:
         return config
     backend = config.backend.model_copy(update={"output_mode": "auto"})
     return config.model_copy(update={"backend": backend})
@@ -91,7 +91,7 @@ def cmd_relabel(args: argparse.Namespace) -> int:
     given = deep_merge(teacher, backend_overrides(args))
     config = build_config(config_file=source_config, overrides=given)
     check_backend_flags(args, config.backend.kind)
-    config = _own_output_mode(config, source_config, given)
+    config = _own_output_mode(config, args.run, given)
     # Unless named or recorded for this server, the teacher is asked in plain text whatever its
     # server supports: no probe (a slow server failed the command on it), and the new run's
     # config.yaml says how it was asked.

@@ -76,7 +76,7 @@ def started_models(
     """
     from selfinstruct.backends import build_engine, start_backend
     from selfinstruct.config import cache_dir
-    from selfinstruct.records import check_out_dir, make_dir
+    from selfinstruct.files import check_out_dir, make_dir
 
     check_out_dir(out)
     configs = [config] if judge_config is None else [config, judge_config]

@@ -4,7 +4,7 @@
     llamafactory.py     dataset_info.json: LLaMA-Factory's index of those three files
     openai_finetune.py  `export openai`: only the examples OpenAI's fine-tuning API accepts
     hf_dataset.py       `export hf`: a Hugging Face dataset folder (parquet + dataset_card.py's card)
-    run_source.py       what an export reads from a run directory
+    run_source.py       the Alpaca triples an export reads from a run directory
 
 pyarrow (for parquet) is imported only by `export hf`.
 """

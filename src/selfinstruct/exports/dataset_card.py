@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfinstruct.rundir_reader import config_section
+
 COLUMNS = ("instruction", "input", "output")
 # Without --license: the data's terms depend on the model that wrote it (and on the seed
 # tasks), which this tool cannot know, so it claims none.
@@ -122,16 +124,16 @@ def card_text(
 def _making(config: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     if not config:
         return ["The run directory holds no config.yaml: the model and settings are not recorded."]
-    backend = config.get("backend") or {}
+    backend = config_section(config, "backend")
     model = f"`{backend.get('model', 'unknown')}` (backend `{backend.get('kind', 'unknown')}`"
     if backend.get("kind") == "openai":
         model += f", `{backend.get('api', 'completions')}` API"
     model += ")"
     if backend.get("model_path"):
         model += f", weights `{Path(str(backend['model_path'])).name}`"
-    bootstrap = config.get("bootstrap") or {}
-    filters = config.get("filters") or {}
-    data = config.get("finetune_data") or {}
+    bootstrap = config_section(config, "bootstrap")
+    filters = config_section(config, "filters")
+    data = config_section(config, "finetune_data")
     seeds = config.get("seed_tasks")
     lines = [
         f"- Pipeline: `{config.get('pipeline', 'self-instruct')}` "

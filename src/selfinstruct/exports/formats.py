@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.exports.llamafactory import write_dataset_info
-from selfinstruct.records import Triple, dumps, write_atomic
+from selfinstruct.files import write_atomic
+from selfinstruct.records import Triple, dumps
 from selfinstruct.rundir import ALPACA_FILE, OPENAI_MESSAGES_FILE, SHAREGPT_FILE
 
 

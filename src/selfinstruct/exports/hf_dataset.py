@@ -18,9 +18,11 @@ from typing import Any
 
 from selfinstruct.errors import InputFileError, MissingDependencyError
 from selfinstruct.exports.dataset_card import COLUMNS, DEFAULT_LICENSE, DataFile, card_text
-from selfinstruct.exports.run_source import read_config, read_summary, read_triples
-from selfinstruct.records import Triple, check_out_dir, make_dir
+from selfinstruct.exports.run_source import read_triples
+from selfinstruct.files import check_out_dir, make_dir
+from selfinstruct.records import Triple
 from selfinstruct.rundir import FINETUNE_DIR, HF_DATASET_DIR
+from selfinstruct.rundir_reader import read_run_config, read_summary
 
 DATA_FILE = "data/train-00000-of-00001.parquet"
 CARD_FILE = "README.md"
@@ -39,7 +41,7 @@ def write_hf_dataset(
     pyarrow = _pyarrow()
     out = out if out is not None else default_out(run)
     triples = read_triples(run)
-    config, summary = read_config(run), read_summary(run)
+    config, summary = read_run_config(run), read_summary(run)
     _check_replaceable(out)
     make_dir(out.parent)  # an unwritable place is one line, not an OSError
     building = _sibling(out, "new")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import InputFileError
-from selfinstruct.records import write_atomic
+from selfinstruct.files import write_atomic
 from selfinstruct.rundir import (
     ALPACA_FILE,
     DATASET_INFO_FILE,

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.exports.formats import openai_record
-from selfinstruct.records import Triple, dumps, write_atomic
+from selfinstruct.files import write_atomic
+from selfinstruct.records import Triple, dumps
 
 ROLES = frozenset({"system", "user", "assistant"})
 # OpenAI's fine-tuning API refuses a training file with fewer examples than this.

@@ -6,13 +6,11 @@ pool. This index gives the same decision, float for float, but computes an LCS o
 few items that could exceed the threshold, and finds those few without scanning the pool:
 a prefix-filtered inverted index, as in set-similarity joins (AllPairs, PPJoin).
 
-Why an item can be ruled out (lossless). A candidate of `lc` tokens and an item of `lp`
-tokens with an LCS of L have F = 2L / (lc + lp). rouge-score's float F exceeds the threshold
-t only if 2L > limit * (lc + lp) exactly, with limit = t - 1e-9: a margin far wider than the
-float rounding of F. So a match needs L >= alpha(lc + lp), the smallest integer over
-limit * n / 2, computed in exact integer arithmetic. An LCS is a common sub-multiset of
-tokens, so L <= o, their multiset overlap. Treating the k-th occurrence of a token as its own
-element ("the", "the#2") turns each text into a set, and o into the size of an intersection.
+Why an item can be ruled out (lossless; the exact arithmetic is in novelty_bounds.py). A
+candidate of `lc` tokens and an item of `lp` tokens can be over the threshold only with an
+LCS of at least alpha(lc + lp). An LCS is a common sub-multiset of tokens, so it is at most
+their multiset overlap. Treating the k-th occurrence of a token as its own element ("the",
+"the#2") turns each text into a set, and the overlap into the size of an intersection.
 
 Prefix filtering. Order all elements by how rare they are in the pool (a single global order)
 and sort each text's elements by it. If two sets share >= alpha elements, the first
@@ -30,8 +28,8 @@ elements, the last at (i, j): every shared element before it in the order is amo
 those after it number at most min(lc - 1 - i, lp - 1 - j). Then a 128-bit signature of the
 item's tokens (one hash bit per token): a candidate token on a bit the item lacks is not in
 the item. Only the items whose bounds reach the least matching LCS for their two lengths get
-an LCS (bit-parallel, best bound first), and the search stops at the first item over the
-threshold. That least LCS comes from rouge-score's own float expression, so boundary cases come
+an LCS (bit-parallel, lcs_kernel.py; best bound first), and the search stops at the first
+item over the threshold. That least LCS comes from rouge-score's own float expression, so boundary cases come
 out as rouge-score has them: an LCS of 7 between 7 and 13 tokens gives 2*P*R/(P+R) =
 0.7000000000000001, over 0.7, though 2*7/20 is 0.7.
 
@@ -48,21 +46,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from fractions import Fraction
 from functools import cache
 from typing import Any
 
 import numpy as np
 
+from selfinstruct.filters import lcs_kernel
 from selfinstruct.filters import novelty_kernel as kernel
+from selfinstruct.filters.novelty_bounds import Int64Array, exact_limit, match_tables
 from selfinstruct.filters.rouge import TOKENIZERS, TextOrTokens, TokenizerName
 
-# Bounds are compared against `threshold - _MARGIN` (see the module docstring).
-_MARGIN = 1e-9
 _FIRST_FREEZE = 256  # pool size at which the rarity order is first frozen; again at each doubling
 _PARALLEL_FROM = 64  # candidates in a batch from which two threads search the pool
-
-Int64Array = np.ndarray[Any, np.dtype[np.int64]]
 
 
 class RougeNoveltyIndex:
@@ -85,8 +80,7 @@ class RougeNoveltyIndex:
         self.threshold = float(threshold)
         self._tokenizer = TOKENIZERS[tokenizer]
         self._lock = threading.RLock()
-        limit = Fraction(self.threshold - _MARGIN)  # exact: alpha is computed in integers
-        self._limit = (limit.numerator, limit.denominator)
+        self._limit = exact_limit(self.threshold)
         self._alpha: Int64Array = np.zeros(0, dtype=np.int64)  # lc + lp -> least LCS that can match
         self._prefix: Int64Array = np.zeros(0, dtype=np.int64)  # length -> elements probed / listed
         # Token and element ids share one space from 1: tokens by their text, a repeated
@@ -305,29 +299,7 @@ class RougeNoveltyIndex:
         if len(self._s_tok) < used:
             self._s_tok, self._s_elem = _grown(self._s_tok, 2 * used), _grown(self._s_elem, 2 * used)
         if len(self._prefix) <= longest:
-            self._extend_tables(2 * longest + 1)
-
-    def _extend_tables(self, size: int) -> None:
-        """alpha(n) for n < 2 * size and the prefix length of every text length < size.
-
-        alpha(n) is the least integer L with 2L > limit * n (and >= 1): no LCS below it
-        can match. A text's prefix must hold length - alpha + 1 elements for every partner
-        length that can match at all; alpha grows with the partner's length, so the shortest
-        such partner decides. p - alpha(length + p) never decreases with p: bisection finds it.
-        """
-        numerator, denominator = self._limit
-        n = np.arange(2 * size + 1, dtype=object)
-        self._alpha = np.maximum(((n * numerator) // (2 * denominator) + 1).astype(np.int64), 1)
-        alpha, prefix = self._alpha, np.zeros(size, dtype=np.int64)
-        for length in range(1, size):
-            if length < alpha[2 * length]:
-                continue  # no partner can match
-            low, high = 1, length  # the shortest partner p with p >= alpha(length + p)
-            while low < high:
-                middle = (low + high) // 2
-                low, high = (low, middle) if middle >= alpha[length + middle] else (middle + 1, high)
-            prefix[length] = length - int(alpha[length + low]) + 1
-        self._prefix = prefix
+            self._alpha, self._prefix = match_tables(self._limit, 2 * longest + 1)
 
     # -- scores against the whole pool ---------------------------------------------------
 
@@ -352,7 +324,7 @@ class RougeNoveltyIndex:
             query = np.array([self._ids.get(t, 0) for t in tokens], dtype=np.int32)  # 0: in no item
             s_start, lengths, s_tok = self._s_start[:n], self._lengths[:n].copy(), self._s_tok
             texts = self._texts  # only ever appended to: items below n stay as they are
-        lcs = kernel.pool_lcs(query, n, s_start, lengths, s_tok)
+        lcs = lcs_kernel.pool_lcs(query, n, s_start, lengths, s_tok)
         if len(query):
             # An empty item has lcs 0 and so F 0; the max(..., 1) only avoids 0 / 0.
             precision, recall = lcs / np.maximum(lengths, 1), lcs / len(query)  # rounded as Python's

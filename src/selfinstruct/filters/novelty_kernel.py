@@ -1,4 +1,4 @@
-"""The compiled inner loops of `RougeNoveltyIndex` (numba): search, add, rebuild, LCS.
+"""The compiled inner loops of `RougeNoveltyIndex` (numba): search, add, rebuild (the LCS: lcs_kernel.py).
 
 `novelty_index.py` explains the method; this file is its arithmetic, over flat arrays that
 the index owns and grows. One call runs a whole batch of candidates in input order, so the
@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit
 
 from selfinstruct.filters import rouge
+from selfinstruct.filters.lcs_kernel import lcs_length, popcount, query_masks
 
 ITEMS, S_USED, P_USED, LONGEST, NEXT_FREEZE = range(5)
 DONE, NEED_ROOM, FREEZE = range(3)  # why a batch call returned
@@ -29,7 +30,6 @@ CHECK, ADD_IF_NOVEL, ADD = range(3)  # what a batch call does with each candidat
 
 KEY_SHIFT = 32
 _ONE = np.uint64(1)
-_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 # rouge-score's F-measure, the project's own function compiled: numba's float64 arithmetic is
@@ -48,119 +48,6 @@ def least_lcs(lc: int, lp: int, alpha: np.ndarray, threshold: float) -> int:
 
 
 @njit(cache=True)
-def _popcount(x: np.uint64) -> int:
-    x = x - ((x >> _ONE) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return int((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
-
-
-@njit(cache=True)
-def _query_masks(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The query's bit masks: per distinct token, the 64-bit words of its positions that are not zero.
-
-    Returns (table, rows, starts, word_of, bits): a small hash table from token id to its row
-    (a power-of-two size over twice the query length, so it stays in L1 cache; looked up by
-    multiplicative hashing, probing linearly), and row r's words in word_of/bits[starts[r]:
-    starts[r + 1]], in order. Sparse, so a long query needs memory for its length only.
-    """
-    lc = len(tokens)
-    size = 16
-    while size < 2 * lc:
-        size *= 2
-    table = np.full(size, -1, dtype=np.int64)
-    rows = np.empty(size, dtype=np.int64)
-    row_of = np.empty(lc, dtype=np.int64)
-    distinct = 0
-    for p in range(lc):
-        h = _slot_of(table, tokens[p])
-        if table[h] < 0:
-            table[h], rows[h] = tokens[p], distinct
-            distinct += 1
-        row_of[p] = rows[h]
-    last = np.full(distinct, -1, dtype=np.int64)  # per row, its last word so far
-    starts = np.zeros(distinct + 1, dtype=np.int64)
-    for p in range(lc):
-        if last[row_of[p]] != p >> 6:
-            last[row_of[p]] = p >> 6
-            starts[row_of[p] + 1] += 1
-    for r in range(distinct):
-        starts[r + 1] += starts[r]
-    word_of = np.empty(starts[distinct], dtype=np.int64)
-    bits = np.zeros(starts[distinct], dtype=np.uint64)
-    filled = starts[:distinct].copy()
-    last[:] = -1
-    for p in range(lc):
-        r = row_of[p]
-        if last[r] != p >> 6:
-            last[r] = p >> 6
-            word_of[filled[r]] = p >> 6
-            filled[r] += 1
-        bits[filled[r] - 1] |= _ONE << np.uint64(p & 63)
-    return table, rows, starts, word_of, bits
-
-
-@njit(cache=True)
-def _slot_of(table: np.ndarray, token: int) -> int:
-    """Where the token is in the table, or the empty slot where it would go."""
-    mask = len(table) - 1
-    h = ((token * 0x9E3779B1) >> 7) & mask
-    while table[h] >= 0 and table[h] != token:
-        h = (h + 1) & mask
-    return h
-
-
-@njit(cache=True)
-def _lcs(
-    masks: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], lc: int, item: np.ndarray
-) -> int:
-    """LCS length by Hyyro's bit-parallel rule V' = (V + (V & M)) | (V & ~M); zeros of V count.
-
-    One machine word when the query has at most 64 tokens, else a carry chain over words.
-    A token the query lacks has M = 0 and leaves V as it is.
-    """
-    table, rows, starts, word_of, bits = masks
-    words = (lc + 63) // 64
-    if words == 1:
-        v = _ALL
-        for t in item:
-            h = _slot_of(table, t)
-            if table[h] >= 0:
-                u = v & bits[starts[rows[h]]]
-                v = (v + u) | (v ^ u)
-        return lc - _popcount(v & ((_ALL >> np.uint64(64 - lc)) if lc < 64 else _ALL))
-    vs = np.full(words, _ALL, dtype=np.uint64)
-    for t in item:
-        h = _slot_of(table, t)
-        if table[h] < 0:
-            continue
-        k, end = starts[rows[h]], starts[rows[h] + 1]
-        carry = np.uint64(0)
-        for w in range(words):
-            m = np.uint64(0)
-            if k < end and word_of[k] == w:
-                m = bits[k]
-                k += 1
-            elif carry == 0:
-                continue  # no match bits and no carry: this word stays as it is
-            x = vs[w]
-            u = x & m
-            total = x + u
-            high = total < x
-            total2 = total + carry
-            carry = np.uint64(1) if (high or total2 < total) else np.uint64(0)
-            vs[w] = total2 | (x ^ u)
-    zeros = 0
-    for w in range(words):
-        bits_in_word = min(64, lc - 64 * w)
-        x = ~vs[w]
-        if bits_in_word < 64:
-            x &= (_ONE << np.uint64(bits_in_word)) - _ONE
-        zeros += _popcount(x)
-    return zeros
-
-
-@njit(cache=True)
 def _bit_of(token: int) -> int:
     """The token's bit in a 128-bit signature (a one-hash Bloom filter of an item's tokens)."""
     return ((token * 0x9E3779B1) >> 11) & 127
@@ -172,7 +59,7 @@ def _missing(absent: np.uint64, on_bit: np.ndarray, word: int) -> int:
     total = 0
     while absent:
         low = absent & (~absent + _ONE)
-        total += on_bit[64 * word + _popcount(low - _ONE)]
+        total += on_bit[64 * word + popcount(low - _ONE)]
         absent ^= low
     return total
 
@@ -365,11 +252,11 @@ def _search(
     if kept == 0:
         return True
     best_first = np.argsort(bounds[:kept], kind="mergesort")
-    masks = _query_masks(tokens)
+    masks = query_masks(tokens)
     for n in best_first:
         item = candidates[n]
         start = s_start[item]
-        if _lcs(masks, lc, s_tok[start : start + lengths[item]]) >= needs[n]:
+        if lcs_length(masks, lc, s_tok[start : start + lengths[item]]) >= needs[n]:
             return False
     return True
 
@@ -408,18 +295,3 @@ def rebuild(
     meta[P_USED] = used
     meta[NEXT_FREEZE] = 2 * items
     return p_data
-
-
-@njit(cache=True, nogil=True)
-def pool_lcs(tokens: np.ndarray, items: int, s_start: np.ndarray, lengths: np.ndarray,
-             s_tok: np.ndarray) -> np.ndarray:  # fmt: skip
-    """The LCS of the query with each of the first `items` pool items."""
-    out = np.zeros(items, dtype=np.int64)
-    lc = len(tokens)
-    if lc == 0:
-        return out
-    masks = _query_masks(tokens)
-    for item in range(items):
-        start = s_start[item]
-        out[item] = _lcs(masks, lc, s_tok[start : start + lengths[item]])
-    return out

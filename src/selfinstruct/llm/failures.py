@@ -8,10 +8,10 @@ is synced before the engine goes on: a crash never loses the reason of a failure
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 
+from selfinstruct.files import append_line
 from selfinstruct.llm.types import CompletionRequest
 
 # Enough of the prompt to recognise it; the whole prompt is in the store's metadata of a success.
@@ -35,8 +35,4 @@ class FailureLog:
             ensure_ascii=False,
         )
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_line(self.path, line)

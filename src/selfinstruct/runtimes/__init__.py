@@ -1,8 +1,8 @@
 """In-process model runtimes: backends that run the model inside this process.
 
 - embedded: a GGUF model through llama.cpp (the default backend), decoded in batches by
-  llama_batch's `BatchDecoder`, which reuses the KV cells of shared prompt prefixes
-  (prefix_cache);
+  llama_decoder's `BatchDecoder` (each request in it a decoder_sequence), which reuses the
+  KV cells of shared prompt prefixes (prefix_cache);
 - transformers_backend: a Hugging Face model (+ LoRA adapter), micro-batched `generate`;
 - sampling: the one token sampler both use (numpy): penalties, temperature + nucleus,
   per-request seeds, and the check that a prompt leaves room for an answer.

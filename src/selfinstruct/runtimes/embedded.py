@@ -1,6 +1,6 @@
 """The default backend: a GGUF model run in-process by llama.cpp, with batched decoding.
 
-Requests from the engine's threads go to one `BatchDecoder` (llama_batch.py), which decodes
+Requests from the engine's threads go to one `BatchDecoder` (llama_decoder.py), which decodes
 up to `min(backend.concurrency, 16)` of them together, one llama.cpp step for all; with
 `concurrency: 1` it decodes one request at a time. A prompt that starts like an earlier
 one reads only the rest (prefix_cache.py; `backend.prefix_cache: false` turns this off);
@@ -111,7 +111,7 @@ class EmbeddedBackend(BackendBase):
         self._adapter = gguf_adapter(config.adapter_path, self._path, cache_dir)
         self._identity = embedded_identity(self._path, config, cache_dir, self._adapter)
         try:
-            from selfinstruct.runtimes.llama_batch import BatchDecoder
+            from selfinstruct.runtimes.llama_decoder import BatchDecoder
         except ModuleNotFoundError as exc:
             if not (exc.name or "").startswith("llama_cpp"):
                 raise

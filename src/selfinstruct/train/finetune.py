@@ -15,11 +15,13 @@ step go into one checkpoint (checkpoints.py), and the batches are a function of 
 (sft_data.batch_indices), so re-running the same command continues exactly where an
 interrupted run was. `--max-steps` only stops early: the schedule always spans every epoch,
 so a later run without it continues the same schedule.
+
+The options and the signature of what they decide (whether a checkpoint may be resumed) are
+finetune_options.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import resource
 import shutil
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import ConfigError
+from selfinstruct.files import write_atomic
 from selfinstruct.models.huggingface import (
     EMBEDDED,
     check_base_spec,
@@ -39,9 +42,8 @@ from selfinstruct.models.huggingface import (
     load_model,
     load_tokenizer,
     resolve_base,
-    weights_fingerprint,
 )
-from selfinstruct.records import write_atomic, write_json
+from selfinstruct.records import write_json
 from selfinstruct.rundir import FINETUNE_OUT_DIR
 from selfinstruct.train import sft_data
 from selfinstruct.train.checkpoints import (
@@ -53,59 +55,15 @@ from selfinstruct.train.checkpoints import (
     save_checkpoint,
     write_output,
 )
+from selfinstruct.train.finetune_options import (
+    LORA_TARGETS,
+    FinetuneOptions,
+    describe_method,
+    weights_signature,
+)
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 # Next to OUT/adapter: the same LoRA as a llama.cpp adapter (`--backend embedded --adapter`).
 GGUF_ADAPTER_FILE = "adapter.gguf"
-DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}  # full: Alpaca's 7B rate; LoRA: the usual 10x
-
-
-@dataclass(frozen=True)
-class FinetuneOptions:
-    base: str = EMBEDDED
-    epochs: int = 2
-    # The schedule's length in steps instead of `epochs` passes (a control trained on less
-    # data for as many steps as another model); None = epochs x steps per epoch.
-    steps: int | None = None
-    full: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lr: float | None = None  # None = DEFAULT_LR for the method
-    batch_size: int = 4
-    max_length: int = 256
-    train_on_prompt: bool = False
-    max_instructions: int | None = None
-    seed: int = 42
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    bf16_autocast: bool = True
-    # Not part of what is trained (a resumed run may change them):
-    max_steps: int | None = None  # stop after this global step; the schedule still spans every epoch
-    save_every: int = 50
-    progress: bool = True
-
-    @property
-    def method(self) -> str:
-        return "full" if self.full else "lora"
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
-
-    def validate(self) -> None:
-        for name in ("epochs", "batch_size", "lora_r", "lora_alpha", "save_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.max_length < 8:
-            raise ConfigError("--max-length must be at least 8")
-        if self.learning_rate <= 0:
-            raise ConfigError("--lr must be positive")
-        for name in ("steps", "max_steps", "max_instructions"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
 
 
 @dataclass
@@ -151,7 +109,7 @@ def finetune(
     rows = sft_data.read_rows(data_file)
     known = sft_data.known_instructions(data_file)
     rows, n_instructions = sft_data.limit_instructions(rows, known, options.max_instructions, options.seed)
-    signature = _signature(options, data_file)
+    signature = weights_signature(options, data_file)
     output_dir = out / ("model" if options.full else "adapter")
     claim_out(out, signature, data_file)
     done = finished_metrics(out, signature, output_dir)
@@ -186,7 +144,7 @@ def finetune(
     log(
         f"finetune: {len(rows)} rows of {n_instructions} instructions -> {len(examples)} examples "
         f"({stats.truncated} truncated, {stats.dropped} dropped at --max-length {options.max_length}); "
-        f"{_describe_method(options)}, {n_trainable:,} trainable parameters; "
+        f"{describe_method(options)}, {n_trainable:,} trainable parameters; "
         + (
             f"{options.steps} steps ({options.steps / per_epoch:.1f} epochs of {per_epoch})"
             if options.steps
@@ -326,29 +284,7 @@ def completion_loss(model: Any, batch: dict[str, Any], bf16_autocast: bool = Tru
     return torch.nn.functional.cross_entropy(logits.float(), wanted), int(wanted.numel())
 
 
-def _describe_method(options: FinetuneOptions) -> str:
-    if options.full:
-        return f"full fine-tuning, lr {options.learning_rate:g}"
-    return (
-        f"LoRA r={options.lora_r} alpha={options.lora_alpha} on {','.join(LORA_TARGETS)}, "
-        f"lr {options.learning_rate:g}"
-    )
-
-
-# -- OUT: claim, checkpoints, results --------------------------------------------------------
-
-
-def _signature(options: FinetuneOptions, data_file: Path) -> dict[str, Any]:
-    """Everything that determines the trained weights (not where, how often saved, or when stopped)."""
-    skip = {"max_steps", "save_every", "progress"}
-    signature = {k: v for k, v in asdict(options).items() if k not in skip}
-    if options.steps is None:  # as before `steps` existed, so earlier outputs stay valid
-        del signature["steps"]
-    signature["lr"] = options.learning_rate
-    signature["data_sha256"] = hashlib.sha256(data_file.read_bytes()).hexdigest()
-    if options.base != EMBEDDED:
-        signature["base_fingerprint"] = weights_fingerprint(Path(options.base).expanduser())
-    return signature
+# -- what a run reports ----------------------------------------------------------------------
 
 
 def _metrics(

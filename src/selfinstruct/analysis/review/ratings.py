@@ -10,13 +10,13 @@ by the next append.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import InputFileError
+from selfinstruct.files import append_line
 
 QUESTIONS: dict[str, str] = {
     "valid": "the instruction describes a valid task",
@@ -73,24 +73,8 @@ class RatingsLog:
             "input": item["input"],
             "output": item["output"],
         }
-        line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            new = not self.path.exists()
-            with self.path.open("a+b") as handle:
-                # A write torn by a crash leaves a last line without its newline; it was never
-                # acknowledged, so it is cut off before the file grows past it.
-                handle.seek(0, os.SEEK_END)
-                if handle.tell() > 0:
-                    handle.seek(-1, os.SEEK_END)
-                    if handle.read(1) != b"\n":
-                        handle.seek(0)
-                        handle.truncate(handle.read().rfind(b"\n") + 1)
-                handle.write(line.encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            if new:
-                _fsync_dir(self.path.parent)  # the file's directory entry must survive a crash too
+            append_line(self.path, json.dumps(record, ensure_ascii=False))
         return record
 
     def latest(self) -> dict[str, dict[str, Any]]:
@@ -175,11 +159,3 @@ def format_summary(summary: dict[str, Any]) -> str:
     grades = "  ".join(f"{g} {s['count']} ({pct(s['share']).strip()})" for g, s in summary["grades"].items())
     lines.append(f"grades ({summary['graded']} graded): {grades}")
     return "\n".join(lines)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

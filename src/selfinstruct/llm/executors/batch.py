@@ -20,7 +20,6 @@ Nothing is paid for twice, whatever stops the process, because every step is wri
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.files import append_line
 from selfinstruct.llm.executors.base import Answered, Failed
 from selfinstruct.llm.openai.answer import parse_answer
 from selfinstruct.llm.openai.batches import TERMINAL, BatchClient, batch_line, read_results, split_into_files
@@ -77,11 +77,7 @@ class BatchJournal:
         self._write({"event": "collected", "file_id": entry.file_id})
 
     def _write(self, event: dict[str, Any]) -> JournalBatch:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(event) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_line(self.path, json.dumps(event))
         return self._apply(event)
 
     def _apply(self, event: dict[str, Any]) -> JournalBatch:

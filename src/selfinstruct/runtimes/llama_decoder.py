@@ -1,9 +1,10 @@
 """Continuous batching for llama.cpp: several requests decoded together, one weight pass per token.
 
 A `BatchDecoder` owns one llama.cpp context with `slots` sequences and a background thread.
-Callers `submit` tokenised prompts from any thread and get a `Future`. Each step, the thread
-reads waiting prompts (chunks of up to N_BATCH tokens), then decodes the next token of every
-generating sequence in one `llama_decode` call. New requests join at the next step; a
+Callers `submit` tokenised prompts from any thread and get a `Future`; meanwhile each request
+is a `DecoderSequence` (decoder_sequence.py: its tokens, text and stop rules). Each step, the
+thread reads waiting prompts (chunks of up to N_BATCH tokens), then decodes the next token of
+every generating sequence in one `llama_decode` call. New requests join at the next step; a
 finished one frees its slot at once. Its slot keeps the cells of the prompt it read: a
 later prompt that starts the same way reads only the rest (prefix_cache.py; the answers
 are unchanged, bit for bit).
@@ -43,7 +44,6 @@ import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
@@ -52,6 +52,7 @@ from llama_cpp._internals import LlamaModel
 
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.runtimes.decoder_sequence import DecoderSequence, Generation
 from selfinstruct.runtimes.prefix_cache import Plan, PrefixCache
 from selfinstruct.runtimes.sampling import choose_token, penalize, recent_tokens, seeded_rng
 
@@ -60,77 +61,6 @@ MAX_SLOTS = 16
 # The longest prompt chunk per llama_decode call, and the prompt tokens read per step.
 N_BATCH = 512
 
-
-@dataclass(frozen=True)
-class Generation:
-    """What one request produced. `finish_reason` is "stop" (EOS or a stop string) or "length"."""
-
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    prompt_tokens_reused: int = 0  # prompt tokens whose cells came from the cache, not read
-
-
-# -- stop strings (pure) ---------------------------------------------------------------------
-
-
-def find_stop(text: bytes, stops: Sequence[bytes], start: int) -> int:
-    """Where the earliest stop string begins in `text[start:]`, or -1."""
-    found = [i for i in (text.find(stop, start) for stop in stops) if i >= 0]
-    return min(found) if found else -1
-
-
-# -- one request in flight -------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Sequence:
-    prompt: list[int]
-    tokens: np.ndarray  # the prompt again, for the prefix cache's comparisons
-    params: GenerationParams
-    rng: np.random.Generator
-    timeout_s: float
-    future: Future[Generation]
-    stops: tuple[bytes, ...]
-    slot: int = -1
-    started: bool = False  # its prompt's cells are planned (taken from the cache or read)
-    fed: int = 0  # prompt tokens already in the KV cache
-    reused: int = 0  # of those, the ones taken from the cache
-    pending: int | None = None  # sampled, not yet fed to the model
-    generated: list[int] = field(default_factory=list)
-    text: bytearray = field(default_factory=bytearray)
-    charged_s: float = 0.0
-    result: Generation | None = None
-    error: BaseException | None = None
-
-    def next_position(self) -> int:
-        return self.fed + len(self.generated) - 1 if self.pending is not None else self.fed
-
-    def accept(self, token: int, piece: bytes, is_end: bool) -> None:
-        """Take the sampled token; set `result` when the answer is complete."""
-        if is_end:  # EOS is neither shown nor counted, as in llama-cpp-python
-            self._finish(len(self.text), "stop")
-            return
-        self.generated.append(token)
-        before = len(self.text)
-        self.text += piece
-        longest = max((len(s) for s in self.stops), default=0)
-        cut = find_stop(bytes(self.text), self.stops, max(0, before - longest + 1)) if self.stops else -1
-        if cut >= 0:
-            self._finish(cut, "stop")
-        elif len(self.generated) >= self.params.max_tokens:
-            self._finish(len(self.text), "length")
-        else:
-            self.pending = token
-
-    def _finish(self, end: int, reason: str) -> None:
-        text = bytes(self.text[:end]).decode("utf-8", errors="ignore")
-        self.result = Generation(text, reason, len(self.prompt), len(self.generated), self.reused)
-        self.pending = None
-
-
-# -- the decoder -----------------------------------------------------------------------------
 
 _LIVE: weakref.WeakSet[BatchDecoder] = weakref.WeakSet()
 
@@ -194,13 +124,13 @@ class BatchDecoder:
         self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
         self._piece = ctypes.create_string_buffer(64)
         self._cond = threading.Condition()
-        self._queue: deque[_Sequence] = deque()
-        self._active: list[_Sequence] = []
+        self._queue: deque[DecoderSequence] = deque()
+        self._active: list[DecoderSequence] = []
         self._free_slots = list(range(self.slots))  # a heap: the lowest free slot goes first
         self._prefix = PrefixCache(self.slots, enabled=prefix_cache)
         self._closing = False
         self.steps_decoded = 0  # llama_decode calls so far (read by tests and benchmarks)
-        self._thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="llama-decoder", daemon=True)
         self._thread.start()
         _LIVE.add(self)
 
@@ -241,7 +171,7 @@ class BatchDecoder:
         future: Future[Generation] = Future()
         stops = tuple(s.encode("utf-8") for s in params.stop if s)
         tokens = list(prompt_tokens)
-        sequence = _Sequence(
+        sequence = DecoderSequence(
             tokens, np.asarray(tokens, np.int32), params, seeded_rng(seed), timeout_s, future, stops
         )
         with self._cond:
@@ -339,7 +269,7 @@ class BatchDecoder:
         done = [s for s in self._active if s.result or s.error or s.charged_s > s.timeout_s]
         self._release(done)
 
-    def _take(self, sequence: _Sequence, plan: Plan) -> None:
+    def _take(self, sequence: DecoderSequence, plan: Plan) -> None:
         """Give the sequence's slot the planned cells (copies, then a trim) and start after them.
 
         Copies between streams are whole streams, made in order by the next llama_decode.
@@ -353,7 +283,7 @@ class BatchDecoder:
         sequence.started = True
         sequence.fed = sequence.reused = plan.length
 
-    def _decode(self, entries: list[tuple[_Sequence, int, int, bool]]) -> None:
+    def _decode(self, entries: list[tuple[DecoderSequence, int, int, bool]]) -> None:
         """One llama_decode call over (sequence, token, position, wants_logits) entries."""
         batch = self._batch
         batch.n_tokens = len(entries)
@@ -378,7 +308,7 @@ class BatchDecoder:
                 if wants_logits:
                     self._sample(sequence, row)
 
-    def _sample(self, sequence: _Sequence, row: int) -> None:
+    def _sample(self, sequence: DecoderSequence, row: int) -> None:
         pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
         logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
         params = sequence.params
@@ -395,7 +325,7 @@ class BatchDecoder:
             n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
         return self._piece.raw[:n]
 
-    def _release(self, sequences: list[_Sequence]) -> None:
+    def _release(self, sequences: list[DecoderSequence]) -> None:
         """Resolve these sequences' futures and give back their slots, which keep the cells of
         the prompt they read if a later prompt can reuse them (PrefixCache.keep_after).
         """

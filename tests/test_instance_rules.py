@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from selfinstruct.filters.instances import filter_instances
+from selfinstruct.filters.instance_rules import filter_instances
 from selfinstruct.records import Funnel, Instance
 
 

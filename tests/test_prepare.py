@@ -5,7 +5,7 @@ from __future__ import annotations
 from selfinstruct.config import build_config
 from selfinstruct.prompts import FinetuneTemplates, load_prompt
 from selfinstruct.records import Instance, SeedTask, Triple
-from selfinstruct.stages.finetune_data import add_input_noise, build_finetune_data, encode_triple
+from selfinstruct.stages.prepare import add_input_noise, build_finetune_data, encode_triple
 
 TEMPLATES = load_prompt("finetune_templates", "finetune_templates.yaml", FinetuneTemplates)
 

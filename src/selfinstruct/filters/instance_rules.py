@@ -1,4 +1,4 @@
-"""Instance filters of stage 4 (method.md 1.4): invalid, conflicting and duplicate instances.
+"""The instance rules of stage 4 (method.md 1.4): invalid, conflicting and duplicate instances.
 
 Pure functions over (input, output) pairs of one task, in generation order.
 """

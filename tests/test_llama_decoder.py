@@ -16,7 +16,8 @@ from servers.llama_server import model_path_for_tests
 
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.runtimes.llama_batch import BatchDecoder, Generation, find_stop
+from selfinstruct.runtimes.decoder_sequence import Generation, find_stop
+from selfinstruct.runtimes.llama_decoder import BatchDecoder
 
 GREEDY = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
 SAMPLED = GenerationParams(max_tokens=8, temperature=1.0, top_p=0.9)

@@ -1,4 +1,4 @@
-"""Stage 4: instances -> filtered triples -> prompt/completion fine-tuning data (method.md 1.4).
+"""Stage 4, `selfinstruct prepare`: instances -> filtered triples -> fine-tuning data (method.md 1.4).
 
 The raw text of stage 3 is parsed, the instance filters run, each task keeps at most 5
 instances, seed tasks are optionally added, and every triple is encoded with a template
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfinstruct.config import RunConfig
-from selfinstruct.filters.instances import filter_instances
+from selfinstruct.filters.instance_rules import filter_instances
 from selfinstruct.parsing import instances_of_record
 from selfinstruct.prompts import FinetuneTemplates
 from selfinstruct.randomness import derive_seed, step_rng

@@ -1,0 +1,224 @@
+"""`BackendConfig`: the `backend:` section, which model answers and how requests reach it.
+
+Its fields are grouped by concern into small models, one per thing a user decides, and
+`BackendConfig` inherits them all. Inheritance keeps the fields flat: the YAML schema is
+`backend: {kind: openai, concurrency: 8, max_retries: 2, ...}` as it always was, so users'
+files and the `config.yaml` recorded in existing runs load unchanged, and the code reads
+`config.backend.concurrency` as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+
+from selfinstruct.config.strict import Strict
+
+
+def _url_without_credentials(value: str) -> str:
+    # A URL is written to config.yaml, names the endpoint in the summary and in every error
+    # message, and shows in `ps`: a secret in it would end up in all of them. Refused rather
+    # than stripped and sent as basic auth: a later stage command reads the URL back from
+    # config.yaml, which would then lack the credentials.
+    parts = urlsplit(value)
+    if parts.username is None and parts.password is None:
+        return value
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    raise ValueError(
+        f"credentials in the URL are not accepted, they would be stored and logged: use {bare} "
+        "and give the key with --api-key-file (backend.api_key_file) or OPENAI_API_KEY"
+    )
+
+
+class EndpointConfig(Strict):
+    """One OpenAI-compatible server among several that serve the same model."""
+
+    url: str
+    # Its share of the work: requests go where (in flight + 1) / weight is lowest.
+    weight: float = Field(default=1.0, gt=0)
+    # Its own ceiling of requests in flight; None = backend.concurrency.
+    concurrency: int | None = Field(default=None, ge=1, le=1024)
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        return _url_without_credentials(value)
+
+
+class RayConfig(Strict):
+    """`backend.executor: ray`: where and how the stateless stages' requests run on Ray."""
+
+    # A running cluster ("auto", "ray://head:10001"); None = start Ray on this machine.
+    address: str | None = None
+    # "http": Ray Data LLM's HTTP request processor, against backend.endpoints;
+    # "vllm": its vLLM engine processor, each worker loading model_source in-process.
+    processor: Literal["http", "vllm"] = "http"
+    # Workers per endpoint (http) or engine replicas (vllm), and rows per batch.
+    concurrency: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    # http: retries of a 429/5xx/connection failure inside the worker.
+    max_retries: int = Field(default=3, ge=0)
+    # vllm: the model each worker loads (a Hugging Face id or folder), and vLLM's engine
+    # arguments (tensor_parallel_size, max_model_len, ...). It must be the model that
+    # backend.model names: its answers are stored under the same keys.
+    model_source: str | None = None
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # vllm: the resources of one replica, e.g. {"bundles": [{"CPU": 1}]} on a cluster without
+    # GPUs (by default each replica asks for a GPU). None = Ray's default.
+    placement_group_config: dict[str, Any] | None = None
+
+
+# -- the groups of BackendConfig's fields --------------------------------------------------------
+
+
+class ModelChoice(Strict):
+    """Which backend runs which model (and which LoRA adapter on it)."""
+
+    kind: Literal["embedded", "openai", "transformers"] = "embedded"
+    # Model name sent to an OpenAI-compatible server; for the embedded backend a label only.
+    model: str = "gemma-3-270m"
+    # Embedded: a GGUF path; default = the packaged Gemma 3 270M, assembled into the cache.
+    # Transformers: a Hugging Face model folder; None or "embedded" = the packaged model, converted.
+    model_path: str | None = None
+    # A LoRA adapter from `selfinstruct finetune` applied to model_path. Transformers: the
+    # adapter directory. Embedded: a GGUF adapter file (finetune writes adapter.gguf), or the
+    # adapter directory, written as a GGUF adapter into the cache once.
+    adapter_path: str | None = None
+
+
+class HttpServer(Strict):
+    """`kind: openai`: the OpenAI-compatible server(s), how to talk to them, and the key."""
+
+    # Base URL up to and including /v1; no user:password@ (see _no_credentials).
+    base_url: str = "https://api.openai.com/v1"
+    # Several servers with the same model behind them (vLLM replicas, llama.cpp servers):
+    # each request goes to the one with the least outstanding work. When set, base_url is
+    # only the first of them (messages, the recorded output mode).
+    endpoints: tuple[EndpointConfig, ...] = ()
+    api: Literal["completions", "chat"] = "completions"
+    # With api: chat, the stages send chat prompts (prompts/chat.yaml) and ask for answers as
+    # JSON where the server can constrain them to a schema: "json_schema" (OpenAI's
+    # response_format, vLLM), "json_object" (a schema in llama-cpp-python's json_object form)
+    # or "text" (parsed from the reply). "auto" probes the server once, at the run's start, and
+    # config.yaml records what it found, so later stages and resumes ask the same way.
+    output_mode: Literal["auto", "json_schema", "json_object", "text"] = "auto"
+    # Where the API key is read from; OPENAI_API_KEY only when this is unset (a key file
+    # named for this endpoint beats an ambient OpenAI key). The key is never stored anywhere.
+    api_key_file: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        return _url_without_credentials(value)
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _endpoint_urls(cls, value: Any) -> Any:
+        # `endpoints: [http://a/v1, http://b/v1]` is short for a list of {url: ...}.
+        if isinstance(value, list | tuple):
+            return [{"url": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    def endpoint_list(self) -> tuple[EndpointConfig, ...]:
+        """The servers behind this backend: `endpoints`, or else `base_url` alone."""
+        return self.endpoints or (EndpointConfig(url=self.base_url),)
+
+
+class InProcessRuntime(Strict):
+    """`kind: embedded` or `transformers`: the model run inside this process."""
+
+    # The context window, in tokens (each embedded slot gets this many KV cells).
+    n_ctx: int = Field(default=4096, ge=256)
+    # CPU threads for the model; None = every core (embedded) or torch's default (transformers).
+    n_threads: int | None = Field(default=None, ge=1)
+    # Embedded: a prompt that starts like an earlier one reads only the rest from the model
+    # (the KV cache of the shared prefix is reused). Answers are the same either way.
+    prefix_cache: bool = True
+
+
+class RequestPolicy(Strict):
+    """How many requests are in flight, how long each may take, and what happens when one fails."""
+
+    # Requests in flight at once (the embedded backend's slots: up to 16 decoded together).
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    # First backoff delay; later ones double (with jitter) up to 30 s.
+    retry_base_s: float = Field(default=0.5, gt=0)
+    # A request to a server that runs past 2x its stage's recent p95 latency gets a twin
+    # (the first good answer wins), at most this share of the requests sent; 0 = never.
+    hedge_budget: float = Field(default=0.05, ge=0.0, le=1.0)
+
+
+class Pricing(Strict):
+    """What the tokens cost, for the accounting in summary.json; None = not priced."""
+
+    # Price per 1K tokens (input, output).
+    price_per_1k_input: float | None = Field(default=None, ge=0)
+    price_per_1k_output: float | None = Field(default=None, ge=0)
+    # The share taken off the price of requests sent through a provider's Batch API
+    # (backend.batch; OpenAI: 50 %).
+    batch_discount: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class ExecutorChoice(Strict):
+    """Who sends the stateless stages' requests (classification, instances, relabel, evaluation).
+
+    This process ("local"), or a Ray Data job ("ray", the `ray` extra); or, with `batch`, the
+    provider's Batch API (files + batches, 24 h window). The bootstrap always runs here: each
+    prompt depends on the answers before it.
+    """
+
+    executor: Literal["local", "ray"] = "local"
+    ray: RayConfig = RayConfig()
+    batch: bool = False
+    # How often a submitted batch is polled, in seconds.
+    batch_poll_s: float = Field(default=30.0, gt=0)
+
+
+# The order config.yaml has listed the backend's keys in since before they were grouped: a
+# run's config.yaml comes out byte for byte as earlier versions wrote it. Fields added later
+# follow these, in BackendConfig's field order.
+_RECORDED_ORDER = (
+    "kind",
+    "model",
+    "base_url",
+    "endpoints",
+    "api",
+    "output_mode",
+    "api_key_file",
+    "model_path",
+    "adapter_path",
+    "n_ctx",
+    "n_threads",
+    "concurrency",
+    "prefix_cache",
+    "timeout_s",
+    "max_retries",
+    "retry_base_s",
+    "hedge_budget",
+    "price_per_1k_input",
+    "price_per_1k_output",
+    "executor",
+    "ray",
+    "batch",
+    "batch_discount",
+    "batch_poll_s",
+)
+
+
+# pydantic collects the fields of the bases from the last to the first, so they are listed in
+# reverse: the fields read kind, model, ..., executor, ray, batch (validation errors in that order).
+class BackendConfig(ExecutorChoice, Pricing, RequestPolicy, InProcessRuntime, HttpServer, ModelChoice):
+    """The `backend:` section: every group's fields, flat (see the module doc)."""
+
+    def chat_prompts(self) -> bool:
+        """Whether the stages talk to this backend with chat prompts (prompts/chat.yaml)."""
+        return self.kind == "openai" and self.api == "chat"
+
+    @model_serializer(mode="wrap")
+    def _in_recorded_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {key: data[key] for key in _RECORDED_ORDER if key in data} | data
