@@ -214,13 +214,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    backend = o.get("backend", {})
-    if isinstance(backend.get("base_url"), list):
-        # --base-url names every server, replacing the config's endpoints: one URL is
-        # base_url alone, several are endpoints (base_url names the first, in messages).
-        urls = backend["base_url"]
-        backend["base_url"] = urls[0]
-        backend["endpoints"] = urls if len(urls) > 1 else []
+    # --base-url is a list (given once per server): the config splits it (config/backend.py).
     return o
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from selfinstruct.config.strict import Strict
 
@@ -107,6 +107,20 @@ class HttpServer(Strict):
     # Where the API key is read from; OPENAI_API_KEY only when this is unset (a key file
     # named for this endpoint beats an ambient OpenAI key). The key is never stored anywhere.
     api_key_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _servers_from_a_url_list(cls, data: Any) -> Any:
+        # `base_url` given as a list (`--base-url` more than once, or a YAML list) names every
+        # server and replaces `endpoints`: one URL is base_url alone, several are endpoints
+        # (base_url then names the first, in messages and the recorded output mode). This is
+        # the one place the list is split; `endpoint_list()` joins it back for every reader.
+        if isinstance(data, dict) and isinstance(data.get("base_url"), list | tuple):
+            urls = list(data["base_url"])
+            if not urls:
+                return data  # reported by the base_url check
+            data = {**data, "base_url": urls[0], "endpoints": urls if len(urls) > 1 else []}
+        return data
 
     @field_validator("base_url")
     @classmethod
