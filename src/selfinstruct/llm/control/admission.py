@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from selfinstruct.errors import RetryableBackendError
+
 # Failure kinds that mean "the endpoint has more than it can handle" (see RetryableBackendError.kind).
 OVERLOAD_KINDS = frozenset({"rate_limit", "overloaded", "timeout"})
 # How often a caller waiting with a cancel event looks at it (cancellation is not a notify).
@@ -54,7 +56,8 @@ def outcome_of(exc: BaseException | None) -> Outcome:
     """How a backend call that raised `exc` (None: it returned) counts for admission."""
     if exc is None:
         return Outcome.SUCCESS
-    return Outcome.OVERLOAD if getattr(exc, "kind", None) in OVERLOAD_KINDS else Outcome.FAILURE
+    overload = isinstance(exc, RetryableBackendError) and exc.kind in OVERLOAD_KINDS
+    return Outcome.OVERLOAD if overload else Outcome.FAILURE
 
 
 class AdmissionCancelled(Exception):
@@ -202,7 +205,7 @@ class AdmissionController:
         try:
             yield ticket
         except BaseException as exc:
-            self.release(ticket, outcome_of(exc), _retry_after_of(exc))
+            self.release(ticket, outcome_of(exc), retry_after_of(exc))
             raise
         self.release(ticket, Outcome.SUCCESS)
 
@@ -236,6 +239,7 @@ class AdmissionController:
         return True
 
 
-def _retry_after_of(exc: BaseException) -> float | None:
-    value = getattr(exc, "retry_after", None)
+def retry_after_of(exc: BaseException | None) -> float | None:
+    """The seconds a refusal asked the client to wait (its Retry-After), if it said."""
+    value = exc.retry_after if isinstance(exc, RetryableBackendError) else None
     return float(value) if isinstance(value, int | float) else None

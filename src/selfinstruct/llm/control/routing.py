@@ -27,12 +27,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from selfinstruct.errors import RetryableBackendError
 from selfinstruct.llm.control.admission import (
     AdmissionCancelled,
     AdmissionController,
     Outcome,
     Ticket,
     outcome_of,
+    retry_after_of,
 )
 from selfinstruct.llm.control.breaker import CircuitBreaker
 from selfinstruct.llm.types import Backend
@@ -116,11 +118,8 @@ class Router:
         if ticket.ticket.released:  # given up early (an abandoned hedge): nothing to learn
             return
         route = ticket.route
-        retry_after = getattr(exc, "retry_after", None)
-        route.admission.release(
-            ticket.ticket, outcome, float(retry_after) if isinstance(retry_after, int | float) else None
-        )
-        kind = getattr(exc, "kind", None) if exc is not None else None
+        route.admission.release(ticket.ticket, outcome, retry_after_of(exc))
+        kind = exc.kind if isinstance(exc, RetryableBackendError) else None
         route.breaker.record(kind, succeeded=outcome is Outcome.SUCCESS, probe=ticket.probe)
         with self._cond:
             if outcome is Outcome.SUCCESS:
