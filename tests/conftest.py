@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real external data lives (../shared beside the repository), and a scripted run."""
+"""Shared fixtures: where the real external data lives (../shared beside the repository), a scripted
+run, and the SmolLM2 server of the tests that only ask what it accepts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers.llama_server import SMOLLM2_CHAT_FORMAT, llama_server, smollm2_model_path
 from servers.scripted_answers import ScriptedModel
 
 from selfinstruct.config import build_config
@@ -22,6 +24,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"{SHARED_DATA} is missing: the tests need ../shared beside the repository")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SmolLM2-135M-Instruct behind llama-cpp-python's server: its base URL (…/v1), one server for
+    the tests that ask only what it renders and accepts, not what it answers. (A server keeps
+    the last prompt's cache; tests whose assertions depend on the answers start their own.)"""
+    log = tmp_path_factory.mktemp("smollm2") / "server.log"
+    with llama_server(smollm2_model_path(), log, chat_format=SMOLLM2_CHAT_FORMAT) as base_url:
+        yield base_url
 
 
 RunFactory = Callable[..., Run]
