@@ -11,7 +11,12 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 DEMO_N ?= 20
 
-.PHONY: demo test setup lint browser clean loop
+# pytest's processes (pytest-xdist): the real-model tests run one after another in one of them
+# (tests/conftest.py), the rest is shared out beside them.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+.PHONY: demo test test-fast setup lint browser clean loop
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; run: make PYTHON=python3 ..."; exit 1; }
@@ -49,7 +54,11 @@ lint: setup
 	$(BIN)/lint-imports --no-cache
 
 test: lint browser
-	$(BIN)/pytest -q
+	$(PYTEST)
+
+# The inner loop (README, "Development"): no real model, no Ray, no browser; about a minute and a half.
+test-fast: setup
+	$(PYTEST) -m "not model and not ray and not browser"
 
 clean:
 	rm -rf $(VENV) .cache runs

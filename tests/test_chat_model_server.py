@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers.llama_server import SMOLLM2_CHAT_FORMAT, llama_server, smollm2_model_path
+from servers.llama_server import smollm2_model_path
 
 pytestmark = pytest.mark.model
 
@@ -24,12 +24,8 @@ ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"type": "boolean"}}
 
 
 @pytest.fixture(scope="module")
-def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    log = tmp_path_factory.mktemp("smollm2") / "server.log"
-    with (
-        llama_server(smollm2_model_path(), log, chat_format=SMOLLM2_CHAT_FORMAT) as base_url,
-        httpx.Client(base_url=base_url.removesuffix("/v1"), timeout=120) as client,
-    ):
+def chat_server(smollm2_server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=smollm2_server.removesuffix("/v1"), timeout=120) as client:
         yield client
 
 

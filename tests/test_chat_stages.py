@@ -238,8 +238,9 @@ def test_a_chat_prompt_with_an_unknown_field_is_one_line(tmp_path: Path) -> None
     bad.write_text(text.replace("Write {new} more,", "Write {many} more,"), encoding="utf-8")
     with pytest.raises(
         ConfigError, match=r"chat.yaml: bootstrap: .*final_request: .*unknown field\(s\) \{many\}"
-    ):
+    ) as info:
         load_prompt("chat", str(bad), ChatPrompts)
+    assert str(info.value).splitlines() == [str(info.value)]
 
 
 def test_a_user_message_template_a_stage_does_not_use_is_refused(tmp_path: Path) -> None:

@@ -8,12 +8,13 @@ import json
 import random
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from rouge_score import rouge_scorer
 
-from selfinstruct.dedup import DedupReport, dedup_file
+from selfinstruct.dedup import dedup_file
 from selfinstruct.errors import ConfigError, InputFileError
 
 TOKENIZE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)._tokenizer.tokenize
@@ -49,11 +50,13 @@ def test_kept_lines_are_copied_byte_for_byte(tmp_path: Path) -> None:
         b'{"instruction": "Explain photosynthesis to a child.", "extra": {"nested": [1, 2.50, null]}}',
     ]
     source = write(tmp_path / "in.jsonl", b"".join(lines))
+    started = time.perf_counter()
     report = dedup_file(source, tmp_path / "out.jsonl", progress=False)
+    took = time.perf_counter() - started
     # The last line stays without its newline.
     assert (tmp_path / "out.jsonl").read_bytes() == lines[0] + lines[2] + lines[3]
     assert (report.read, report.kept, report.dropped, report.pool) == (4, 3, 1, 0)
-    assert isinstance(report, DedupReport) and report.elapsed >= 0
+    assert 0 < report.elapsed <= took  # the seconds the call took (not a timestamp, not milliseconds)
 
 
 def test_plain_text_lines_are_deduplicated_when_the_first_line_is_not_json(tmp_path: Path) -> None:

@@ -10,20 +10,23 @@ with the right keys and wrong-typed values, some valid, some garbage.
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from selfinstruct.analysis.review.ratings import load_latest, summarize
 from selfinstruct.analysis.run_reader import read_run, read_triples
-from selfinstruct.config import RunConfig, build_config
+from selfinstruct.cli import main
+from selfinstruct.config import build_config, dump_config
 from selfinstruct.errors import InputFileError, SelfInstructError
 from selfinstruct.pipeline import Run
 from selfinstruct.records import read_jsonl, read_records
@@ -132,6 +135,37 @@ def folder() -> Iterator[Path]:
         yield Path(name)
 
 
+# Known bugs, the only exceptions to `assert_one_line`; each has a strict xfail test below that
+# fails once the bug is fixed, to say that its exception goes too:
+# 1. PyYAML's message for a control character in a YAML file is two lines, and
+#    config.read_yaml_mapping passes it on as it is;
+# 2. config.validate_config names a key it rejects as the file spells it, line breaks included.
+def assert_one_line(error: SelfInstructError) -> None:
+    """The error is what the CLI prints after "selfinstruct: error: ": one line, not empty."""
+    message = str(error)
+    assert message.strip(), f"{type(error).__name__} without a message"
+    assert message.splitlines() == [message], f"not one line: {str(error)!r}"
+
+
+def cli(*argv: str) -> tuple[int, str]:
+    """`selfinstruct ARGV` in this process: its exit code and what it printed on stderr."""
+    stderr = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(stderr):
+        code = main(list(argv))
+    return code, stderr.getvalue()
+
+
+def assert_cli_agrees(argv: list[str], error: SelfInstructError | None) -> None:
+    """The command succeeds where the reader did, else exits with the error's code and prints
+    exactly its one line."""
+    code, stderr = cli(*argv)
+    if error is None:
+        assert code == 0, stderr
+        assert stderr == "", stderr  # no traceback, no warning
+    else:
+        assert (code, stderr) == (error.exit_code, f"selfinstruct: error: {error}\n")
+
+
 @SETTINGS
 @given(jsonl_files(SEED_RECORD))
 def test_any_seed_file_loads_or_is_a_one_line_error(data: bytes) -> None:
@@ -140,9 +174,12 @@ def test_any_seed_file_loads_or_is_a_one_line_error(data: bytes) -> None:
         path.write_bytes(data)
         try:
             tasks = load_seed_tasks(path)
-        except SelfInstructError:
+        except SelfInstructError as error:
+            assert_one_line(error)
+            assert_cli_agrees(["check-seeds", str(path)], error)
             return
         assert tasks and all(t.instruction.strip() and t.instances for t in tasks)
+        assert_cli_agrees(["check-seeds", str(path)], None)
 
 
 VALID_SEED = st.fixed_dictionaries(
@@ -168,6 +205,24 @@ def test_valid_seed_tasks_written_as_jsonl_load_back_unchanged(
         text = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects)
         path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
         assert [t.to_json() for t in load_seed_tasks(path)] == objects
+
+
+def test_a_control_character_in_a_config_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"seed: 1\x08\n")
+    with pytest.raises(SelfInstructError) as info:
+        build_config(config_file=path)
+    message = str(info.value)
+    assert message.splitlines() == [message] and str(path) in message and "x0008" in message
+
+
+def test_a_config_key_with_a_line_break_is_named_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text('backend: {"kind\\nof": 1}\n', encoding="utf-8")
+    with pytest.raises(SelfInstructError) as info:
+        build_config(config_file=path)
+    message = str(info.value)
+    assert message.splitlines() == [message] and "Extra inputs are not permitted" in message
 
 
 CONFIG_KEYS = {
@@ -247,11 +302,22 @@ def test_any_config_file_builds_a_config_or_is_a_one_line_error(data: bytes, fla
     with folder() as root:
         path = root / "config.yaml"
         path.write_bytes(data)
+        argv = ["config", "--config", str(path)]  # `selfinstruct config` has no flag of `flags`
         try:
             config = build_config(config_file=path, overrides=flags)
-        except SelfInstructError:
+        except SelfInstructError as error:
+            assert_one_line(error)
+            if not flags:
+                assert_cli_agrees(argv, error)
             return
-        assert isinstance(config, RunConfig)
+        if not flags:
+            assert_cli_agrees(argv, None)
+        # The flags win over the file, and the resolved config a run directory records reads
+        # back as itself (a later stage command resumes from it).
+        assert {key: getattr(config, key) for key in flags} == flags
+        recorded = root / "recorded.yaml"
+        recorded.write_text(dump_config(config), encoding="utf-8")
+        assert dump_config(build_config(config_file=recorded)) == recorded.read_text(encoding="utf-8")
 
 
 @SETTINGS
@@ -262,12 +328,14 @@ def test_any_jsonl_file_reads_as_objects_or_is_a_one_line_error(data: bytes) -> 
         path.write_bytes(data)
         try:
             objects = read_jsonl(path)
-        except InputFileError:
+        except InputFileError as error:
+            assert_one_line(error)
             return
         assert all(isinstance(o, dict) for o in objects)
         try:
             checked = read_records(path, *INSTANCE_FIELDS)
-        except InputFileError:
+        except InputFileError as error:
+            assert_one_line(error)
             return
         assert all(isinstance(o["instruction"], str) for o in checked)
 
@@ -299,13 +367,14 @@ def test_any_run_directory_reads_or_is_a_one_line_error(files: dict[str, bytes])
         write_files(root, files)
         try:
             run = read_run(root)
-        except SelfInstructError:
-            pass
+        except SelfInstructError as error:
+            assert_one_line(error)
         else:
             assert all(isinstance(i, str) for i in run.instructions)
         try:
             triples, _ = read_triples(root)
-        except SelfInstructError:
+        except SelfInstructError as error:
+            assert_one_line(error)
             return
         assert all(isinstance(t.output, str) for t in triples)
 
@@ -322,9 +391,17 @@ def test_prepare_on_any_reference_stage3_file_writes_data_or_is_a_one_line_error
         try:
             with run.opened(needs_model=False):
                 entry = run.prepare()
-        except SelfInstructError:
+        except SelfInstructError as error:
+            assert_one_line(error)
             return
-        assert entry["training_triples"] == entry["finetuning_rows"] or entry["finetuning_rows"] >= 0
+        # Without the seed tasks (the default) the training triples are the generated ones; the
+        # rows are those triples encoded and deduplicated, in the file named by their number.
+        data_dir = root / "finetuning_data"
+        assert len(read_jsonl(data_dir / "all_generated_instances.jsonl")) == entry["training_triples"]
+        rows = read_jsonl(data_dir / f"gpt3_finetuning_data_{entry['finetuning_rows']}.jsonl")
+        assert len(rows) == entry["finetuning_rows"] <= entry["training_triples"]
+        assert (entry["finetuning_rows"] > 0) == (entry["training_triples"] > 0)
+        assert all(set(row) == {"prompt", "completion"} for row in rows)
 
 
 @SETTINGS
@@ -335,7 +412,8 @@ def test_any_ratings_file_loads_and_sums_up_or_is_a_one_line_error(data: bytes) 
         path.write_bytes(data)
         try:
             latest = load_latest(path)
-        except InputFileError:
+        except InputFileError as error:
+            assert_one_line(error)
             return
         summary = summarize(latest)
         assert summary["rated"] <= len(latest)

@@ -28,6 +28,9 @@ from conftest import run_argv
 
 from selfinstruct.rundir import BOOKKEEPING_FILES
 
+# Under `pytest -n`: one worker runs the module, so the stub and the reference run are made once.
+pytestmark = pytest.mark.xdist_group("kill_resume")
+
 STUB = Path(__file__).resolve().parent / "servers" / "openai_stub.py"
 N_INSTRUCTIONS = 30
 # Not outputs: the store, the accounting, the failure log and the resolved config (which

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import yaml
-from servers.llama_server import SMOLLM2_CHAT_FORMAT, llama_server, smollm2_model_path
 from servers.openai_stub import OpenAIStub, hang, server_error, unauthorized
 
 from selfinstruct.cli.generate import resolve_config
@@ -255,14 +254,12 @@ def test_a_stage_command_on_the_run_gets_the_recorded_mode(llama_like: OpenAIStu
 
 
 @pytest.mark.model
-def test_llama_cpp_pythons_server_probes_as_json_object(tmp_path: Path) -> None:
-    model = smollm2_model_path()
-    with llama_server(model, tmp_path / "server.log", chat_format=SMOLLM2_CHAT_FORMAT) as base_url:
-        backend = chat_backend(base_url, model="smollm2")
-        try:
-            assert backend.probe_output_mode() == "json_object"
-        finally:
-            backend.close()
+def test_llama_cpp_pythons_server_probes_as_json_object(smollm2_server: str) -> None:
+    backend = chat_backend(smollm2_server, model="smollm2")
+    try:
+        assert backend.probe_output_mode() == "json_object"
+    finally:
+        backend.close()
 
 
 # -- settle_output_mode: the one place that decides ----------------------------------------

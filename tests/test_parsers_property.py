@@ -231,9 +231,15 @@ def test_any_bootstrap_continuation_parses_to_one_line_instructions(
 def test_any_alpaca_continuation_parses_to_candidates(
     text: str, finish: str, first: int, no_input: str
 ) -> None:
-    for candidate in parse_alpaca_response(text, finish, first, no_input):
-        assert isinstance(candidate.instruction, str)
-        assert isinstance(candidate.extra["input"], str) and isinstance(candidate.extra["output"], str)
+    candidates = parse_alpaca_response(text, finish, first, no_input)
+    # At most one task per "###" block, and never the last block of a cut answer.
+    blocks = text.count("###") + 1
+    assert len(candidates) <= (blocks - 1 if finish == "length" else blocks)
+    for candidate in candidates:
+        parts = (candidate.instruction, candidate.extra["input"], candidate.extra["output"])
+        assert all(part == part.strip() and "###" not in part for part in parts), parts
+        # The "no input" marker is an empty input, whatever its case.
+        assert candidate.extra["input"] == "" or candidate.extra["input"].lower() != no_input.lower()
 
 
 @FAST

@@ -72,6 +72,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.ray
 def test_a_ray_run_stores_and_writes_exactly_what_a_local_run_does(local_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     with StubProcess(delay="0.01") as stub:
@@ -85,6 +86,7 @@ def test_a_ray_run_stores_and_writes_exactly_what_a_local_run_does(local_run: Pa
     assert received == sum(s["sent"] for s in summary.values())  # each request sent once
 
 
+@pytest.mark.ray
 def test_rows_the_server_refuses_go_to_failed_jsonl_and_a_rerun_sends_only_those(
     local_run: Path, tmp_path: Path
 ) -> None:
@@ -120,6 +122,7 @@ def stored_count(out: Path, stage: str) -> int:
         db.close()
 
 
+@pytest.mark.ray
 def test_a_driver_killed_mid_job_resumes_from_the_store(local_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     with StubProcess(delay="0.3") as stub:
@@ -145,6 +148,7 @@ def test_a_driver_killed_mid_job_resumes_from_the_store(local_run: Path, tmp_pat
     assert run_outputs(out) == run_outputs(local_run)
 
 
+@pytest.mark.ray
 def test_a_ray_worker_killed_mid_job_does_not_lose_the_run(local_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     with StubProcess(delay="0.2") as stub:

@@ -22,6 +22,8 @@ from fixtures.analysis_run import INJECTION, TRIPLES, make_run
 from selfinstruct.analysis.review.ratings import load_latest
 from selfinstruct.analysis.review.server import ReviewServer, make_review_server
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 PAGE_TITLE = "Review: run"

@@ -58,12 +58,13 @@ def read_yaml_mapping(text: str, source: str, error: type[SelfInstructError] = C
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise error(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        # A reader error (a control character) has no `problem` and prints on two lines.
+        raise error(f"{where}: not valid YAML ({_one_line(getattr(exc, 'problem', exc))})") from None
     except Exception as exc:  # the parser failing on bad text is bad text too
         # PyYAML's constructors raise plain Python errors on some text it scans fine: `!!int`
         # (IndexError), `!!int abc` or `2001-13-45` (ValueError), an integer of 5000 digits,
         # 10,000 nested brackets (RecursionError).
-        raise error(f"{source}: not valid YAML ({type(exc).__name__}: {exc})") from None
+        raise error(f"{source}: not valid YAML ({type(exc).__name__}: {_one_line(exc)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -147,9 +148,19 @@ def validate_config(data: dict[str, Any], source: str) -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        # A key is the user's text: one with a line break is named escaped, on one line.
+        where = ".".join(_escaped(str(p)) for p in err["loc"]) or "(top level)"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{source}: {where}: {err['msg']}{more}") from None
+        raise ConfigError(f"{source}: {where}: {_one_line(err['msg'])}{more}") from None
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _escaped(key: str) -> str:
+    """`key` as written, or quoted with escapes when it holds a line break or another control character."""
+    return key if key.isprintable() else repr(key)
 
 
 def dump_config(config: RunConfig) -> str:
