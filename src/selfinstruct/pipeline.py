@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.config import SIMILARITY_STATS_AUTO_MAX, RunConfig, cache_dir, dump_config
-from selfinstruct.errors import BackendError, InputFileError, RunFileError
+from selfinstruct.errors import BackendError, InputFileError
 from selfinstruct.files import make_dir, remove_partial_writes, write_atomic
 from selfinstruct.records import read_records, write_json, write_jsonl
 from selfinstruct.rundir import (
@@ -38,7 +38,7 @@ from selfinstruct.rundir import (
     classification_file,
     finetune_data_file,
 )
-from selfinstruct.rundir_reader import config_section, read_run_config, read_summary
+from selfinstruct.rundir_reader import read_summary, recorded_backend
 from selfinstruct.runlock import RunLock, check_run_directory
 from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages.context import PromptSet, StageContext
@@ -310,15 +310,6 @@ class Run:
             else:
                 summary.pop("endpoints", None)
         write_json(self.out / SUMMARY_FILE, summary)
-
-
-def recorded_backend(run: Path) -> dict[str, Any] | None:
-    """The `backend` section of the config.yaml of `run`, or None when it cannot be read
-    (probing again is always safe)."""
-    try:
-        return config_section(read_run_config(run), "backend")
-    except RunFileError:
-        return None
 
 
 def _remove_unused_run(out: Path) -> None:

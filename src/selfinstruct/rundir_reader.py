@@ -54,3 +54,12 @@ def config_section(config: dict[str, Any], key: str) -> dict[str, Any]:
     """A section of an unvalidated config (`backend`, `filters`, ...); {} when absent or not a mapping."""
     value = config.get(key)
     return value if isinstance(value, dict) else {}
+
+
+def recorded_backend(run: Path) -> dict[str, Any] | None:
+    """The `backend` section of the config.yaml of `run` (what the output mode was settled
+    for), or None when the file cannot be read: probing the server again is always safe."""
+    try:
+        return config_section(read_run_config(run), "backend")
+    except RunFileError:
+        return None

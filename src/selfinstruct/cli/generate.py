@@ -37,7 +37,7 @@ def _own_output_mode(config: Any, run: Path, given: dict[str, Any]) -> Any:
     `run` but was probed there for another server than `config` names; a mode that `given`
     (flags, a teacher's config) sets explicitly is kept."""
     from selfinstruct.llm.openai.output_modes import recorded_output_mode
-    from selfinstruct.pipeline import recorded_backend
+    from selfinstruct.rundir_reader import recorded_backend
 
     if "output_mode" in given.get("backend", {}) or config.backend.output_mode == "auto":
         return config
