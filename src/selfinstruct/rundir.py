@@ -19,6 +19,10 @@ other's output:
         dataset_info.json                        LLaMA-Factory's index of the three files above
         openai_finetune.jsonl                    `selfinstruct export openai`
         hf_dataset/                              `selfinstruct export hf`: parquet + dataset card
+        scores_<method>.jsonl                    `selfinstruct score`: a score per kept triple
+    RUN/selections/<name>/                       `selfinstruct select`: a chosen subset, laid out
+        finetuning_data/                         like a run (every file `prepare` writes there)
+        summary.json                             the selection's funnel
     RUN/finetune/                                `selfinstruct finetune` (adapter or model)
     RUN/report/                                  `selfinstruct analyze`: index.html, report.json
     RUN/review/                                  `selfinstruct review`: sample, ratings, summary
@@ -52,6 +56,8 @@ OPENAI_MESSAGES_FILE = "openai_messages.jsonl"
 OPENAI_FINETUNE_FILE = "openai_finetune.jsonl"
 DATASET_INFO_FILE = "dataset_info.json"
 HF_DATASET_DIR = "hf_dataset"
+SCORES_GLOB = "scores_*.jsonl"
+SELECTIONS_DIR = "selections"
 
 FINETUNE_OUT_DIR = "finetune"
 
@@ -96,6 +102,7 @@ FINETUNE_WRITTEN = (
     OPENAI_MESSAGES_FILE,
     DATASET_INFO_FILE,
     OPENAI_FINETUNE_FILE,
+    SCORES_GLOB,
 )
 
 
@@ -119,6 +126,12 @@ INSTANCE_FIELDS: RecordFields = (
     },
 )
 TRIPLE_FIELDS: RecordFields = ({"instruction": STRING, "output": STRING}, {"input": STRING})
+# A score file's records: the triple, its score (higher is better for selection), the scorer's
+# name, and what the method measured (quality/scores.py documents each method's details).
+SCORE_FIELDS: RecordFields = (
+    {"instruction": STRING, "input": STRING, "output": STRING, "score": (int, float), "scorer": STRING},
+    {"details": (dict,)},
+)
 
 
 def classification_file(model: str) -> str:
@@ -130,3 +143,8 @@ def classification_file(model: str) -> str:
 def finetune_data_file(rows: int) -> str:
     """The prompt/completion file of `rows` rows (the reference names it by its size)."""
     return FINETUNE_DATA_GLOB.replace("*", str(rows))
+
+
+def scores_file(method: str) -> str:
+    """The score file of one method (`ifd`, `judge`), in the run's finetuning_data/."""
+    return SCORES_GLOB.replace("*", method)
