@@ -1,26 +1,35 @@
-"""The paper's evidence, reproducible: generate -> fine-tune -> evaluate on SuperNI, with controls.
+"""The paper's evidence, reproducible: generate -> score -> select -> fine-tune -> evaluate on SuperNI.
 
 One command runs the whole loop on the embedded model (Gemma 3 270M base), every model
 served through llama.cpp (the tuned ones as GGUF LoRA adapters on the same GGUF base):
 
 1. `selfinstruct run -n N`: N instructions bootstrapped from the 175 seed tasks.
-2. Training sets, built from the run's kept triples exactly as `prepare` encodes them:
-   - `gen-K` for each K in --sizes: the triples of the first K generated instructions (in
-     the order the pool grew), like the paper's data-size curve (its Figure 6);
-   - `seeds`: the 175 seed tasks alone, trained for as many steps as the largest `gen-K`,
-     so that a gain over it is not just the answer format that any fine-tuning teaches;
-   - `seeds+gen-K`: the seeds and every generated instruction together (what `prepare`
-     writes with `finetune_data.include_seed_tasks: true`), 2 epochs.
-3. `selfinstruct finetune` on each (LoRA, 2 epochs, loss on the completion only).
-4. `selfinstruct evaluate superni` for the base and every tuned model: zero-shot, greedy.
-5. One table, OUT/results.md (and results.json), with SuperNI both as the mean of the task
-   means and pooled over instances (Tk-Instruct pools), each labelled.
+2. `selfinstruct score --method ifd` (the embedded model as scorer) and, unless --no-judge,
+   `selfinstruct score --method judge` (SmolLM2-135M-Instruct behind llama.cpp's server by
+   default, or the backend of --judge-config).
+3. Training sets, each a folder laid out like a run:
+   - `seeds`: the control, the 175 seed tasks alone;
+   - `seeds+ifd-topP` for each P in --ifd-tops, `seeds+judge-minX` (--judge-min) and
+     `seeds+ifd-topP-diverseT` (--diverse-top, --diverse): `selfinstruct select` with the seeds
+     added, the rows chosen by score;
+   - `seeds+all`: the seeds and every generated row (what `prepare` writes with
+     `finetune_data.include_seed_tasks: true`), 2 epochs;
+   - `gen-K` for each K in --sizes (none by default): the first K generated instructions alone,
+     the paper's data-size curve (its Figure 6).
+4. `selfinstruct finetune` on each (LoRA, loss on the completion only). The control and every
+   selected set train for the same --steps, so that a gain is the data's, not more training;
+   `seeds+all` and the curve train 2 epochs.
+5. `selfinstruct evaluate superni` for the base and every tuned model: zero-shot, greedy.
+6. The control and the best selected set are trained again with the other --train-seeds, so
+   that a gain can be told from noise (mean ± standard deviation).
+7. OUT/results.md (and results.json): the table, the seeds table, the per-category changes,
+   and what generating and scoring cost.
 
 Every step is a `selfinstruct` command that resumes from its own store or checkpoint, so an
 interrupted experiment continues where it stopped when run again with the same arguments.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/loop_superni.py --out runs/loop
-     [--n 400] [--sizes 50,100,200,400] [--max-instances 100] [--tasks ../shared/data/superni_test/tasks]
+     [--n 400] [--steps 240] [--ifd-tops 10,25,50] [--train-seeds 42,43,44] [--sizes 50,100,200,400]
 """
 
 from __future__ import annotations
@@ -35,6 +44,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from loop_results import results_text, scores, seed_summary  # noqa: E402
+from loop_servers import judge_server  # noqa: E402
 
 from selfinstruct.config import build_config  # noqa: E402
 from selfinstruct.exports import write_exports  # noqa: E402
@@ -69,8 +82,9 @@ def selfinstruct(*args: str) -> None:
 # -- training sets ----------------------------------------------------------------------------
 
 
-def training_sets(run: Path, sizes: list[int], out: Path) -> dict[str, dict[str, Any]]:
-    """Write OUT/data/<name>/finetuning_data/ for each training set; returns what each holds."""
+def fixed_sets(run: Path, sizes: list[int], out: Path, combined: bool) -> dict[str, dict[str, Any]]:
+    """Write OUT/data/<name>/finetuning_data/ for the sets no score chooses: the control, the
+    curve and the seeds with every generated row; returns what each holds."""
     config = build_config(config_file=run / CONFIG_FILE)
     templates = load_prompt(
         "finetune_templates",
@@ -86,7 +100,11 @@ def training_sets(run: Path, sizes: list[int], out: Path) -> dict[str, dict[str,
     with_seeds = config.model_copy(
         update={"finetune_data": config.finetune_data.model_copy(update={"include_seed_tasks": True})}
     )
+    seeds = load_seed_tasks(config.seed_tasks)
     sets: dict[str, dict[str, Any]] = {}
+    sets["seeds"] = _write_set(
+        out / "data" / "seeds", finetune_data_from_triples([], seeds, with_seeds, templates), 0, len(seeds)
+    )
     for size in sorted(set(min(k, len(order)) for k in sizes)):
         chosen = set(order[:size])
         subset = [t for t in triples if t.instruction in chosen]
@@ -96,17 +114,13 @@ def training_sets(run: Path, sizes: list[int], out: Path) -> dict[str, dict[str,
             size,
             0,
         )
-    seeds = load_seed_tasks(config.seed_tasks)
-    sets["seeds"] = _write_set(
-        out / "data" / "seeds", finetune_data_from_triples([], seeds, with_seeds, templates), 0, len(seeds)
-    )
-    # Does the generated data add anything to the seeds? Both together, trained 2 epochs.
-    sets[f"seeds+gen-{len(order)}"] = _write_set(
-        out / "data" / f"seeds+gen-{len(order)}",
-        finetune_data_from_triples(triples, seeds, with_seeds, templates),
-        len(order),
-        len(seeds),
-    )
+    if combined:
+        sets["seeds+all"] = _write_set(
+            out / "data" / "seeds+all",
+            finetune_data_from_triples(triples, seeds, with_seeds, templates),
+            len(order),
+            len(seeds),
+        )
     return sets
 
 
@@ -120,139 +134,175 @@ def _write_set(folder: Path, data: Any, generated: int, seeds: int) -> dict[str,
     return {"dir": folder, "generated_instructions": generated, "seed_tasks": seeds, "rows": len(data.rows)}
 
 
-# -- results ----------------------------------------------------------------------------------
-
-
-def scores(eval_dir: Path) -> dict[str, float]:
-    overall = json.loads((eval_dir / "superni_metrics.json").read_text())["overall"]
+def selected_set(run: Path, out: Path, name: str, select: list[str], n_seeds: int) -> dict[str, Any]:
+    """`selfinstruct select` with the seeds added, into OUT/data/<name>; what it holds."""
+    folder = out / "data" / name
+    selfinstruct("select", str(run), *select, "--include-seed-tasks", "--out", str(folder))
+    funnel = json.loads((folder / SUMMARY_FILE).read_text())["funnel"]["select"]
+    data_file = next((folder / FINETUNE_DIR).glob("gpt3_finetuning_data_*.jsonl"))
+    rows = int(data_file.stem.rsplit("_", 1)[1])
+    triples = [
+        Triple.from_json(r)
+        for r in read_records(folder / FINETUNE_DIR / GENERATED_INSTANCES_FILE, *TRIPLE_FIELDS)
+    ]
     return {
-        "rougeL": overall["rougeL"],
-        "rougeL_pooled": overall["pooled"]["rougeL"],
-        "exact_match": overall["exact_match"],
-        "exact_match_pooled": overall["pooled"]["exact_match"],
-        "tasks": overall["tasks"],
-        "instances": overall["instances"],
+        "dir": folder,
+        "generated_instructions": len({t.instruction for t in triples}),
+        "generated_rows": funnel["selected"],
+        "seed_tasks": n_seeds,
+        "rows": rows,
+        "selection": " ".join(select),
     }
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    first = rows[0]
-    lines = [
-        f"SuperNI test subset: {first['tasks']} tasks, {first['instances']} instances, zero-shot, greedy, "
-        "through llama.cpp. ROUGE-L and exact match in %; 'task mean' = the mean of the task means, "
-        "'pooled' = the mean over all instances (as Tk-Instruct reports).",
-        "",
-        "| model | training data | rows | steps | ROUGE-L task mean | ROUGE-L pooled | EM task mean | EM pooled |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['model']} | {row['data']} | {row.get('rows', '-')} | {row.get('steps', '-')} | "
-            f"{row['rougeL']:.2f} | {row['rougeL_pooled']:.2f} | {row['exact_match']:.2f} | {row['exact_match_pooled']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
+# -- the experiment ---------------------------------------------------------------------------
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "loop")
     parser.add_argument("--n", type=int, default=400, help="instructions to generate")
-    parser.add_argument("--sizes", default="50,100,200,400", help="generated instructions per training set")
+    parser.add_argument("--steps", type=int, default=240, help="steps of the control and every selected set")
+    parser.add_argument("--ifd-tops", default="10,25,50", help="seeds + the top P%% by IFD, for each P")
+    parser.add_argument("--judge-min", type=float, default=4.0, help="seeds + the rows the judge scores >= X")
+    parser.add_argument(
+        "--diverse-top", type=float, default=50, help="seeds + the top P%% by IFD, kept diverse"
+    )
+    parser.add_argument(
+        "--diverse", type=float, default=0.5, help="... with ROUGE-L below TAU to every kept row"
+    )
+    parser.add_argument("--train-seeds", default="42,43,44", help="the control and the best set, once each")
+    parser.add_argument("--sizes", default="", help="the data-size curve: first K generated instructions")
     parser.add_argument("--tasks", type=Path, default=TASKS, help="SuperNI task folder")
     parser.add_argument("--max-instances", type=int, default=100, help="instances per task")
-    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--no-combined", action="store_true", help="skip seeds + all generated")
+    parser.add_argument("--no-judge", action="store_true", help="skip the judge and its row")
     parser.add_argument(
-        "--no-combined", action="store_true", help="skip the seeds + all generated model (the tiny test does)"
+        "--judge-config", type=Path, help="the judge's backend (default: SmolLM2 on llama.cpp)"
     )
     parser.add_argument(
         "--run-config", type=Path, help="a config file for `selfinstruct run` (tests: a tiny one)"
     )
-    args = parser.parse_args()
-    sizes = [int(k) for k in args.sizes.split(",")]
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
     out: Path = args.out
     began = time.perf_counter()
-
+    train_seeds = [int(s) for s in args.train_seeds.split(",")]
     run = out / "run"
-    selfinstruct(
-        "run",
-        "--out",
-        str(run),
-        "-n",
-        str(args.n),
-        *(["--config", str(args.run_config)] if args.run_config else []),
-    )
-    sets = training_sets(run, sizes, out)
-    if args.no_combined:
-        sets = {name: info for name, info in sets.items() if not name.startswith("seeds+")}
-    train = [
-        "--base",
-        "embedded",
-        "--epochs",
-        str(args.epochs),
-        "--batch-size",
-        str(args.batch_size),
-        "--max-length",
-        str(args.max_length),
-    ]
+    config = ["--config", str(args.run_config)] if args.run_config else []
+    selfinstruct("run", "--out", str(run), "-n", str(args.n), *config)
+
+    selfinstruct("score", str(run), "--method", "ifd")
+    if not args.no_judge:
+        if args.judge_config:
+            selfinstruct("score", str(run), "--method", "judge", "--config", str(args.judge_config))
+        else:
+            with judge_server(out / "judge-server.log") as base_url:
+                judge = ["--backend", "openai", "--api", "chat", "--base-url", base_url, "--model", "smollm2"]
+                selfinstruct("score", str(run), "--method", "judge", *judge)
+
+    sizes = [int(k) for k in args.sizes.split(",") if k]
+    sets = fixed_sets(run, sizes, out, combined=not args.no_combined)
+    selected: list[str] = []
+    n_seeds = sets["seeds"]["seed_tasks"]
+    for top in [float(p) for p in args.ifd_tops.split(",") if p]:
+        name = f"seeds+ifd-top{top:g}"
+        sets[name] = selected_set(run, out, name, ["--by", "ifd", "--top", f"{top:g}%"], n_seeds)
+        selected.append(name)
+    if not args.no_judge:
+        name = f"seeds+judge-min{args.judge_min:g}"
+        sets[name] = selected_set(
+            run, out, name, ["--by", "judge", "--min-score", f"{args.judge_min:g}"], n_seeds
+        )
+        selected.append(name)
+    if args.diverse_top:
+        name = f"seeds+ifd-top{args.diverse_top:g}-diverse{args.diverse:g}"
+        select = ["--by", "ifd", "--top", f"{args.diverse_top:g}%", "--diverse", f"{args.diverse:g}"]
+        sets[name] = selected_set(run, out, name, select, n_seeds)
+        selected.append(name)
     for name in [n for n, info in sets.items() if info["rows"] == 0]:
         print(f"loop: {name} has no training rows; skipped", file=sys.stderr)
         del sets[name]
-    curve = sorted((n for n in sets if n.startswith("gen-")), key=lambda n: sets[n]["generated_instructions"])
-    steps: dict[str, int] = {}
-    for name in [*curve, *(n for n in sets if n.startswith("seeds+"))]:
-        selfinstruct("finetune", str(sets[name]["dir"]), "--out", str(out / "ft" / name), *train)
-        steps[name] = json.loads((out / "ft" / name / "metrics.json").read_text())["total_steps"]
-    # The control: the seeds alone for as many steps as the largest generated set had.
-    steps["seeds"] = steps[curve[-1]]
-    selfinstruct(
-        "finetune",
-        str(sets["seeds"]["dir"]),
-        "--out",
-        str(out / "ft" / "seeds"),
-        *train,
-        "--steps",
-        str(steps["seeds"]),
-    )
+        selected = [n for n in selected if n != name]
 
+    train = ["--base", "embedded", "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
     evaluate = ["evaluate", "superni", "--tasks", str(args.tasks), "--max-instances", str(args.max_instances)]
+    steps: dict[str, int] = {}
+
+    def train_and_evaluate(name: str, seed: int) -> str:
+        """Fine-tune and evaluate one set with one training seed; the result's name."""
+        tag = name if seed == train_seeds[0] else f"{name}@seed{seed}"
+        fixed = ["--steps", str(args.steps)] if name == "seeds" or name in selected else ["--epochs", "2"]
+        selfinstruct(
+            "finetune",
+            str(sets[name]["dir"]),
+            "--out",
+            str(out / "ft" / tag),
+            *train,
+            *fixed,
+            "--seed",
+            str(seed),
+        )
+        steps[tag] = json.loads((out / "ft" / tag / "metrics.json").read_text())["total_steps"]
+        adapter = str(out / "ft" / tag / "adapter.gguf")
+        selfinstruct(*evaluate, "--out", str(out / "eval" / tag), "--adapter", adapter)
+        return tag
+
     selfinstruct(*evaluate, "--out", str(out / "eval" / "base"))
     rows = [{"model": "Gemma 3 270M base", "data": "-", **scores(out / "eval" / "base")}]
-    for name in ["seeds", *curve, *(n for n in steps if n.startswith("seeds+"))]:
-        selfinstruct(
-            *evaluate, "--out", str(out / "eval" / name), "--adapter", str(out / "ft" / name / "adapter.gguf")
-        )
-        info = sets[name]
-        parts = [f"{info['seed_tasks']} seed tasks"] if info["seed_tasks"] else []
-        parts += (
-            [f"{info['generated_instructions']} generated instructions"]
-            if info["generated_instructions"]
-            else []
-        )
+    for name in sets:
+        tag = train_and_evaluate(name, train_seeds[0])
         rows.append(
             {
                 "model": f"+ LoRA ({name})",
-                "data": " + ".join(parts),
-                "rows": info["rows"],
-                "steps": steps[name],
-                **scores(out / "eval" / name),
+                **_describe(sets[name]),
+                "steps": steps[tag],
+                **scores(out / "eval" / tag),
             }
         )
 
+    # The control and the best selected set, once per training seed.
+    by_name = {row["model"][len("+ LoRA (") : -1]: row for row in rows[1:]}
+    best = max(selected, key=lambda n: by_name[n]["rougeL"]) if selected else None
+    repeated: dict[str, list[dict[str, Any]]] = {}
+    for name in ["seeds", *([best] if best else [])]:
+        repeated[name] = [by_name[name]]
+        for seed in train_seeds[1:]:
+            tag = train_and_evaluate(name, seed)
+            repeated[name].append({**scores(out / "eval" / tag), "seed": seed})
+
     summary = json.loads((run / SUMMARY_FILE).read_text())
-    funnel = summary["funnel"]["bootstrap"]
-    text = (
-        f"# Self-Instruct on Gemma 3 270M: SuperNI\n\n"
-        f"Generated: {funnel['accepted']} instructions from {funnel['generated']} candidates "
-        f"(`selfinstruct run -n {args.n}` on the embedded model).\n\n"
-        + table(rows)
-        + f"\nWall time: {time.perf_counter() - began:.0f} s (steps already done are read back, not redone).\n"
+    text = results_text(args, rows, seed_summary(repeated, train_seeds), out, summary)
+    text += (
+        f"\nWall time: {time.perf_counter() - began:.0f} s (steps already done are read back, not redone).\n"
     )
     write_atomic(out / "results.md", text)
-    write_json(out / "results.json", {"settings": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
+    write_json(
+        out / "results.json",
+        {
+            "settings": {k: str(v) for k, v in vars(args).items()},
+            "rows": rows,
+            "seeds": seed_summary(repeated, train_seeds),
+        },
+    )
     print(text)
     return 0
+
+
+def _describe(info: dict[str, Any]) -> dict[str, Any]:
+    parts = [f"{info['seed_tasks']} seed tasks"] if info["seed_tasks"] else []
+    if "selection" in info:
+        parts.append(
+            f"{info['generated_rows']} rows of {info['generated_instructions']} generated instructions ({info['selection']})"
+        )
+    elif info["generated_instructions"]:
+        parts.append(f"{info['generated_instructions']} generated instructions")
+    return {"data": " + ".join(parts), "rows": info["rows"]}
 
 
 if __name__ == "__main__":

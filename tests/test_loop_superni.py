@@ -1,7 +1,8 @@
-"""benchmarks/loop_superni.py in a tiny configuration: generate -> fine-tune -> evaluate, with controls.
+"""benchmarks/loop_superni.py in a tiny configuration: generate -> score -> select -> fine-tune ->
+evaluate, with the control and a second training seed.
 
-The real experiment takes over an hour on this machine; this runs every step of it at toy
-sizes (2 SuperNI tasks x 2 instances, 1 epoch), then again to show that a finished experiment
+The real experiment takes hours on this machine; this runs every step of it but the judge at
+toy sizes (2 SuperNI tasks x 2 instances, 2 steps), then again to show that a finished experiment
 is read back rather than redone. Fine-tuning and evaluation run on the real model; the
 generation step asks the scripted loopback server (generation on the real model is
 test_e2e_embedded's), which keeps this test to about a minute.
@@ -27,8 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 def run_loop(out: Path, tasks: Path, config: Path) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable, str(REPO / "benchmarks" / "loop_superni.py"), "--out", str(out), "--n", "4",
-        "--sizes", "4", "--tasks", str(tasks), "--max-instances", "2", "--epochs", "1",
-        "--batch-size", "2", "--max-length", "64", "--run-config", str(config), "--no-combined",
+        "--tasks", str(tasks), "--max-instances", "2", "--steps", "2", "--batch-size", "2",
+        "--max-length", "64", "--run-config", str(config), "--no-combined", "--no-judge",
+        "--ifd-tops", "50", "--diverse-top", "0", "--train-seeds", "42,43",
     ]  # fmt: skip
     env = {
         **{k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"},  # loopback needs none
@@ -38,7 +40,7 @@ def run_loop(out: Path, tasks: Path, config: Path) -> subprocess.CompletedProces
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
 
 
-def test_tiny_loop_trains_the_curve_and_the_seed_control_and_tabulates_both_superni_scores(
+def test_tiny_loop_scores_selects_trains_the_control_and_the_best_set_twice_and_tabulates(
     tmp_path: Path, shared_data: Path
 ) -> None:
     tasks = tmp_path / "tasks"
@@ -59,23 +61,27 @@ def test_tiny_loop_trains_the_curve_and_the_seed_control_and_tabulates_both_supe
         assert len(stub.received) - sent <= 1  # at most the start's check: the generation is read back
     results = json.loads((out / "results.json").read_text())
     rows = {row["model"]: row for row in results["rows"]}
-    assert next(iter(rows)) == "Gemma 3 270M base" and "+ LoRA (seeds)" in rows
-    curve = [row for name, row in rows.items() if name.startswith("+ LoRA (gen-")]
-    assert curve, rows
-    # The control trains on the 175 seed tasks for as many steps as the largest generated set.
+    assert list(rows) == ["Gemma 3 270M base", "+ LoRA (seeds)", "+ LoRA (seeds+ifd-top50)"]
+    # The control and the selected set train the same number of steps; the selected set holds
+    # the seeds and half of the scored generated rows.
     assert rows["+ LoRA (seeds)"]["data"] == "175 seed tasks"
-    assert rows["+ LoRA (seeds)"]["steps"] == max(row["steps"] for row in curve)
-    assert not [name for name in rows if name.startswith("+ LoRA (seeds+")]  # --no-combined: 180 steps saved
+    assert rows["+ LoRA (seeds)"]["steps"] == rows["+ LoRA (seeds+ifd-top50)"]["steps"] == 2
+    assert rows["+ LoRA (seeds+ifd-top50)"]["rows"] > rows["+ LoRA (seeds)"]["rows"]
+    assert (out / "run" / "finetuning_data" / "scores_ifd.jsonl").is_file()
     for row in rows.values():
         assert (row["tasks"], row["instances"]) == (2, 4)
         for key in ("rougeL", "rougeL_pooled", "exact_match", "exact_match_pooled"):
             assert 0.0 <= row[key] <= 100.0
-    for name in ("seeds", *(row["model"][len("+ LoRA (") : -1] for row in curve)):
-        assert (out / "ft" / name / "adapter.gguf").is_file()
-        metrics = json.loads((out / "eval" / name / "superni_metrics.json").read_text())
+    # Both sets again with the second training seed: a mean and a standard deviation each.
+    assert set(results["seeds"]) == {"seeds", "seeds+ifd-top50"}
+    for name, entry in results["seeds"].items():
+        assert entry["runs"] == 2 and len(entry["rougeL"]["values"]) == 2
+        assert (out / "ft" / f"{name}@seed43" / "adapter.gguf").is_file()
+        metrics = json.loads((out / "eval" / f"{name}@seed43" / "superni_metrics.json").read_text())
         assert metrics["settings"]["backend"]["adapter_sha256"]  # evaluated through llama.cpp with it
     table = (out / "results.md").read_text()
-    assert "ROUGE-L task mean" in table and "ROUGE-L pooled" in table
+    assert "ROUGE-L task mean" in table and "± " in table and "by category" in table
+    assert "Scoring by ifd" in table
 
     assert results["rows"] == first_rows
     assert "already trained" in second.stderr
