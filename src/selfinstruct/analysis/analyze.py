@@ -46,7 +46,7 @@ def build_report(
     )
     overlap = summarize_overlap(overlaps)
     lengths = length_distributions(data.instructions, data.triples)
-    report = {
+    report: dict[str, Any] = {
         "run": str(data.path),
         "run_name": data.path.resolve().name,
         "sources": data.sources,
@@ -63,10 +63,9 @@ def build_report(
     }
     # Only a scored run has these: an unscored one gives the same report as before scoring existed.
     if data.scores:
-        report["scores"] = {
-            method: summarize_scores(method, scores, data.triples) for method, scores in data.scores.items()
-        }
-        for method, summary in report["scores"].items():
+        scored = {method: summarize_scores(method, s, data.triples) for method, s in data.scores.items()}
+        report["scores"] = scored
+        for method, summary in scored.items():
             images[f"scores_{method}"] = plots.score_histogram_png(method, summary["histogram"])
     return report, images
 
