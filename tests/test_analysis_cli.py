@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fixtures.analysis_run import POEM, SEEDS, TABLE1, make_run, write_jsonl
+from fixtures.analysis_run import POEM, SEEDS, TABLE1, TABLE2, make_run, write_jsonl, write_score_files
 
 from selfinstruct.cli import main
 
@@ -37,6 +37,31 @@ def test_analyze_writes_the_page_and_the_numbers(tmp_path: Path, capsys: pytest.
     assert report["lengths"]["output"]["count"] == 5
     page = (run / "report" / "index.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 3
+    assert "scores" not in report and "Row scores" not in page  # not scored: the report of before
+
+
+def test_analyze_of_a_scored_run_adds_the_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = make_run(tmp_path)
+    write_score_files(run)
+    assert run_cli(capsys, "analyze", str(run), "--no-progress")[0] == 0
+    report = json.loads((run / "report" / "report.json").read_text())
+    table2 = report["scores"]["judge"]["table2"]
+    assert {k: (v["yes"], v["rated"]) for k, v in table2.items()} == TABLE2
+    assert report["scores"]["judge"]["scorers"] == ["SmolLM2-135M-judge.gguf"]
+    assert [r["score"] for r in report["scores"]["ifd"]["best"]] == [1.2, 0.9, 0.5, 0.3]
+    assert [r["score"] for r in report["scores"]["judge"]["worst"]] == [1.5, 2.0, 3.0, 4.5, 5.0]
+    page = (run / "report" / "index.html").read_text()
+    assert "<h2>Row scores</h2>" in page and page.count("data:image/png;base64,") == 5
+
+
+def test_malformed_score_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = make_run(tmp_path)
+    write_jsonl(
+        run / "finetuning_data" / "scores_judge.jsonl", [{"instruction": "x", "input": "", "output": "y"}]
+    )
+    code, err = run_cli(capsys, "analyze", str(run), "--no-progress")
+    assert_one_line_error(code, err, "scores_judge.jsonl:1")
+    assert not (run / "report").exists()
 
 
 def test_reference_rule_can_be_chosen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,13 @@ import io
 
 from PIL import Image
 
-from selfinstruct.analysis.plots import length_histograms_png, overlap_histogram_png, sunburst_png
+from selfinstruct.analysis.plots import (
+    length_histograms_png,
+    overlap_histogram_png,
+    score_histogram_png,
+    sunburst_png,
+)
+from selfinstruct.analysis.score_stats import histogram
 
 TOP = [
     {"verb": "write", "count": 5, "nouns": [{"noun": "poem", "count": 3}, {"noun": "story", "count": 2}]},
@@ -44,3 +50,11 @@ def test_length_histograms_png_with_an_empty_panel() -> None:
 
 def test_same_data_gives_the_same_bytes() -> None:
     assert sunburst_png(TOP) == sunburst_png(TOP)
+
+
+def test_score_histograms_of_both_methods_are_drawn_and_differ() -> None:
+    ifd = score_histogram_png("ifd", histogram([0.2, 0.5, 0.5, 0.9, 1.3], 0.0, 1.5, 30))
+    judge = score_histogram_png("judge", histogram([1.0, 3.0, 3.5, 5.0], 1.0, 5.0, 16))
+    assert_drawn_png(ifd, 600)
+    assert_drawn_png(judge, 600)
+    assert ifd != judge

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.analysis_run import INJECTION, TRIPLES, make_run
+from fixtures.analysis_run import (
+    IFD_SCORES,
+    INJECTION,
+    JUDGE_NAME,
+    JUDGE_SCORES,
+    TRIPLES,
+    make_run,
+    write_score_files,
+)
 
 from selfinstruct.analysis.review.ratings import load_latest
 from selfinstruct.analysis.review.server import ReviewServer, make_review_server
@@ -32,7 +40,9 @@ PAGE_TITLE = "Review: run"
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ReviewServer]:
     triples = [*TRIPLES, {"instruction": "Echo the given text.", "input": "hello", "output": INJECTION}]
-    srv = make_review_server(make_run(tmp_path, triples=triples), port=0, size=200, seed=0)
+    run = make_run(tmp_path, triples=triples)
+    write_score_files(run, triples, [*JUDGE_SCORES, (3.0, 0.6, 0.6, 0.6)], [*IFD_SCORES, 0.8])
+    srv = make_review_server(run, port=0, size=200, seed=0)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
@@ -115,6 +125,14 @@ def pressed(driver: Any) -> dict[str, str | None]:
     return state
 
 
+def score_rows(driver: Any) -> dict[str, list[str]]:
+    """The current item's scores as the page shows them: row key -> its cells."""
+    rows = driver.find_elements("css selector", "#score-table tbody tr")
+    return {
+        r.get_attribute("data-score"): [td.text for td in r.find_elements("css selector", "td")] for r in rows
+    }
+
+
 def position(driver: Any) -> str:
     return str(driver.find_element("id", "position").text)
 
@@ -131,6 +149,17 @@ def test_rate_with_mouse_and_keys_reload_and_nothing_injected_runs(
     assert position(browser) == "Item 1 of 4"
     assert browser.find_element("id", "instruction").text == items[0].instruction
 
+    # The row's scores, beside the questions; folded until opened, so they do not sway the rating.
+    assert browser.find_element("id", "score-table").is_displayed() is False
+    browser.find_element("css selector", "#scores summary").click()
+    assert score_rows(browser) == {  # the sea poem: TRIPLES[0]
+        "ifd": ["IFD", "0.500", "gpt2.gguf"],
+        "judge": ["judge: overall (1–5)", "4.50", JUDGE_NAME],
+        "valid_task": ["judge: valid task", "yes (0.90)", ""],
+        "appropriate_input": ["judge: appropriate input", "yes (0.80)", ""],
+        "correct_output": ["judge: correct output", "yes (0.70)", ""],
+    }
+
     # Item 1: the mouse for the questions, a key for the grade.
     click_answer(browser, "valid", "yes")
     click_answer(browser, "input_ok", "no")
@@ -145,6 +174,8 @@ def test_rate_with_mouse_and_keys_reload_and_nothing_injected_runs(
     press(browser, "1", "1", "2", "3", "d", "a")
     wait_saved(browser)
     assert pressed(browser) == {"valid": "no", "input_ok": "yes", "output_ok": "yes", "grade": "A"}
+    assert score_rows(browser)["ifd"] == ["IFD", "not scored", ""]  # Paris has no IFD
+    assert score_rows(browser)["appropriate_input"][1] == "no (0.49)"
 
     # Item 3 by the arrow key: all yes, grade by mouse.
     press(browser, Keys.ARROW_RIGHT)
@@ -205,6 +236,14 @@ def test_rate_with_mouse_and_keys_reload_and_nothing_injected_runs(
     }
     summary = json.loads((server.run / "review" / "summary.json").read_text())
     assert summary["all_valid"]["yes"] == 1 and summary["grades"]["B"]["count"] == 1
+    # Against the judge (yes/yes/yes, no/no/yes, yes/yes/yes on the three rated items):
+    agreement = summary["agreement"]
+    assert {q: (e["agree"], e["rows"]) for q, e in agreement["questions"].items()} == {
+        "valid": (3, 3),
+        "input_ok": (1, 3),
+        "output_ok": (3, 3),
+    }
+    assert agreement["overall"]["rows"] == 3 and agreement["overall"]["spearman"] == 0.0
 
 
 def test_off_loopback_the_page_from_the_printed_url_loads_and_saves_with_its_token(

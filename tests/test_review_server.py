@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import default_sigint
-from fixtures.analysis_run import POEM, make_run, write_jsonl
+from fixtures.analysis_run import JUDGE_NAME, POEM, make_run, write_jsonl, write_score_files
 
 from selfinstruct.analysis.review.ratings import load_latest
 from selfinstruct.analysis.review.server import ReviewServer, make_review_server
@@ -189,6 +189,71 @@ def test_cli_summary_prints_the_table_without_serving(
     assert "3 item(s) rated" in out
     assert "the instruction describes a valid task" in out and "66.7%" in out
     assert "A 3 (100.0%)" in out
+
+
+def test_items_carry_their_scores_and_the_summary_the_agreement_with_the_judge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = make_run(tmp_path)
+    write_score_files(run)
+    srv = make_review_server(run, port=0, size=200, seed=3)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        data = json.loads(request(srv, "GET", "/api/items")[2])
+        # Seed 3 samples the positive review, the sea poem, Paris (TRIPLES 2, 0, 4).
+        ids = [item["id"] for item in data["items"]]
+        assert [item["output"] for item in data["items"]] == [
+            "positive",
+            "The sea is wide and blue.",
+            "Paris",
+        ]
+        assert data["methods"] == ["ifd", "judge"]
+        assert data["scores"][ids[0]] == {
+            "ifd": {"score": 0.3, "scorer": "gpt2.gguf"},
+            "judge": {
+                "score": 5.0,
+                "scorer": JUDGE_NAME,
+                "valid_task": 0.95,
+                "appropriate_input": 0.9,
+                "correct_output": 0.95,
+            },
+        }
+        assert list(data["scores"][ids[2]]) == ["judge"]  # IFD did not score Paris
+        assert data["summary"]["agreement"]["rows"] == 0
+        answers = [(True, True, True, "A"), (True, False, True, "B"), (True, True, True, "C")]
+        for item, (valid, input_ok, output_ok, grade) in zip(ids, answers, strict=True):
+            body = {
+                "item": item,
+                "valid": valid,
+                "input_ok": input_ok,
+                "output_ok": output_ok,
+                "grade": grade,
+            }
+            assert request(srv, "POST", "/api/ratings", body)[0] == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    # The judge says yes/yes/yes, yes/yes/yes, no/no/yes (Paris: 0.2, 0.49, 0.9).
+    agreement = json.loads((run / "review" / "summary.json").read_text())["agreement"]
+    assert agreement["rows"] == 3 and agreement["judge"] == [JUDGE_NAME]
+    assert {q: (e["agree"], e["rows"]) for q, e in agreement["questions"].items()} == {
+        "valid": (2, 3),
+        "input_ok": (1, 3),
+        "output_ok": (3, 3),
+    }
+    assert (agreement["all_valid"]["agree"], agreement["all_valid"]["rows"]) == (1, 3)
+    # Grades A, B, C (4, 3, 2) against 5.0, 4.5, 1.5: the same order.
+    assert agreement["overall"] | {"human": "", "judge": ""} == {
+        "rows": 3,
+        "spearman": 1.0,
+        "human": "",
+        "judge": "",
+    }
+    assert main(["review", str(run), "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert f"agreement with the judge ({JUDGE_NAME}), 3 rated row(s) scored:" in out
+    assert "Spearman 1.000 on 3 rows" in out
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:

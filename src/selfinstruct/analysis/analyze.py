@@ -13,6 +13,7 @@ from typing import Any, cast
 from selfinstruct.analysis.diversity import VerbRule, extract_verb_nouns, summarize_verb_nouns
 from selfinstruct.analysis.overlap import max_overlap_with_seeds, summarize_overlap
 from selfinstruct.analysis.run_reader import RunData, read_run
+from selfinstruct.analysis.score_stats import summarize_scores
 from selfinstruct.analysis.stats import (
     dataset_stats,
     length_distributions,
@@ -45,7 +46,7 @@ def build_report(
     )
     overlap = summarize_overlap(overlaps)
     lengths = length_distributions(data.instructions, data.triples)
-    report = {
+    report: dict[str, Any] = {
         "run": str(data.path),
         "run_name": data.path.resolve().name,
         "sources": data.sources,
@@ -60,6 +61,12 @@ def build_report(
         "seed_overlap": plots.overlap_histogram_png(overlap["histogram"], overlap["bin_width"]),
         "lengths": plots.length_histograms_png(lengths),
     }
+    # Only a scored run has these: an unscored one gives the same report as before scoring existed.
+    if data.scores:
+        scored = {method: summarize_scores(method, s, data.triples) for method, s in data.scores.items()}
+        report["scores"] = scored
+        for method, summary in scored.items():
+            images[f"scores_{method}"] = plots.score_histogram_png(method, summary["histogram"])
     return report, images
 
 

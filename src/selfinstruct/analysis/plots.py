@@ -122,3 +122,36 @@ def length_histograms_png(lengths: Mapping[str, Sequence[int]]) -> bytes:
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("count")
     return _png(fig)
+
+
+SCORE_AXIS = {
+    "ifd": "IFD = PPL(output | instruction, input) / PPL(output)",
+    "judge": "the judge's overall rating (1-5)",
+}
+
+
+def score_histogram_png(method: str, histogram: Mapping[str, Any]) -> bytes:
+    """How many rows got each score (`score_stats.histogram`'s counts); IFD marks 1, where Cherry cuts."""
+    fig = _figure(7, 3.4)
+    ax = fig.subplots()
+    counts, width, low = histogram["counts"], histogram["bin_width"], histogram["low"]
+    lefts = [low + i * width for i in range(len(counts))]
+    ax.bar(lefts, counts, width=width, align="edge", color="#8172b2", edgecolor="white")
+    ax.set_xlim(low, histogram["high"])
+    if method == "ifd":
+        ax.axvline(1.0, color="#c44e52", linestyle="--", linewidth=1)
+        ax.text(
+            1.0,
+            0.97,
+            "IFD = 1 ",
+            color="#c44e52",
+            fontsize=8,
+            ha="right",
+            va="top",
+            transform=ax.get_xaxis_transform(),
+        )
+    ax.set_xlabel(SCORE_AXIS.get(method, "score"))
+    ax.set_ylabel("rows")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)

@@ -12,6 +12,8 @@ import base64
 from html import escape
 from typing import Any
 
+from selfinstruct.analysis.score_stats import PAPER_TABLE2_ROWS
+
 # The paper's Table 1 (Wang et al. 2022, GPT-3 davinci generations), for comparison.
 PAPER_TABLE1: dict[str, float] = {
     "instructions": 52445,
@@ -41,6 +43,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid 
 table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto}.muted{color:#666;font-size:.9em}.text{white-space:pre-wrap;max-width:36em}
+.warn{border-left:4px solid #c44e52;background:#fdf0f0;padding:.5em .8em}
 """
 
 
@@ -57,6 +60,7 @@ def render_html(report: dict[str, Any], images: dict[str, bytes | None]) -> str:
         _sources(report["sources"]),
         _table1(report["table1"]),
         _funnel(report.get("funnel")),
+        _scores(report.get("scores"), images),
         _diversity(report.get("diversity"), images.get("verb_noun")),
         _overlap(report.get("overlap"), images.get("seed_overlap")),
         _lengths(report["lengths"], images.get("lengths")),
@@ -197,3 +201,95 @@ def _lengths(lengths: dict[str, dict[str, Any]], png: bytes | None) -> str:
         + "<table><tr><th></th><th>count</th><th>mean</th><th>median</th><th>max</th></tr>"
         f"{rows}</table><p class=muted>Inputs: non-empty ones only.</p>"
     )
+
+
+TABLE2_ROWS = (
+    ("valid_task", "instruction describes a valid task"),
+    ("appropriate_input", "input is appropriate for the instruction"),
+    ("correct_output", "output is a correct and acceptable response"),
+    ("all_valid", "all fields are valid"),
+)
+METHOD_NAMES = {"ifd": "IFD (instruction-following difficulty)", "judge": "the judge's overall rating"}
+SHOWN_CHARS = 400  # a shown row's field is cut here; report.json has it whole
+
+
+def _scores(scores: dict[str, Any] | None, images: dict[str, bytes | None]) -> str:
+    if not scores:
+        return ""
+    parts = ["<h2>Row scores</h2>"]
+    if "judge" in scores:
+        parts.append(_table2(scores["judge"]))
+    for method, summary in scores.items():
+        parts.append(_score_method(method, summary, images.get(f"scores_{method}")))
+    return "".join(parts)
+
+
+def _table2(judge: dict[str, Any]) -> str:
+    table = judge["table2"]
+    rows = "".join(
+        f"<tr><td>{escape(label)}</td><td class=n>{_pct(table[key]['share'])}</td>"
+        f"<td class=n>{_num(table[key]['yes'])} / {_num(table[key]['rated'])}</td>"
+        f"<td class=n>{_pct(table[key]['paper'])}</td></tr>"
+        for key, label in TABLE2_ROWS
+    )
+    names = ", ".join(f"<code>{escape(name)}</code>" for name in judge["scorers"]) or "—"
+    return (
+        "<h3>Data quality (the paper's Table 2), as estimated by the judge</h3>"
+        f"<p>Judge: {names}. Each answer is the judge's probability of yes; 0.5 or more counts as yes. "
+        f"The paper's figures are experts' ratings of {PAPER_TABLE2_ROWS} random rows of GPT-3's data.</p>"
+        '<p class="warn"><strong>A weak judge gives a weak estimate.</strong> These shares say what this '
+        "model answered, not how good the data is: a small model (a few hundred million parameters) is no "
+        "real judge, and agrees with people little better than chance. Rate a sample by hand "
+        "(<code>selfinstruct review</code>) to see how far to trust it.</p>"
+        "<table><tr><th>question</th><th>judge</th><th>yes / rated</th><th>paper (experts)</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _score_method(method: str, summary: dict[str, Any], png: bytes | None) -> str:
+    names = ", ".join(f"<code>{escape(name)}</code>" for name in summary["scorers"]) or "—"
+    unscored = (
+        f"; {_rows(summary['unscored'])} of the run's data without a score (failed, or not scored yet)"
+        if summary.get("unscored")
+        else ""
+    )
+    spread = " ".join(f"{key} {_score(summary[key])}" for key in ("mean", "median", "min", "max"))
+    ifd_note = ""
+    if method == "ifd":
+        ifd_note = (
+            f" IFD ≥ 1 in {_rows(summary['at_least_one'])}: the instruction did not make the output "
+            "easier to predict (Cherry drops such rows before taking the highest)."
+        )
+    return (
+        f"<h3>{escape(METHOD_NAMES.get(method, method))}</h3>"
+        f"<p>{_rows(summary['rows'])} scored by {names}{unscored}. Scores: {spread}.{escape(ifd_note)}</p>"
+        + _img(png, f"{method} score histogram")
+        + _score_rows("The highest-scored rows", summary["best"])
+        + _score_rows("The lowest-scored rows", summary["worst"])
+    )
+
+
+def _score_rows(title: str, rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td class=n>{_score(r['score'])}</td><td class=text>{_cut(r['instruction'])}</td>"
+        f"<td class=text>{_cut(r['input'])}</td><td class=text>{_cut(r['output'])}</td></tr>"
+        for r in rows
+    )
+    return (
+        f"<p>{escape(title)}:</p><table><tr><th>score</th><th>instruction</th><th>input</th><th>output</th></tr>"
+        f"{body}</table>"
+    )
+
+
+def _rows(count: int) -> str:
+    return f"{_num(count)} row" + ("" if count == 1 else "s")
+
+
+def _score(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _cut(text: str) -> str:
+    return escape(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…")

@@ -32,6 +32,7 @@ from selfinstruct.rundir import (
     classification_file,
 )
 from selfinstruct.rundir_reader import config_section, read_run_config, read_summary
+from selfinstruct.scores import METHODS, Score, read_scores, scores_path
 
 FINETUNE_FILE = f"{FINETUNE_DIR}/{GENERATED_INSTANCES_FILE}"
 
@@ -49,6 +50,8 @@ class RunData:
     summary: dict[str, Any]
     tokenizer: str = "rouge"  # the run's ROUGE-L tokenizer (filters.tokenizer)
     sources: dict[str, str] = field(default_factory=dict)  # part -> the file it was read from
+    # `selfinstruct score`'s files that exist: method -> triple (stripped, as `triples`) -> score.
+    scores: dict[str, dict[Triple, Score]] = field(default_factory=dict)
 
 
 def read_run(path: Path, seed_tasks: str | Path | None = None) -> RunData:
@@ -79,6 +82,9 @@ def read_run(path: Path, seed_tasks: str | Path | None = None) -> RunData:
     seeds = load_seed_tasks(seeds_path)
     sources["seeds"] = str(seeds_path) if seeds_path is not None else "packaged seed tasks"
     tokenizer = str(config_section(config, "filters").get("tokenizer") or "rouge")
+    scores = read_run_scores(path)
+    for method in scores:
+        sources[f"scores ({method})"] = str(scores_path(path, method).relative_to(path))
     return RunData(
         path=path,
         instructions=instructions,
@@ -88,7 +94,26 @@ def read_run(path: Path, seed_tasks: str | Path | None = None) -> RunData:
         summary=read_summary(path),
         tokenizer=tokenizer if tokenizer in ("rouge", "unicode") else "rouge",
         sources=sources,
+        scores=scores,
     )
+
+
+def read_run_scores(path: Path) -> dict[str, dict[Triple, Score]]:
+    """Each method's scores where its file exists (none is not an error: the run was not scored).
+
+    Keyed by the stripped triple, as the readers here give the run's triples; a malformed
+    score file is an error (path:line), as any other run file.
+    """
+    found = {}
+    for method in METHODS:
+        if scores_path(path, method).is_file():
+            scores = read_scores(path, method).values()
+            found[method] = {_stripped(s.triple): s for s in scores}
+    return found
+
+
+def _stripped(triple: Triple) -> Triple:
+    return Triple(triple.instruction.strip(), triple.input.strip(), triple.output.strip())
 
 
 def read_triples(path: Path) -> tuple[list[Triple], str]:

@@ -24,6 +24,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_review(args: argparse.Namespace) -> int:
     from selfinstruct.analysis.review.ratings import format_summary, load_latest, summarize
     from selfinstruct.analysis.review.server import serve_review
+    from selfinstruct.analysis.run_reader import read_run_scores
     from selfinstruct.records import read_jsonl
     from selfinstruct.rundir import REVIEW_DIR, REVIEW_RATINGS_FILE, REVIEW_SAMPLE_FILE
 
@@ -36,7 +37,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         if sample.is_file():  # the sample last served: ratings of earlier samples' items do not count
             shown = {str(item.get("id")) for item in read_jsonl(sample)}
             latest = {i: r for i, r in latest.items() if i in shown}
-        print(format_summary(summarize(latest)))
+        print(format_summary(summarize(latest, read_run_scores(args.run).get("judge"))))
         return 0
     serve_review(args.run, args.host, args.port, args.sample, args.seed, not args.no_browser, log=note)
     return 0

@@ -1,5 +1,6 @@
 """A local page for the paper's data-quality review: rate a random sample of instructions by hand.
 
 `sample` draws the items, `ratings` keeps every answer (append-only, fsynced) and sums them
-up, `server` serves the page (static/) and its small JSON API on loopback.
+up, `agreement` compares them with a judge's scores, `server` serves the page (static/) and
+its small JSON API on loopback.
 """

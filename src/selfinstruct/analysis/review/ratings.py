@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from selfinstruct.analysis.review.agreement import JUDGE_FOR, format_agreement, judge_agreement
+from selfinstruct.analysis.score_stats import PAPER_TABLE2
 from selfinstruct.errors import InputFileError
 from selfinstruct.files import append_line
+from selfinstruct.records import Triple
+from selfinstruct.scores import Score
 
 QUESTIONS: dict[str, str] = {
     "valid": "the instruction describes a valid task",
@@ -25,7 +30,7 @@ QUESTIONS: dict[str, str] = {
 }
 GRADES = ("A", "B", "C", "D")
 # The paper's review of 200 GPT-3 generated instructions (section 4, data quality).
-PAPER_SHARES = {"valid": 0.92, "input_ok": 0.79, "output_ok": 0.58, "all_valid": 0.54}
+PAPER_SHARES = {q: PAPER_TABLE2[d] for q, d in JUDGE_FOR.items()} | {"all_valid": PAPER_TABLE2["all_valid"]}
 
 
 class RatingError(ValueError):
@@ -107,8 +112,11 @@ def load_latest(path: Path) -> dict[str, dict[str, Any]]:
     return latest
 
 
-def summarize(latest: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Shares of yes among answered questions, all-fields-valid, and the A-D distribution."""
+def summarize(
+    latest: dict[str, dict[str, Any]], judge: Mapping[Triple, Score] | None = None
+) -> dict[str, Any]:
+    """Shares of yes among answered questions, all-fields-valid, and the A-D distribution; with the
+    run's judge scores, the agreement with the judge (`agreement.py`), else "agreement" is None."""
     rated = [r for r in latest.values() if is_rated(r)]
     questions = {}
     for question, text in QUESTIONS.items():
@@ -132,6 +140,7 @@ def summarize(latest: dict[str, dict[str, Any]]) -> dict[str, Any]:
             }
             for g in GRADES
         },
+        "agreement": judge_agreement(latest, judge) if judge is not None else None,
     }
 
 
@@ -158,4 +167,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     grades = "  ".join(f"{g} {s['count']} ({pct(s['share']).strip()})" for g, s in summary["grades"].items())
     lines.append(f"grades ({summary['graded']} graded): {grades}")
+    if summary.get("agreement"):
+        lines += format_agreement(summary["agreement"])
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
     GET  /                 the page (static/review.html, the run's name escaped into it)
     GET  /static/<file>    review.js, review.css
-    GET  /api/items        {run, seed, items, ratings, summary}
+    GET  /api/items        {run, seed, items, ratings, methods, scores, summary}
     POST /api/ratings      one item's whole rating; appended and fsynced before the answer
     GET  /api/summary      the summary table
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import math
 import os
 import secrets
 import socket
@@ -39,9 +40,11 @@ from typing import Any
 
 from selfinstruct.analysis.review.ratings import RatingError, RatingsLog, parse_rating, summarize
 from selfinstruct.analysis.review.sample import ReviewItem, sample_items
+from selfinstruct.analysis.score_stats import JUDGE_QUESTIONS
 from selfinstruct.errors import InputFileError, SelfInstructError
-from selfinstruct.records import write_json, write_jsonl
+from selfinstruct.records import Triple, write_json, write_jsonl
 from selfinstruct.rundir import REVIEW_DIR, REVIEW_RATINGS_FILE, REVIEW_SAMPLE_FILE, REVIEW_SUMMARY_FILE
+from selfinstruct.scores import Score
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
@@ -58,7 +61,14 @@ class ReviewServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], run: Path, items: list[ReviewItem], seed: int) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        run: Path,
+        items: list[ReviewItem],
+        seed: int,
+        scores: dict[str, dict[Triple, Score]] | None = None,
+    ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -66,6 +76,9 @@ class ReviewServer(ThreadingHTTPServer):
         self.seed = seed
         self.items = items
         self.by_id = {item.id: item for item in items}
+        # `selfinstruct score`'s files, read once: method -> triple -> score.
+        self.scores = scores or {}
+        self.item_scores = {item.id: _item_scores(item, self.scores) for item in items}
         self.log = RatingsLog(run / REVIEW_DIR / REVIEW_RATINGS_FILE)
         self._summary_lock = threading.Lock()
         # Loopback relies on the Host check; any other address needs the token as well.
@@ -101,7 +114,8 @@ class ReviewServer(ThreadingHTTPServer):
     def summary(self) -> dict[str, Any]:
         """The summary of the ratings of this sample's items, also written to review/summary.json."""
         with self._summary_lock:
-            summary = summarize({i: r for i, r in self.log.latest().items() if i in self.by_id})
+            latest = {i: r for i, r in self.log.latest().items() if i in self.by_id}
+            summary = summarize(latest, self.scores.get("judge"))
             write_json(self.run / REVIEW_DIR / REVIEW_SUMMARY_FILE, summary)
             return summary
 
@@ -153,6 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "seed": self.server.seed,
                     "items": [item.to_json() for item in self.server.items],
                     "ratings": {i: _answers(r) for i, r in latest.items() if i in self.server.by_id},
+                    "methods": list(self.server.scores),
+                    "scores": self.server.item_scores,
                     "summary": self.server.summary(),
                 }
             )
@@ -224,6 +240,25 @@ def _answers(rating: dict[str, Any]) -> dict[str, Any]:
     return {k: rating.get(k) for k in ("valid", "input_ok", "output_ok", "grade")}
 
 
+def _item_scores(item: ReviewItem, scores: dict[str, dict[Triple, Score]]) -> dict[str, Any]:
+    """What the page shows beside the rating controls: method -> {score, scorer[, the judge's answers]}."""
+    triple = Triple(item.instruction, item.input, item.output)
+    shown: dict[str, Any] = {}
+    for method, by_triple in scores.items():
+        score = by_triple.get(triple)
+        if score is None:
+            continue
+        shown[method] = {"score": _number(score.score), "scorer": score.scorer}
+        if method == "judge":
+            shown[method] |= {q: _number(score.details.get(q)) for q in JUDGE_QUESTIONS}
+    return shown
+
+
+def _number(value: Any) -> float | None:
+    """A finite number, else None: JSON has no NaN, and the page's JSON.parse would fail on one."""
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
 def _static(name: str) -> bytes:
     return resources.files("selfinstruct.analysis.review").joinpath("static", name).read_bytes()
 
@@ -237,7 +272,7 @@ def make_review_server(
     run: Path, host: str = "127.0.0.1", port: int = 0, size: int = 200, seed: int = 42
 ) -> ReviewServer:
     """Sample the run's instances and bind the server (port 0: any free port); not yet serving."""
-    from selfinstruct.analysis.run_reader import read_triples
+    from selfinstruct.analysis.run_reader import read_run_scores, read_triples
 
     if size < 1:
         raise SelfInstructError(f"the sample size must be at least 1, got {size}")
@@ -245,8 +280,9 @@ def make_review_server(
     if not triples:
         raise InputFileError(f"{run}: the run has no instances to review")
     items = sample_items(triples, size, seed)
+    scores = read_run_scores(run)
     try:
-        server = ReviewServer((host, port), run, items, seed)
+        server = ReviewServer((host, port), run, items, seed, scores)
     except OSError as exc:
         raise SelfInstructError(f"cannot listen on {host}:{port}: {exc.strerror}; try --port 0") from None
     # The sample itself, for the record: what was shown, in order.

@@ -12,9 +12,18 @@ const QUESTION_TEXT = {
   output_ok: "correct output",
 };
 
+// The judge's answer to each question, as the page shows it beside the person's.
+const JUDGE_QUESTIONS = [
+  ["valid_task", "judge: valid task"],
+  ["appropriate_input", "judge: appropriate input"],
+  ["correct_output", "judge: correct output"],
+];
+
 const state = {
   items: [],
   ratings: {}, // item id -> {valid, input_ok, output_ok, grade}
+  scores: {}, // item id -> {ifd: {score, scorer}, judge: {score, scorer, valid_task, ...}}
+  methods: [], // the scoring methods the run has files of
   position: 0,
   dirty: new Map(), // item id -> version not yet acknowledged by the server
   versions: new Map(),
@@ -57,6 +66,7 @@ function render() {
   setText($("instruction"), item.instruction, "(empty instruction)");
   setText($("input"), item.input, "(no input)");
   setText($("output"), item.output, "(empty output)");
+  renderScores(state.scores[item.id] || {});
   const rating = ratingOf(item.id);
   for (const row of document.querySelectorAll(".question[data-question]")) {
     const value = rating[row.dataset.question];
@@ -69,6 +79,43 @@ function render() {
     button.setAttribute("aria-pressed", String(button.dataset.grade === rating.grade));
   }
   renderStrip();
+}
+
+// The row's scores (IFD, the judge's), where the run has them. Numbers and the scorer's name
+// go in through textContent like every other text.
+function renderScores(scores) {
+  const details = $("scores");
+  details.hidden = state.methods.length === 0;
+  const rows = [];
+  const number = (value, digits) => (typeof value === "number" ? value.toFixed(digits) : "—");
+  if (state.methods.includes("ifd")) {
+    const ifd = scores.ifd;
+    rows.push(["ifd", "IFD", ifd ? number(ifd.score, 3) : "not scored", ifd ? ifd.scorer : ""]);
+  }
+  if (state.methods.includes("judge")) {
+    const judge = scores.judge;
+    rows.push(["judge", "judge: overall (1–5)", judge ? number(judge.score, 2) : "not scored", judge ? judge.scorer : ""]);
+    if (judge) {
+      for (const [key, label] of JUDGE_QUESTIONS) {
+        const p = judge[key];
+        const answer = typeof p === "number" ? `${p >= 0.5 ? "yes" : "no"} (${p.toFixed(2)})` : "—";
+        rows.push([key, label, answer, ""]);
+      }
+    }
+  }
+  document.querySelector("#score-table tbody").replaceChildren(
+    ...rows.map(([key, ...cells]) => {
+      const tr = document.createElement("tr");
+      tr.dataset.score = key;
+      cells.forEach((text, index) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (index === 1) td.className = "n";
+        tr.append(td);
+      });
+      return tr;
+    }),
+  );
 }
 
 function renderStrip() {
@@ -239,6 +286,8 @@ async function start() {
     const data = await response.json();
     state.items = data.items;
     state.ratings = data.ratings;
+    state.scores = data.scores || {};
+    state.methods = data.methods || [];
     // Continue where the last session stopped: the first item not rated yet.
     const next = state.items.findIndex((item) => !isRated(item.id));
     state.position = next >= 0 ? next : 0;
