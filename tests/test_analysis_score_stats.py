@@ -97,8 +97,9 @@ def test_summary_of_a_method_counts_unscored_rows_and_ifd_at_least_one() -> None
     assert summary["rows"] == 4 and summary["unscored"] == 1 and summary["at_least_one"] == 2
     assert summary["scorers"] == ["gpt2.gguf"]
     assert (summary["min"], summary["median"], summary["max"], summary["mean"]) == (0.3, 0.75, 1.2, 0.75)
-    assert [r["score"] for r in summary["best"]] == [1.2, 1.0, 0.5, 0.3]
-    assert summary["best"][0] == {**rows[1].to_json(), "score": 1.2}
+    assert [r["score"] for r in summary["best"]] == [0.5, 0.3]  # below 1 only, as select takes them
+    assert summary["best"][0] == {**rows[0].to_json(), "score": 0.5}
+    assert [r["score"] for r in summary["worst"]] == [0.3, 0.5, 1.0, 1.2]
     assert sum(summary["histogram"]["counts"]) == 4 and "table2" not in summary
 
 

@@ -258,13 +258,13 @@ def _score_method(method: str, summary: dict[str, Any], png: bytes | None) -> st
     if method == "ifd":
         ifd_note = (
             f" IFD ≥ 1 in {_rows(summary['at_least_one'])}: the instruction did not make the output "
-            "easier to predict (Cherry drops such rows before taking the highest)."
+            "easier to predict (Cherry drops such rows, and so do `select` and the rows below)."
         )
     return (
         f"<h3>{escape(METHOD_NAMES.get(method, method))}</h3>"
         f"<p>{_rows(summary['rows'])} scored by {names}{unscored}. Scores: {spread}.{escape(ifd_note)}</p>"
         + _img(png, f"{method} score histogram")
-        + _score_rows("The highest-scored rows", summary["best"])
+        + _score_rows("The highest-scored rows" + (" below 1" if method == "ifd" else ""), summary["best"])
         + _score_rows("The lowest-scored rows", summary["worst"])
     )
 

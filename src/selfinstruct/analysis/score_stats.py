@@ -102,7 +102,10 @@ def summarize_scores(
     """One method's section of report.json: who scored, how many rows, spread, histogram, best and worst."""
     ordered = list(scores.values())
     values = [s.score for s in ordered]
-    best, worst = best_and_worst(ordered)
+    # IFD's best are the highest below 1, as `select` takes them (Cherry drops IFD >= 1: the
+    # instruction did not make the output easier to predict).
+    best, _ = best_and_worst([s for s in ordered if method != "ifd" or s.score < 1])
+    _, worst = best_and_worst(ordered)
     summary: dict[str, Any] = {
         "scorers": sorted({s.scorer for s in ordered}),
         "rows": len(ordered),
