@@ -22,6 +22,7 @@ other's output:
         scores_<method>.jsonl                    `selfinstruct score`: a score per kept triple
     RUN/selections/<name>/                       `selfinstruct select`: a chosen subset, laid out
         finetuning_data/                         like a run (every file `prepare` writes there)
+        config.yaml                              the run's config
         summary.json                             the selection's funnel
     RUN/finetune/                                `selfinstruct finetune` (adapter or model)
     RUN/report/                                  `selfinstruct analyze`: index.html, report.json

@@ -5,6 +5,7 @@
     options.py         the flags shared by several commands, and the config key each sets
     generate.py        run, bootstrap, classify, instances, prepare, relabel, dedup, check-seeds, config
     train_evaluate.py  finetune, evaluate superni / user-oriented
+    quality.py         select (the best-scored rows of a run)
     export.py          export openai / hf / llamafactory, and the list of formats
     analysis.py        analyze, review
     summary.py         the notes and the run summary on stderr

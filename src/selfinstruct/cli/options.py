@@ -7,6 +7,7 @@ turns whichever of them a command has into a nested config mapping.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,41 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def percentage(text: str) -> float:
+    """An argparse type: a share above 0 and at most 100, written "25%" or "25"."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 100:  # false for nan too
+        raise argparse.ArgumentTypeError(
+            f"must be a percentage above 0 and at most 100, such as 25%, got {text!r}"
+        )
+    return value
+
+
+def similarity(text: str) -> float:
+    """An argparse type: a ROUGE-L threshold above 0 and at most 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a ROUGE-L F-measure above 0 and at most 1, got {text!r}")
+    return value
+
+
+def finite_number(text: str) -> float:
+    """An argparse type: a number that is not inf or nan."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
     return value
 
 

@@ -29,9 +29,13 @@ from selfinstruct.cli.options import (
     add_backend_options,
     add_no_progress,
     add_run_options,
+    finite_number,
+    percentage,
     port_number,
     positive_int,
+    similarity,
 )
+from selfinstruct.cli.quality import cmd_select
 from selfinstruct.cli.train_evaluate import (
     cmd_evaluate_superni,
     cmd_evaluate_user_oriented,
@@ -46,7 +50,9 @@ from selfinstruct.rundir import (
     OPENAI_FINETUNE_FILE,
     REPORT_DIR,
     REPORT_HTML,
+    SELECTIONS_DIR,
 )
+from selfinstruct.scores import METHODS
 
 PROG = "selfinstruct"
 Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
@@ -77,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In this order in `selfinstruct --help`.
     _add_generate_commands(sub)
+    _add_quality_commands(sub)
     _add_train_evaluate_commands(sub)
     _add_analysis_commands(sub)
     _add_config_commands(sub)
@@ -118,6 +125,50 @@ def _add_generate_commands(sub: Subparsers) -> None:
     p.add_argument("--field", default="instruction", help="JSONL field to compare (default: instruction)")
     add_no_progress(p, "no progress bar")
     p.set_defaults(func=cmd_dedup)
+
+
+def _add_quality_commands(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "select", help="keep a run's best-scored rows (top P%% or a minimum score), optionally diverse"
+    )
+    p.description = (
+        "Write the chosen rows as a fine-tuning set laid out like a run (every file `prepare` writes), "
+        "which `finetune` and `export` take as RUN."
+    )
+    p.add_argument(
+        "run", type=Path, metavar="RUN", help="run directory with a score file (`selfinstruct score`)"
+    )
+    p.add_argument("--by", required=True, choices=METHODS, help="the scores to select by")
+    keep = p.add_mutually_exclusive_group(required=True)
+    keep.add_argument(
+        "--top", type=percentage, metavar="P%", help="the best P%% of the scored rows (rounded up), e.g. 10%%"
+    )
+    keep.add_argument("--min-score", type=finite_number, metavar="X", help="every row scoring X or more")
+    p.add_argument(
+        "--diverse",
+        type=similarity,
+        metavar="TAU",
+        help="best first, keep a row only if its instruction's ROUGE-L to every row kept is <= TAU (DEITA's rule)",
+    )
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument(
+        "--include-seed-tasks",
+        dest="include_seed_tasks",
+        action="store_true",
+        default=None,
+        help="add the seed tasks to the selected rows (default: as the run's config says)",
+    )
+    seeds.add_argument(
+        "--no-seed-tasks", dest="include_seed_tasks", action="store_false", help="the selected rows alone"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help=f"new or empty folder, or an earlier selection (default RUN/{SELECTIONS_DIR}/<by>-top<P> "
+        "or <by>-min<X>, + -diverse<TAU>)",
+    )
+    p.set_defaults(func=cmd_select)
 
 
 def _add_train_evaluate_commands(sub: Subparsers) -> None:
@@ -163,7 +214,12 @@ def _add_train_evaluate_commands(sub: Subparsers) -> None:
     _add_export_command(sub)
 
     p = sub.add_parser("finetune", help="fine-tune a model on a run's data (LoRA by default)")
-    p.add_argument("run", type=Path, metavar="RUN", help="run directory (after `prepare`), or its data JSONL")
+    p.add_argument(
+        "run",
+        type=Path,
+        metavar="RUN",
+        help="run directory (after `prepare`), a selection (`select`), or a data JSONL",
+    )
     p.add_argument(
         "--base", required=True, metavar="MODEL", help="'embedded' (Gemma 3 270M) or a Hugging Face model dir"
     )
@@ -202,7 +258,7 @@ def _add_export_command(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_export, export=None)
     text = dict(EXPORT_FORMATS)
     formats = p.add_subparsers(dest="format", metavar="FORMAT")
-    run_help = "run directory (after `prepare`)"
+    run_help = "run directory (after `prepare`), or a selection (`select`)"
 
     f = formats.add_parser("openai", help=text["openai"])
     f.add_argument("run", type=Path, metavar="RUN", help=run_help)

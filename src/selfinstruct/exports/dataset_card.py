@@ -151,7 +151,28 @@ def _making(config: dict[str, Any], summary: dict[str, Any]) -> list[str]:
             f"- Relabelled: the outputs were rewritten by the model above; the instructions and inputs "
             f"come from the run `{Path(str(relabel.get('source', 'unknown'))).name}`"
         )
+    select = (summary.get("funnel") or {}).get("select")
+    if isinstance(select, dict):
+        lines.append(f"- Selected: {_selection(select)}")
     return lines
+
+
+def _selection(entry: dict[str, Any]) -> str:
+    """How `selfinstruct select` chose the rows, from its funnel entry."""
+    by = {"ifd": "IFD (instruction-following difficulty)", "judge": "a judge model's rating"}
+    rule = (
+        f"the top {entry['top']:g}% of the scored rows"
+        if isinstance(entry.get("top"), int | float)
+        else f"the rows scoring at least {entry.get('min_score')}"
+    )
+    diverse = entry.get("diverse")
+    text = (
+        f"{rule} by {by.get(str(entry.get('by')), str(entry.get('by')))}, scored by "
+        f"`{entry.get('scorer') or 'unknown'}`, from the run `{Path(str(entry.get('source', 'unknown'))).name}`"
+    )
+    if isinstance(diverse, int | float):
+        text += f"; a row was kept only if its instruction's ROUGE-L to every row kept before was at most {diverse:g}"
+    return text
 
 
 def _funnel(funnel: dict[str, Any]) -> list[str]:
@@ -160,6 +181,12 @@ def _funnel(funnel: dict[str, Any]) -> list[str]:
         rows.append(
             ("instructions (stage 1)", boot.get("generated"), boot.get("accepted"), boot.get("rejected"))
         )
+    if isinstance(entry := funnel.get("select"), dict) and isinstance(counts := entry.get("rows"), dict):
+        dropped = {k: v for k, v in counts.items() if k not in ("triples", "selected") and v}
+        rows.append(
+            ("rows selected by score (select)", counts.get("triples"), counts.get("selected"), dropped)
+        )
+        rows.append(("training examples (this dataset)", None, entry.get("training_triples"), None))
     for stage in ("prepare", "relabel"):
         if isinstance(entry := funnel.get(stage), dict):
             instances = entry.get("instances") or {}
