@@ -78,10 +78,12 @@ class ChatTaskStage(ChatStage):
 
 
 class ChatRowStage(ChatStage):
-    """A stage whose user message shows one generated row (the judge of `score`)."""
+    """A stage whose user message shows one generated row (the judge of `score`); the first
+    `shots` rated rows of its completion file are shown as earlier turns."""
 
     _fields = ("instruction", "input", "output")
     request: str
+    shots: int = Field(default=5, ge=0)
 
     _requests = field_validator("request")(non_blank)
 

@@ -7,7 +7,8 @@ names: completion or chat, embedded or HTTP, any executor) answers them for ever
 RUN/finetuning_data/all_generated_instances.jsonl, with an overall score 1-5 that
 `select` ranks by. A completion judge continues prompts/quality_judge.yaml (the rubric and
 rated examples, then the row, open after "Valid task:"); a chat judge gets chat.yaml's
-quality_judge (the rubric as the system message, the row as the user's).
+quality_judge (the rubric as the system message, the same rated examples as earlier turns,
+then the row as the user's message).
 
 Each request asks for the top log-probabilities of every token; where the judge gives them,
 each answer is an expected value over its alternatives (judge_reply.py), else the answer
@@ -89,16 +90,17 @@ class JudgePrompts:
     def request(self, triple: Triple) -> CompletionRequest:
         if self.chat is None:
             return CompletionRequest(completion_prompt(self.completion, triple), COMPLETION_PARAMS)
-        fields = {
-            "instruction": triple.instruction.strip(),
-            "input": _input(triple),
-            "output": triple.output.strip(),
-        }
-        messages = [
-            ChatMessage("system", self.chat.system_message(False)),
-            ChatMessage("user", self.chat.request.format(**fields)),
-        ]
+        messages = [ChatMessage("system", self.chat.system_message(False))]
+        for demo in self.completion.demonstrations[: self.chat.shots]:
+            messages.append(ChatMessage("user", self._chat_row(demo.instruction, demo.input, demo.output)))
+            messages.append(ChatMessage("assistant", _answers(demo)))
+        messages.append(ChatMessage("user", self._chat_row(triple.instruction, triple.input, triple.output)))
         return CompletionRequest.chat(messages, CHAT_PARAMS)
+
+    def _chat_row(self, instruction: str, task_input: str, output: str) -> str:
+        assert self.chat is not None
+        fields = {"instruction": instruction.strip(), "input": task_input.strip() or NO_INPUT}
+        return self.chat.request.format(**fields, output=output.strip())
 
     def verdict(self, completion: Completion) -> tuple[Verdict | None, str]:
         """The verdict in a reply (None: unparseable), and the reply as read."""
@@ -121,10 +123,6 @@ def completion_prompt(prompt: QualityJudgePrompt, triple: Triple) -> str:
 
 def _row(instruction: str, task_input: str, output: str) -> str:
     return f"Instruction: {instruction.strip()}\nInput: {task_input.strip() or NO_INPUT}\nOutput: {output.strip()}"
-
-
-def _input(triple: Triple) -> str:
-    return triple.input.strip() or NO_INPUT
 
 
 def _answers(demo: RatedRow) -> str:
