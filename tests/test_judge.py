@@ -113,7 +113,7 @@ def test_scores_are_expected_values_over_the_judges_logprobs(stub: OpenAIStub, t
         "valid_task": 1.0,
         "appropriate_input": 1.0,
         "correct_output": 0.0,
-        "all_three": 0.0,
+        "all_valid": 0.0,
     }
     summary = json.loads((run / "summary.json").read_text())
     assert summary["requests"] == OLD_SUMMARY["requests"]

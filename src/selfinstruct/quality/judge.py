@@ -163,12 +163,13 @@ def judge_rows(engine: RequestEngine, prompts: JudgePrompts, triples: list[Tripl
 
 def table2(scores: list[Score]) -> dict[str, Any]:
     """The paper's Table 2 as this judge sees it: the share of scored rows with a valid task,
-    an appropriate input, a correct output and all three (a yes-probability >= 0.5 is a yes)."""
+    an appropriate input, a correct output and all three ("all_valid", as analysis names it; a
+    yes-probability >= 0.5 is a yes)."""
     if not scores:
-        return {name: None for name in (*QUESTIONS, "all_three")}
+        return {name: None for name in (*QUESTIONS, "all_valid")}
     yes = [{name: float(s.details[name]) >= 0.5 for name in QUESTIONS} for s in scores]
     shares = {name: round(sum(row[name] for row in yes) / len(yes), 4) for name in QUESTIONS}
-    shares["all_three"] = round(sum(all(row.values()) for row in yes) / len(yes), 4)
+    shares["all_valid"] = round(sum(all(row.values()) for row in yes) / len(yes), 4)
     return shares
 
 
