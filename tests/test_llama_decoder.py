@@ -175,3 +175,48 @@ def test_closing_fails_queued_requests_and_refuses_new_ones() -> None:
 def test_a_prompt_that_does_not_fit_the_window_is_refused(decoder: BatchDecoder) -> None:
     with pytest.raises(ValueError, match="do not fit"):
         decoder.submit([2] * 250, GREEDY.with_(max_tokens=10), 0, 60)
+
+
+# -- log-probabilities ---------------------------------------------------------------------------
+
+
+class _RecordingDecoder(BatchDecoder):
+    """Keeps a copy of the logits each token was sampled from."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.seen: list[np.ndarray] = []
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def _sample(self, sequence: object, row: int) -> None:
+        pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
+        self.seen.append(np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).copy())
+        super()._sample(sequence, row)  # type: ignore[arg-type]
+
+
+@pytest.mark.model
+def test_top_logprobs_are_those_of_a_full_log_softmax_of_the_logits_sampled_from() -> None:
+    recording = _RecordingDecoder(model_path_for_tests(), n_ctx=256, slots=1, n_threads=1)
+    try:
+        params = GREEDY.with_(max_tokens=6, top_logprobs=4)
+        generation = run(recording, "Rate the answer from 1 to 5.\nScore:", params).result()
+        expected = []
+        for logits in recording.seen:
+            x = logits.astype(np.float64)
+            full = x - (x.max() + np.log(np.exp(x - x.max()).sum()))
+            best = np.argsort(-full, kind="stable")[:4]
+            expected.append(
+                {recording._token_bytes(int(i)).decode("utf-8", "replace"): full[i] for i in best}
+            )
+    finally:
+        recording.close()  # the token texts are read above: the vocabulary goes with the model
+    assert len(generation.logprobs) == generation.completion_tokens == len(expected) == 6
+    assert "".join(t.token for t in generation.logprobs) == generation.text
+    for token, top in zip(generation.logprobs, expected, strict=True):
+        assert list(token.top) == list(top)  # the same texts, most likely first
+        assert list(token.top.values()) == pytest.approx(list(top.values()), abs=1e-5)
+        assert token.token == next(iter(token.top))  # greedy: the most likely one was written
+
+
+@pytest.mark.model
+def test_a_request_that_asks_for_no_logprobs_gets_none(decoder: BatchDecoder) -> None:
+    assert run(decoder, SERIES[0], GREEDY).result().logprobs == ()

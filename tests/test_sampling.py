@@ -26,6 +26,7 @@ from selfinstruct.runtimes.sampling import (
     recent_tokens,
     request_seed,
     seeded_rng,
+    top_logprobs,
 )
 
 GREEDY = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
@@ -267,3 +268,28 @@ def test_both_decoders_penalize_and_choose_tokens_with_the_shared_functions(runt
     assert {"penalize", "choose_token", "seeded_rng", "recent_tokens"} <= imported_from_sampling(
         RUNTIMES / runtime
     )
+
+
+# -- top_logprobs: what a request asking for log-probabilities gets ------------------------------
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    return x - (x.max() + np.log(np.exp(x - x.max()).sum()))
+
+
+def test_top_logprobs_are_the_k_best_of_a_full_log_softmax_in_order() -> None:
+    logits = np.random.default_rng(3).normal(0.0, 4.0, 262_144).astype(np.float32)
+    full = _log_softmax(logits)
+    best = int(np.argmax(logits))
+    top = top_logprobs(logits, 5, best)
+    assert [i for i, _ in top] == list(np.argsort(-full, kind="stable")[:5])
+    assert [lp for _, lp in top] == pytest.approx([full[i] for i, _ in top], abs=1e-6)
+
+
+def test_top_logprobs_add_the_chosen_token_last_when_it_is_not_among_them() -> None:
+    logits = np.array([0.0, 3.0, 1.0, 3.0, -2.0], dtype=np.float32)
+    top = top_logprobs(logits, 2, chosen=4)
+    assert [i for i, _ in top] == [1, 3, 4]  # a tie goes to the lower id
+    assert top[2][1] == pytest.approx(_log_softmax(logits)[4])
+    assert [i for i, _ in top_logprobs(logits, 9, chosen=1)] == [1, 3, 2, 0, 4]

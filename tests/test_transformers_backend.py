@@ -233,3 +233,20 @@ def test_evaluate_superni_runs_on_a_tuned_model(
     assert backend["kind"] == "transformers" and backend["adapter"]
     predictions = (tmp_path / "eval" / "superni_predictions.jsonl").read_text().splitlines()
     assert len(predictions) == 2
+
+
+@pytest.mark.model
+def test_top_logprobs_are_those_of_the_models_own_distribution(backend: TransformersBackend) -> None:
+    completion = complete(backend, PROMPTS[1], GREEDY.with_(top_logprobs=3))
+    assert len(completion.logprobs) == completion.completion_tokens == 8
+    assert "".join(t.token for t in completion.logprobs) == completion.text
+    prompt_ids = backend.tokenizer(PROMPTS[1])["input_ids"]
+    answer_ids = backend.tokenizer(completion.text, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = backend.model(input_ids=torch.tensor([prompt_ids + answer_ids])).logits[0].double()
+    full = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
+    for token, row in zip(completion.logprobs, full, strict=False):
+        assert token.token == next(iter(token.top))  # greedy: the most likely text was written
+        expected = row.topk(3).values.tolist()
+        assert sorted(token.top.values(), reverse=True) == pytest.approx(expected, abs=2e-3)
+    assert complete(backend, PROMPTS[1], GREEDY).logprobs == ()

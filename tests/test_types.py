@@ -40,3 +40,31 @@ def test_a_local_model_has_the_default_capabilities() -> None:
     assert not isinstance(model, HttpBackend) and not isinstance(model, Routed)
     assert (model.chat, model.hedgeable, model.legacy_identities()) == (False, False, [])
     model.check()  # nothing to check: it answers once loaded
+
+
+# -- the store key: pinned, so that no change of the request layer invalidates stored answers ----
+
+
+def test_a_request_that_asks_for_no_logprobs_keeps_the_key_it_had_before_they_existed() -> None:
+    from selfinstruct.config import GenerationParams
+    from selfinstruct.llm.types import ChatMessage, CompletionRequest
+
+    identity = {"kind": "openai", "model": "m", "api": "completions"}
+    params = GenerationParams(
+        max_tokens=16, temperature=0.7, top_p=0.9, stop=("\n",), seed=3, repeat_penalty=1.1
+    )
+    text = CompletionRequest("Hello, world", params, sample_index=2)
+    chat = CompletionRequest.chat(
+        [ChatMessage("system", "Be brief."), ChatMessage("user", "Hi")],
+        GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0),
+        response_schema='{"type":"object"}',
+    )
+    # Computed on main before top_logprobs was added to GenerationParams.
+    assert text.key(identity) == "7e7bf3d762151ded595ce13caa866a9d3cda8bb806562bbcb809ca542556f8ff"
+    assert chat.key(identity) == "4f4ffa6249ea2b30ff4685f70090eba8b73bdf7433212acdc3510aafd2fac72a"
+    asking = CompletionRequest("Hello, world", params.with_(top_logprobs=5), sample_index=2)
+    assert asking.key(identity) != text.key(identity)
+    assert (
+        "top_logprobs" not in params.model_dump()
+        and params.with_(top_logprobs=5).model_dump()["top_logprobs"] == 5
+    )

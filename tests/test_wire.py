@@ -28,7 +28,9 @@ def test_every_generation_parameter_reaches_both_dialects() -> None:
     # Only the repetition penalty is named differently; every other field is the same.
     assert openai.pop("repeat_penalty") == vllm.pop("repetition_penalty") == 1.1
     assert openai == vllm
-    sent = set(openai) | {"repeat_penalty"}
+    # top_logprobs asks for something back, not a way to sample: the two APIs name it
+    # differently, so the body gets it from logprobs_fields (and vLLM rows carry none).
+    sent = set(openai) | {"repeat_penalty", "top_logprobs"}
     assert sent == set(GenerationParams.model_fields), "a GenerationParams field is not sent"
 
 
@@ -65,3 +67,19 @@ def test_a_text_prompt_goes_to_completions_or_as_one_user_message() -> None:
     assert (path, body["prompt"]) == ("/completions", "Continue:") and "messages" not in body
     path, body = wire.http_request(request, "m", "chat", "text")
     assert (path, body["messages"]) == ("/chat/completions", [{"role": "user", "content": "Continue:"}])
+
+
+def test_top_logprobs_are_asked_as_each_api_names_them() -> None:
+    params = FULL.with_(top_logprobs=5)
+    _, completions = wire.http_request(CompletionRequest("Score:", params), "m", "completions", "text")
+    assert completions["logprobs"] == 5 and "top_logprobs" not in completions
+    _, chat = wire.http_request(
+        CompletionRequest.chat([ChatMessage("user", "Hi")], params), "m", "chat", "text"
+    )
+    assert chat["logprobs"] is True and chat["top_logprobs"] == 5
+
+
+def test_a_request_that_asks_for_no_logprobs_has_no_logprobs_fields() -> None:
+    for api in ("completions", "chat"):
+        _, body = wire.http_request(CompletionRequest("Continue:", FULL), "m", api, "text")
+        assert not {"logprobs", "top_logprobs"} & set(body)

@@ -8,7 +8,8 @@ need their own (see docs: the Batch API's JSONL, statuses and per-line results).
 A batch moves only when it is read (`GET /v1/batches/{id}`), so tests are deterministic:
 validating -> in_progress -> `lines_per_poll` more lines answered at each read -> finalizing
 -> completed, with an output file (one line per answer) and an error file. Answers are the
-openai_stub's by default ("answer to: <prompt>"), or `answer(body) -> text`.
+openai_stub's by default ("answer to: <prompt>"), or `answer(body) -> text`; a line that asks
+for token log-probabilities gets them as the stub gives them by default (stub_logprobs.py).
 
 Faults (constructor arguments):
   expire_after=K        the batch expires once K lines are done: those K are in the output file,
@@ -32,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from servers.stub_logprobs import asked_top, logprobs_block, plain_tokens
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
@@ -283,6 +286,9 @@ class BatchApiFake:
             choice = {"index": 0, "text": text}
             kind = "text_completion"
         choice["finish_reason"] = finish_reason
+        api = "chat" if path == "/chat/completions" else "completions"
+        if asked_top(body, api):
+            choice["logprobs"] = logprobs_block(plain_tokens(text), api, asked_top(body, api))
         return {
             "id": "cmpl-fake",
             "object": kind,

@@ -9,6 +9,8 @@ Optional modes, for whole runs of the `selfinstruct` command against it:
   scripted=True    answer each stage's prompt like a small model (servers/scripted_answers.py)
   faults=FaultPlan a share of requests drawn as faults, deterministically per request body
   delay_s=(lo, hi) every completion waits a random time in [lo, hi] seconds first
+  logprobs         a request that asks gets token log-probabilities (servers/stub_logprobs.py);
+                   send_logprobs=False: never any
   api_key=KEY      anything without "Bearer KEY" gets 401; strict_model=True: other models 404
   response_formats=TYPES  the response_format types it honours, e.g. ("text", "json_object") like
                    llama-cpp-python; another type gets that server's HTTP 500. A schema sent in an
@@ -33,6 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+try:  # as `servers.stub_logprobs` under pytest, as a sibling module when run as a script
+    from servers.stub_logprobs import Tokens, asked_top, logprobs_block, plain_tokens
+except ModuleNotFoundError:
+    from stub_logprobs import Tokens, asked_top, logprobs_block, plain_tokens  # type: ignore[no-redef]
 
 ANY_PROMPT = "*"
 
@@ -276,6 +283,8 @@ class OpenAIStub:
         self.permanent: set[str] = set()  # bodies that got a permanent fault
         self._attempts: Counter[str] = Counter()  # request body -> times received
         self.replies: dict[str, str] = {}
+        self.reply_logprobs: dict[str, Tokens] = {}
+        self.send_logprobs = True
         self.received: list[Received] = []
         self.in_flight = 0  # POST requests being answered right now
         self.max_in_flight = 0  # the most answered at once since the stub started
@@ -287,8 +296,12 @@ class OpenAIStub:
 
     # -- scripting -------------------------------------------------------------------------
 
-    def reply(self, prompt: str, text: str) -> None:
+    def reply(self, prompt: str, text: str, logprobs: Tokens | None = None) -> None:
+        """Answer `prompt` with `text`; `logprobs` are its tokens, for a request that asks."""
         self.replies[prompt] = text
+        if logprobs is not None:
+            assert "".join(token for token, _ in logprobs) == text, "the tokens must make up the text"
+            self.reply_logprobs[prompt] = logprobs
 
     def plan(self, prompt: str, *faults: Fault) -> None:
         """Queue faults for `prompt` (or ANY_PROMPT); each request consumes the next one."""
@@ -525,6 +538,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, _error_body("no such route"))
             return
         choice["finish_reason"] = fault.finish_reason or finish_reason
+        api = "chat" if "messages" in body else "completions"
+        if self.owner.send_logprobs and asked_top(body, api):
+            prompt = _prompt_of(body)
+            tokens = self.owner.reply_logprobs.get(prompt) if prompt in self.owner.replies else None
+            choice["logprobs"] = logprobs_block(tokens or plain_tokens(text), api, asked_top(body, api))
         usage = {
             "prompt_tokens": len(_prompt_of(body).split()),
             "completion_tokens": len(text.split()),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from selfinstruct.config.strict import Strict
 
@@ -23,6 +23,19 @@ class GenerationParams(Strict):
     stop: tuple[str, ...] = ()
     # Per-request sampling seed; the stages derive it per step so that resume is exact.
     seed: int | None = None
+    # Return the log-probabilities of this many most likely tokens at each generated position
+    # (Completion.logprobs); 0 = none. It changes what comes back, not what is sampled.
+    top_logprobs: int = Field(default=0, ge=0, le=20)
+
+    @model_serializer(mode="wrap")
+    def _leave_out_defaults_added_later(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A request's store key hashes this dump (CompletionRequest.key), and config.yaml shows
+        # it: a field added later appears only when set, so every request that does not use it
+        # keeps the key it always had, and every stored answer stays found.
+        data: dict[str, Any] = handler(self)
+        if not self.top_logprobs:
+            data.pop("top_logprobs", None)
+        return data
 
     def with_(self, **changes: Any) -> GenerationParams:
         return self.model_copy(update=changes)

@@ -74,17 +74,37 @@ class CompletionRequest:
 
 
 @dataclass(frozen=True)
+class TokenLogprobs:
+    """One generated token: its text, and the log-probabilities (natural log) of the most
+    likely texts at its position, text -> logprob, as many as the request's `top_logprobs`
+    asked for (a server may add the generated token itself when it is not among them)."""
+
+    token: str
+    top: dict[str, float]
+
+
+@dataclass(frozen=True)
 class Completion:
-    """One model response. `finish_reason` is "stop" or "length" (as OpenAI reports it)."""
+    """One model response. `finish_reason` is "stop" or "length" (as OpenAI reports it).
+
+    `logprobs` has one entry per generated token when the request asked for them
+    (`GenerationParams.top_logprobs`) and the backend could give them; else it is empty.
+    """
 
     text: str
     finish_reason: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    logprobs: tuple[TokenLogprobs, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("logprobs")
+        # Only when there are some, so that every other stored answer reads as it always did.
+        if self.logprobs:
+            data["logprobs"] = [[t.token, t.top] for t in self.logprobs]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Completion:
@@ -94,6 +114,7 @@ class Completion:
             prompt_tokens=int(data.get("prompt_tokens", 0)),
             completion_tokens=int(data.get("completion_tokens", 0)),
             extra=dict(data.get("extra") or {}),
+            logprobs=tuple(TokenLogprobs(str(token), dict(top)) for token, top in data.get("logprobs") or ()),
         )
 
 

@@ -16,6 +16,7 @@ from selfinstruct.prompts.chat_files import (
     ChatFewShotStage,
     ChatListStage,
     ChatPrompts,
+    ChatRowStage,
     ChatStage,
     ChatTaskStage,
 )
@@ -31,6 +32,8 @@ from selfinstruct.prompts.completion_files import (
     InstancesClassificationPrompt,
     InstancesGenerationPrompt,
     LabelledInput,
+    QualityJudgePrompt,
+    RatedRow,
     plain_task_prompt,
 )
 from selfinstruct.prompts.library import FAMILIES, load_prompt
@@ -44,6 +47,7 @@ __all__ = [
     "ChatFewShotStage",
     "ChatListStage",
     "ChatPrompts",
+    "ChatRowStage",
     "ChatStage",
     "ChatTaskStage",
     "ClassificationInstanceDemo",
@@ -56,6 +60,8 @@ __all__ = [
     "InstancesGenerationPrompt",
     "LabelledInput",
     "PromptFile",
+    "QualityJudgePrompt",
+    "RatedRow",
     "format_fields",
     "load_prompt",
     "plain_task_prompt",

@@ -77,6 +77,17 @@ class ChatTaskStage(ChatStage):
     """A stage whose user message is one task: its instruction, then its input if any."""
 
 
+class ChatRowStage(ChatStage):
+    """A stage whose user message shows one generated row (the judge of `score`); the first
+    `shots` rated rows of its completion file are shown as earlier turns."""
+
+    _fields = ("instruction", "input", "output")
+    request: str
+    shots: int = Field(default=5, ge=0)
+
+    _requests = field_validator("request")(non_blank)
+
+
 class ChatPrompts(PromptFile):
     """Every stage's chat prompt (used with backend.api: chat)."""
 
@@ -87,3 +98,6 @@ class ChatPrompts(PromptFile):
     alpaca: ChatListStage
     relabel: ChatTaskStage
     judge: ChatTaskStage
+    # `score --method judge`; optional, so that a chat file written before it still loads
+    # (the judge then takes the packaged one).
+    quality_judge: ChatRowStage | None = None

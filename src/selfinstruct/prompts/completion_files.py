@@ -2,7 +2,8 @@
 
 bootstrap.yaml, classify.yaml, instances_classification.yaml, instances_generation.yaml and
 alpaca.yaml hold a stage's header and few-shot demonstrations; finetune_templates.yaml the
-13 templates of stage 4. The stages render them; `plain_task_prompt` is the one rendering
+13 templates of stage 4; quality_judge.yaml the rubric and rated examples of `score --method
+judge`. The stages render them; `plain_task_prompt` is the one rendering
 shared by several commands (a task put to a model to answer: relabel, evaluation).
 """
 
@@ -124,6 +125,30 @@ class AlpacaPrompt(PromptFile):
     no_input_marker: str = "<noinput>"
 
     _check = field_validator("preamble")(non_blank)
+
+
+class RatedRow(PromptFile):
+    """A demonstration of the judge's rubric: one row and how it is rated."""
+
+    instruction: str
+    input: str = ""
+    output: str
+    valid_task: bool
+    appropriate_input: bool
+    correct_output: bool
+    score: int = Field(ge=1, le=5)
+
+    _check = field_validator("instruction", "output")(non_blank)
+
+
+class QualityJudgePrompt(PromptFile):
+    """`score --method judge` with a completion model: the rubric, then rated rows; the row
+    to rate is left open after the first answer's label (quality/judge.py renders it)."""
+
+    header: str
+    demonstrations: tuple[RatedRow, ...] = Field(min_length=1)
+
+    _check = field_validator("header")(non_blank)
 
 
 def plain_task_prompt(instruction: str, task_input: str) -> str:

@@ -24,6 +24,7 @@ from selfinstruct.prompts.completion_files import (
     FinetuneTemplates,
     InstancesClassificationPrompt,
     InstancesGenerationPrompt,
+    QualityJudgePrompt,
 )
 from selfinstruct.prompts.prompt_file import PromptFile
 
@@ -34,6 +35,7 @@ FAMILIES: dict[str, type[PromptFile]] = {
     "instances_generation": InstancesGenerationPrompt,
     "finetune_templates": FinetuneTemplates,
     "alpaca": AlpacaPrompt,
+    "quality_judge": QualityJudgePrompt,
     "chat": ChatPrompts,
 }
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from selfinstruct.config import GenerationParams
+from selfinstruct.llm.types import TokenLogprobs
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     prompt_tokens_reused: int = 0  # prompt tokens whose cells came from the cache, not read
+    # One per generated token when params.top_logprobs asked (a stop string's tokens included).
+    logprobs: tuple[TokenLogprobs, ...] = ()
 
 
 def find_stop(text: bytes, stops: Sequence[bytes], start: int) -> int:
@@ -50,6 +53,7 @@ class DecoderSequence:
     reused: int = 0  # of those, the ones taken from the cache
     pending: int | None = None  # sampled, not yet fed to the model
     generated: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
     text: bytearray = field(default_factory=bytearray)
     charged_s: float = 0.0
     result: Generation | None = None
@@ -58,12 +62,15 @@ class DecoderSequence:
     def next_position(self) -> int:
         return self.fed + len(self.generated) - 1 if self.pending is not None else self.fed
 
-    def accept(self, token: int, piece: bytes, is_end: bool) -> None:
-        """Take the sampled token; set `result` when the answer is complete."""
+    def accept(self, token: int, piece: bytes, is_end: bool, logprobs: TokenLogprobs | None = None) -> None:
+        """Take the sampled token (and its log-probabilities, when asked); set `result` when
+        the answer is complete."""
         if is_end:  # EOS is neither shown nor counted, as in llama-cpp-python
             self._finish(len(self.text), "stop")
             return
         self.generated.append(token)
+        if logprobs is not None:
+            self.logprobs.append(logprobs)
         before = len(self.text)
         self.text += piece
         longest = max((len(s) for s in self.stops), default=0)
@@ -77,5 +84,7 @@ class DecoderSequence:
 
     def _finish(self, end: int, reason: str) -> None:
         text = bytes(self.text[:end]).decode("utf-8", errors="ignore")
-        self.result = Generation(text, reason, len(self.prompt), len(self.generated), self.reused)
+        self.result = Generation(
+            text, reason, len(self.prompt), len(self.generated), self.reused, tuple(self.logprobs)
+        )
         self.pending = None

@@ -5,7 +5,8 @@ up to `min(backend.concurrency, 16)` of them together, one llama.cpp step for al
 `concurrency: 1` it decodes one request at a time. A prompt that starts like an earlier
 one reads only the rest (prefix_cache.py; `backend.prefix_cache: false` turns this off);
 each completion says how many prompt tokens came from the cache,
-`extra["prompt_tokens_reused"]`. The decoder is imported lazily, so that
+`extra["prompt_tokens_reused"]`. A request with `top_logprobs` gets the log-probabilities of
+each generated token (sampling.top_logprobs). The decoder is imported lazily, so that
 the CLI starts fast (and works without llama_cpp) when this backend is unused.
 """
 
@@ -152,6 +153,7 @@ class EmbeddedBackend(BackendBase):
             prompt_tokens=generation.prompt_tokens,
             completion_tokens=generation.completion_tokens,
             extra={**extra, "prompt_tokens_reused": generation.prompt_tokens_reused},
+            logprobs=generation.logprobs,
         )
 
     def close(self) -> None:

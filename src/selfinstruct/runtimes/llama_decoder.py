@@ -52,9 +52,10 @@ from llama_cpp._internals import LlamaModel
 
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.types import TokenLogprobs
 from selfinstruct.runtimes.decoder_sequence import DecoderSequence, Generation
 from selfinstruct.runtimes.prefix_cache import Plan, PrefixCache
-from selfinstruct.runtimes.sampling import choose_token, penalize, recent_tokens, seeded_rng
+from selfinstruct.runtimes.sampling import choose_token, penalize, recent_tokens, seeded_rng, top_logprobs
 
 # More slots stop paying off on a CPU (embedded-model.md: 131 tok/s at 16, 114 at 8).
 MAX_SLOTS = 16
@@ -316,7 +317,21 @@ class BatchDecoder:
         adjusted = penalize(logits, sequence.generated, recent, params)
         token = choose_token(adjusted, params.temperature, params.top_p, sequence.rng)
         is_end = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
-        sequence.accept(token, b"" if is_end else self._token_bytes(token), is_end)
+        piece = b"" if is_end else self._token_bytes(token)
+        logprobs = None
+        if params.top_logprobs and not is_end:
+            logprobs = self._logprobs(logits, token, piece, params.top_logprobs)
+        sequence.accept(token, piece, is_end, logprobs)
+
+    def _logprobs(self, logits: np.ndarray, token: int, piece: bytes, k: int) -> TokenLogprobs:
+        """The k most likely tokens' texts and log-probabilities at this position (the model's
+        own, before penalties). Tokens that read the same (special tokens may all read "")
+        count as one text: their probabilities add up."""
+        top: dict[str, float] = {}
+        for candidate, logprob in top_logprobs(logits, k, token):
+            text = _text(self._token_bytes(candidate))
+            top[text] = float(np.logaddexp(top[text], logprob)) if text in top else logprob
+        return TokenLogprobs(_text(piece), top)
 
     def _token_bytes(self, token: int) -> bytes:
         n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
@@ -342,3 +357,8 @@ class BatchDecoder:
                     f"generation took longer than {sequence.timeout_s:g} s", kind="timeout"
                 )
                 sequence.future.set_exception(sequence.error or timeout)
+
+
+def _text(piece: bytes) -> str:
+    # A piece may hold part of a multi-byte character: its text then has a U+FFFD in its place.
+    return piece.decode("utf-8", errors="replace")

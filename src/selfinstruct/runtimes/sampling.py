@@ -8,7 +8,9 @@ both and the same logits with the same seed give the same token:
 - `request_seed` / `seeded_rng`: each request draws from its own generator, seeded by the
   request, so its draws do not depend on what ran before it or beside it;
 - `fit_to_window`: a prompt must leave MIN_ANSWER_TOKENS of the context window for the
-  answer; max_tokens is lowered to the room left, and the completion says so.
+  answer; max_tokens is lowered to the room left, and the completion says so;
+- `top_logprobs`: what a request with `top_logprobs` gets back for each token, from the
+  model's own distribution (before penalties and temperature), as a server reports it.
 
 Each runtime's identity (its DECODER_VERSION) stands for these exact draws: a change that
 alters them needs new decoder versions, or answers stored under the old ones would be
@@ -18,6 +20,7 @@ taken for the new sampler's (test_sampling.py pins a sequence of draws).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -136,3 +139,21 @@ def fit_to_window(
     max_tokens = min(params.max_tokens, room)
     extra = {"max_tokens_lowered_to": max_tokens} if max_tokens < params.max_tokens else {}
     return params.with_(max_tokens=max_tokens), extra
+
+
+def top_logprobs(logits: np.ndarray, k: int, chosen: int) -> list[tuple[int, float]]:
+    """(id, log-probability under softmax(logits)) of the `k` most likely tokens, most likely
+    first (ties by id), then of `chosen` (the token sampled) when it is not among them.
+
+    One logsumexp over the vocabulary (Gemma 3 has ~262k entries): a whole log-softmax would
+    write a second vocabulary-sized array to read k values from it.
+    """
+    x = np.asarray(logits, dtype=np.float32)
+    best = float(x.max())
+    log_total = best + math.log(float(np.exp(x - best).sum(dtype=np.float64)))
+    k = min(k, x.size)
+    ids = np.argpartition(-x, k - 1)[:k] if k < x.size else np.arange(x.size)
+    ids = ids[np.lexsort((ids, -x[ids]))]
+    if chosen not in ids:
+        ids = np.append(ids, chosen)
+    return [(int(i), float(x[i]) - log_total) for i in ids]

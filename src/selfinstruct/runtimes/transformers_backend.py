@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import (
     GenerationConfig,
@@ -42,7 +43,7 @@ from transformers import (
 
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest
+from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest, TokenLogprobs
 from selfinstruct.runtimes.sampling import (
     choose_token,
     fit_to_window,
@@ -50,6 +51,7 @@ from selfinstruct.runtimes.sampling import (
     recent_tokens,
     request_seed,
     seeded_rng,
+    top_logprobs,
 )
 
 MAX_BATCH = 16
@@ -70,6 +72,8 @@ class _Job:
     future: Future[None] = field(default_factory=Future)  # set when the job's batch is done
     # Filled while generating:
     generated: list[int] = field(default_factory=list)
+    # Per step, when params.top_logprobs asks: (token id, log-probability) of the likeliest.
+    logprob_ids: list[list[tuple[int, float]]] = field(default_factory=list)
     text: str | None = None
     finish: str | None = None  # "stop", "length" or "timeout"
     charged_s: float = 0.0
@@ -90,8 +94,11 @@ class _RowSampler(LogitsProcessor):
                 continue
             generated = input_ids[row, self.width :].tolist()
             recent = recent_tokens(job.prompt_ids, generated)
-            logits = penalize(scores[row].float().numpy(), generated, recent, job.params)
+            raw = scores[row].float().numpy()
+            logits = penalize(raw, generated, recent, job.params)
             token = choose_token(logits, job.params.temperature, job.params.top_p, self.rngs[row])
+            if job.params.top_logprobs:
+                job.logprob_ids.append(top_logprobs(raw, job.params.top_logprobs, token))
             chosen[row, token] = 0.0
         return chosen  # type: ignore[return-value]
 
@@ -226,7 +233,23 @@ class TransformersBackend(BackendBase):
             prompt_tokens=len(prompt_ids),
             completion_tokens=len(job.generated),
             extra=extra,
+            logprobs=self._logprobs(job),
         )
+
+    def _logprobs(self, job: _Job) -> tuple[TokenLogprobs, ...]:
+        """Each generated token's text and its alternatives', read as the text each adds to the
+        answer so far (a SentencePiece token decoded alone loses its leading space)."""
+        out = []
+        for position, candidates in enumerate(job.logprob_ids[: len(job.generated)]):
+            before = job.generated[:position]
+            start = len(self.decode(before))
+            top: dict[str, float] = {}
+            for candidate, logprob in candidates:
+                text = self.decode([*before, candidate])[start:]
+                top[text] = float(np.logaddexp(top[text], logprob)) if text in top else logprob
+            own = self.decode(job.generated[: position + 1])[start:]
+            out.append(TokenLogprobs(own, top))
+        return tuple(out)
 
     def decode(self, token_ids: list[int]) -> str:
         with self._tokenizer_lock:

@@ -9,6 +9,7 @@ in failed.jsonl with this reason if it persists:
 - a finish reason that says the text is not a finished answer: `content_filter`, `error`,
   a tool call, or none at all ("not_an_answer").
 An answer cut by `max_tokens` ("length") is a real answer: the stages drop its last item.
+Token log-probabilities, when the answer has them, are read by answer_logprobs.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 from typing import Any
 
 from selfinstruct.errors import RetryableBackendError
+from selfinstruct.llm.openai.answer_logprobs import parse_logprobs
 from selfinstruct.llm.types import Completion
 
 # Finish reasons of a text that ended normally or at max_tokens, as the pipeline records them.
@@ -49,6 +51,7 @@ def parse_answer(body: bytes | str, api: str) -> Completion:
         finish_reason=finish_reason,
         prompt_tokens=_count(usage, "prompt_tokens"),
         completion_tokens=_count(usage, "completion_tokens"),
+        logprobs=parse_logprobs(choice, api),
     )
 
 

@@ -4,6 +4,10 @@ An OpenAI-compatible server (`client.py`, a provider's batch lines in `batches.p
 HTTP processor) and a vLLM engine (Ray's vLLM processor) take the same sampling
 parameters under nearly the same names; this module is where each field is named, so a
 parameter added to `GenerationParams` is sent everywhere or nowhere.
+
+`top_logprobs` is asked of a server only (the two APIs name it differently: `logprobs_fields`);
+Ray's vLLM processor returns no log-probabilities in its rows, so it is not asked there, and
+an answer without them is scored another way by whoever asked (quality/judge.py).
 """
 
 from __future__ import annotations
@@ -54,8 +58,19 @@ def http_request(request: CompletionRequest, model: str, api: str, mode: str) ->
         form = response_format(mode, json.loads(request.response_schema))
         if form is not None:
             body["response_format"] = form
+    body.update(logprobs_fields(request.params.top_logprobs, api))
     if api == "chat":
         body["messages"] = messages(request)
         return "/chat/completions", body
     body["prompt"] = request.prompt
     return "/completions", body
+
+
+def logprobs_fields(top: int, api: str) -> dict[str, Any]:
+    """How a request asks for the `top` most likely tokens at each generated position: the
+    legacy completions API takes a count (`logprobs: k`), the chat API a switch and a count."""
+    if top <= 0:
+        return {}
+    if api == "chat":
+        return {"logprobs": True, "top_logprobs": top}
+    return {"logprobs": top}
