@@ -5,8 +5,8 @@ served through llama.cpp (the tuned ones as GGUF LoRA adapters on the same GGUF 
 
 1. `selfinstruct run -n N`: N instructions bootstrapped from the 175 seed tasks.
 2. `selfinstruct score --method ifd` (the embedded model as scorer) and, unless --no-judge,
-   `selfinstruct score --method judge` (SmolLM2-135M-Instruct behind llama.cpp's server by
-   default, or the backend of --judge-config).
+   `selfinstruct score --method judge` (SmolLM2-135M-Instruct behind llama.cpp's server, over
+   completions, by default; or the backend of --judge-config).
 3. Training sets, each a folder laid out like a run:
    - `seeds`: the control, the 175 seed tasks alone;
    - `seeds+ifd-topP` for each P in --ifd-tops, `seeds+judge-minX` (--judge-min) and
@@ -203,7 +203,9 @@ def main() -> int:
             selfinstruct("score", str(run), "--method", "judge", "--config", str(args.judge_config))
         else:
             with judge_server(out / "judge-server.log") as base_url:
-                judge = ["--backend", "openai", "--api", "chat", "--base-url", base_url, "--model", "smollm2"]
+                # Over completions: SmolLM2 answered in the judge's format far more often than over
+                # chat (README, "Scoring rows").
+                judge = ["--backend", "openai", "--base-url", base_url, "--model", "smollm2"]
                 selfinstruct("score", str(run), "--method", "judge", *judge)
 
     sizes = [int(k) for k in args.sizes.split(",") if k]

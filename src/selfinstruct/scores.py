@@ -16,8 +16,9 @@ all_generated_instances.jsonl, in that file's order:
   valid_task, appropriate_input, correct_output (each 0-1: a probability of "yes", or 0/1
   parsed), score_from ("logprobs" or "answer"), reply (the judge's text).
 
-A triple that could not be scored (a failed request, an unparseable reply) has no record;
-`score` counts it in summary.json and a rerun tries it again.
+A triple that could not be scored has no record; `score` counts it in summary.json. A rerun
+sends a failed request again; an unparseable reply stays in the store (a greedy judge would
+write it again), so it stays unscored until the judge or its prompt changes.
 """
 
 from __future__ import annotations
