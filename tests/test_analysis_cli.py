@@ -48,7 +48,7 @@ def test_analyze_of_a_scored_run_adds_the_scores(tmp_path: Path, capsys: pytest.
     table2 = report["scores"]["judge"]["table2"]
     assert {k: (v["yes"], v["rated"]) for k, v in table2.items()} == TABLE2
     assert report["scores"]["judge"]["scorers"] == ["SmolLM2-135M-judge.gguf"]
-    assert [r["score"] for r in report["scores"]["ifd"]["best"]] == [1.2, 0.9, 0.5, 0.3]
+    assert [r["score"] for r in report["scores"]["ifd"]["best"]] == [0.9, 0.5, 0.3]  # below 1 only
     assert [r["score"] for r in report["scores"]["judge"]["worst"]] == [1.5, 2.0, 3.0, 4.5, 5.0]
     page = (run / "report" / "index.html").read_text()
     assert "<h2>Row scores</h2>" in page and page.count("data:image/png;base64,") == 5
