@@ -131,7 +131,6 @@ def results_text(
     args: argparse.Namespace,
     rows: list[dict[str, Any]],
     seeds: dict[str, Any],
-    out: Path,
     summary: dict[str, Any],
 ) -> str:
     funnel = summary["funnel"]["bootstrap"]

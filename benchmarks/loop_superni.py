@@ -196,8 +196,66 @@ def main() -> int:
     run = out / "run"
     config = ["--config", str(args.run_config)] if args.run_config else []
     selfinstruct("run", "--out", str(run), "-n", str(args.n), *config)
-
     selfinstruct("score", str(run), "--method", "ifd")
+
+    # The sets IFD chooses first: their rows are in the table before the judge has scored.
+    sets = fixed_sets(run, [int(k) for k in args.sizes.split(",") if k], out, combined=not args.no_combined)
+    n_seeds = sets["seeds"]["seed_tasks"]
+    selections = [
+        (f"seeds+ifd-top{p:g}", ["--by", "ifd", "--top", f"{p:g}%"]) for p in _numbers(args.ifd_tops)
+    ]
+    if args.diverse_top:
+        name = f"seeds+ifd-top{args.diverse_top:g}-diverse{args.diverse:g}"
+        selections.append(
+            (name, ["--by", "ifd", "--top", f"{args.diverse_top:g}%", "--diverse", f"{args.diverse:g}"])
+        )
+    for name, select in selections:
+        sets[name] = selected_set(run, out, name, select, n_seeds)
+    selected = [name for name, _ in selections]
+
+    train = ["--base", "embedded", "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
+    evaluate = ["evaluate", "superni", "--tasks", str(args.tasks), "--max-instances", str(args.max_instances)]
+    rows: list[dict[str, Any]] = []
+    repeated: dict[str, list[dict[str, Any]]] = {}
+
+    def write_results() -> None:
+        """The tables so far: written after every model, so an unfinished loop shows what it has."""
+        seeds = seed_summary(repeated, train_seeds)
+        text = results_text(args, rows, seeds, json.loads((run / SUMMARY_FILE).read_text()))
+        text += f"\nWall time: {time.perf_counter() - began:.0f} s (steps already done are read back, not redone).\n"
+        write_atomic(out / "results.md", text)
+        settings = {k: str(v) for k, v in vars(args).items()}
+        write_json(out / "results.json", {"settings": settings, "rows": rows, "seeds": seeds})
+
+    def train_and_evaluate(name: str, seed: int) -> dict[str, Any]:
+        """Fine-tune and evaluate one set with one training seed; its scores."""
+        tag = name if seed == train_seeds[0] else f"{name}@seed{seed}"
+        fixed = ["--steps", str(args.steps)] if name == "seeds" or name in selected else ["--epochs", "2"]
+        ft = out / "ft" / tag
+        selfinstruct(
+            "finetune", str(sets[name]["dir"]), "--out", str(ft), *train, *fixed, "--seed", str(seed)
+        )
+        selfinstruct(*evaluate, "--out", str(out / "eval" / tag), "--adapter", str(ft / "adapter.gguf"))
+        steps = json.loads((ft / "metrics.json").read_text())["total_steps"]
+        return {
+            "model": f"+ LoRA ({name})",
+            **_describe(sets[name]),
+            "steps": steps,
+            **scores(out / "eval" / tag),
+        }
+
+    def add_row(name: str) -> None:
+        if sets[name]["rows"] == 0:
+            print(f"loop: {name} has no training rows; skipped", file=sys.stderr)
+            return
+        rows.append(train_and_evaluate(name, train_seeds[0]))
+        write_results()
+
+    selfinstruct(*evaluate, "--out", str(out / "eval" / "base"))
+    rows.append({"model": "Gemma 3 270M base", "data": "-", **scores(out / "eval" / "base")})
+    for name in ["seeds", *selected, *(n for n in sets if n not in selected and n != "seeds")]:
+        add_row(name)
+
     if not args.no_judge:
         if args.judge_config:
             selfinstruct("score", str(run), "--method", "judge", "--config", str(args.judge_config))
@@ -207,93 +265,29 @@ def main() -> int:
                 # chat (README, "Scoring rows").
                 judge = ["--backend", "openai", "--base-url", base_url, "--model", "smollm2"]
                 selfinstruct("score", str(run), "--method", "judge", *judge)
-
-    sizes = [int(k) for k in args.sizes.split(",") if k]
-    sets = fixed_sets(run, sizes, out, combined=not args.no_combined)
-    selected: list[str] = []
-    n_seeds = sets["seeds"]["seed_tasks"]
-    for top in [float(p) for p in args.ifd_tops.split(",") if p]:
-        name = f"seeds+ifd-top{top:g}"
-        sets[name] = selected_set(run, out, name, ["--by", "ifd", "--top", f"{top:g}%"], n_seeds)
-        selected.append(name)
-    if not args.no_judge:
         name = f"seeds+judge-min{args.judge_min:g}"
         sets[name] = selected_set(
             run, out, name, ["--by", "judge", "--min-score", f"{args.judge_min:g}"], n_seeds
         )
         selected.append(name)
-    if args.diverse_top:
-        name = f"seeds+ifd-top{args.diverse_top:g}-diverse{args.diverse:g}"
-        select = ["--by", "ifd", "--top", f"{args.diverse_top:g}%", "--diverse", f"{args.diverse:g}"]
-        sets[name] = selected_set(run, out, name, select, n_seeds)
-        selected.append(name)
-    for name in [n for n, info in sets.items() if info["rows"] == 0]:
-        print(f"loop: {name} has no training rows; skipped", file=sys.stderr)
-        del sets[name]
-        selected = [n for n in selected if n != name]
-
-    train = ["--base", "embedded", "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
-    evaluate = ["evaluate", "superni", "--tasks", str(args.tasks), "--max-instances", str(args.max_instances)]
-    steps: dict[str, int] = {}
-
-    def train_and_evaluate(name: str, seed: int) -> str:
-        """Fine-tune and evaluate one set with one training seed; the result's name."""
-        tag = name if seed == train_seeds[0] else f"{name}@seed{seed}"
-        fixed = ["--steps", str(args.steps)] if name == "seeds" or name in selected else ["--epochs", "2"]
-        selfinstruct(
-            "finetune",
-            str(sets[name]["dir"]),
-            "--out",
-            str(out / "ft" / tag),
-            *train,
-            *fixed,
-            "--seed",
-            str(seed),
-        )
-        steps[tag] = json.loads((out / "ft" / tag / "metrics.json").read_text())["total_steps"]
-        adapter = str(out / "ft" / tag / "adapter.gguf")
-        selfinstruct(*evaluate, "--out", str(out / "eval" / tag), "--adapter", adapter)
-        return tag
-
-    selfinstruct(*evaluate, "--out", str(out / "eval" / "base"))
-    rows = [{"model": "Gemma 3 270M base", "data": "-", **scores(out / "eval" / "base")}]
-    for name in sets:
-        tag = train_and_evaluate(name, train_seeds[0])
-        rows.append(
-            {
-                "model": f"+ LoRA ({name})",
-                **_describe(sets[name]),
-                "steps": steps[tag],
-                **scores(out / "eval" / tag),
-            }
-        )
+        add_row(name)
 
     # The control and the best selected set, once per training seed.
     by_name = {row["model"][len("+ LoRA (") : -1]: row for row in rows[1:]}
-    best = max(selected, key=lambda n: by_name[n]["rougeL"]) if selected else None
-    repeated: dict[str, list[dict[str, Any]]] = {}
+    done = [n for n in selected if n in by_name]
+    best = max(done, key=lambda n: by_name[n]["rougeL"]) if done else None
     for name in ["seeds", *([best] if best else [])]:
         repeated[name] = [by_name[name]]
         for seed in train_seeds[1:]:
-            tag = train_and_evaluate(name, seed)
-            repeated[name].append({**scores(out / "eval" / tag), "seed": seed})
-
-    summary = json.loads((run / SUMMARY_FILE).read_text())
-    text = results_text(args, rows, seed_summary(repeated, train_seeds), out, summary)
-    text += (
-        f"\nWall time: {time.perf_counter() - began:.0f} s (steps already done are read back, not redone).\n"
-    )
-    write_atomic(out / "results.md", text)
-    write_json(
-        out / "results.json",
-        {
-            "settings": {k: str(v) for k, v in vars(args).items()},
-            "rows": rows,
-            "seeds": seed_summary(repeated, train_seeds),
-        },
-    )
-    print(text)
+            repeated[name].append({**train_and_evaluate(name, seed), "seed": seed})
+            write_results()
+    write_results()
+    print((out / "results.md").read_text())
     return 0
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(p) for p in text.split(",") if p]
 
 
 def _describe(info: dict[str, Any]) -> dict[str, Any]:
