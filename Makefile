@@ -43,7 +43,7 @@ demo: setup
 	$(BIN)/selfinstruct run --out runs/demo --num-instructions $(DEMO_N)
 	@echo "dataset: runs/demo/finetuning_data/ (alpaca_data.json, sharegpt.jsonl, openai_messages.jsonl, dataset_info.json)"
 
-# The paper's experiment (README, "The loop's evidence"): about an hour on 2 cores.
+# The paper's experiment with scored and selected rows (README, "The loop's evidence"): hours on 2 cores.
 loop: setup
 	$(BIN)/python benchmarks/loop_superni.py --out runs/loop
 
