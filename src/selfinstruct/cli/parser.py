@@ -32,12 +32,14 @@ from selfinstruct.cli.options import (
     port_number,
     positive_int,
 )
+from selfinstruct.cli.quality import cmd_score
 from selfinstruct.cli.train_evaluate import (
     cmd_evaluate_superni,
     cmd_evaluate_user_oriented,
     cmd_finetune,
 )
 from selfinstruct.exports.dataset_card import DEFAULT_LICENSE
+from selfinstruct.scores import METHODS
 from selfinstruct.rundir import (
     DATASET_INFO_FILE,
     FINETUNE_DIR,
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In this order in `selfinstruct --help`.
     _add_generate_commands(sub)
+    _add_quality_commands(sub)
     _add_train_evaluate_commands(sub)
     _add_analysis_commands(sub)
     _add_config_commands(sub)
@@ -118,6 +121,33 @@ def _add_generate_commands(sub: Subparsers) -> None:
     p.add_argument("--field", default="instruction", help="JSONL field to compare (default: instruction)")
     add_no_progress(p, "no progress bar")
     p.set_defaults(func=cmd_dedup)
+
+
+def _add_quality_commands(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "score", help=f"score each kept row (IFD or an LLM judge): RUN/{FINETUNE_DIR}/scores_<method>.jsonl"
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory (after `prepare`)")
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=list(METHODS),
+        help="ifd: instruction-following difficulty from a GGUF scorer's log-probabilities; "
+        "judge: a model rates each row",
+    )
+    p.add_argument(
+        "--scorer-model",
+        type=Path,
+        metavar="FILE",
+        help="ifd: the GGUF model that scores (default: the packaged Gemma 3 270M)",
+    )
+    p.add_argument(
+        "--threads", type=positive_int, metavar="N", help="ifd: CPU threads of the scorer (default: all cores)"
+    )
+    p.add_argument("--config", type=Path, metavar="YAML", help="judge: YAML with the judge's backend: section")
+    add_backend_options(p)
+    add_no_progress(p, "no progress bar")
+    p.set_defaults(func=cmd_score)
 
 
 def _add_train_evaluate_commands(sub: Subparsers) -> None:
