@@ -88,6 +88,7 @@ class BatchDecoder:
         self._llama = LlamaContext(
             model_path, n_ctx, n_seq=self.slots, n_outputs=self.slots, n_threads=n_threads, adapter=adapter
         )
+        self._memory = self._llama.memory
         self._piece = ctypes.create_string_buffer(64)
         self._cond = threading.Condition()
         self._queue: deque[DecoderSequence] = deque()
@@ -220,9 +221,9 @@ class BatchDecoder:
         Copies between streams are whole streams, made in order by the next llama_decode.
         """
         if plan.save is not None:
-            llama_cpp.llama_memory_seq_cp(self._llama.memory, sequence.slot, plan.save, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._memory, sequence.slot, plan.save, -1, -1)
         if plan.source != sequence.slot:
-            llama_cpp.llama_memory_seq_cp(self._llama.memory, plan.source, sequence.slot, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._memory, plan.source, sequence.slot, -1, -1)
         self._llama.forget(sequence.slot, plan.length)
         self._prefix.took(sequence.slot, plan)
         sequence.started = True

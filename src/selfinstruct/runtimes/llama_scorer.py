@@ -4,15 +4,20 @@ Prefill only, no sampling: `PromptScorer.target_log_probs(context, target)` read
 context + target through the model and returns log p(target[i] | context, target[:i]) for
 every i, in nats (IFD, quality/ifd.py, is built on it). The logits of position p predict
 the token at p + 1, so the rows read are those of the last context token up to the
-second-to-last target token; the last token itself is never decoded.
+second-to-last target token. The last token is read too (without logits), so that the
+calls are cut exactly as when the whole sequence is evaluated (llama-cpp-python's
+`Llama.eval` with n_batch = SCORE_CHUNK): llama.cpp's kernels sum a little differently
+in calls of other sizes (one token moved by 0.14 nats where measured), and with the same
+cuts and kernels the numbers agree to ~1e-7 (tests/test_llama_scorer.py).
 
 A sibling of the generating decoder (llama_decoder.py), on the same `LlamaContext`
 settings, but without its thread and slots: one sequence, read in calls of SCORE_CHUNK
 tokens cut from its start, whatever was scored before. So a row's log-probabilities never
 depend on the other rows, which makes a resumed `score` byte-identical to an uninterrupted
 one. Packing several rows into one llama_decode call was measured and did not pay on
-2 cores (20 rows of 20-60 tokens: 6.1-7.8 s packed 8 to a call, 6.5-6.9 s one at a time)
-and it moves the numbers (by up to 0.09 nats per token with 2 threads), so it is not done.
+2 cores (10 rows, 20 sequences of 824 tokens in all, 1 thread: 6.1-7.8 s packed 8 to a
+call, 6.5-6.9 s one at a time; no faster with 2 threads either), and it moves the numbers
+(by up to 0.13 nats on a token where measured), so it is not done.
 
 The cost is the output layer: every scored position needs all n_vocab logits (262K for
 Gemma 3, whose output layer is 168M of its 270M weights). Reading them is one logsumexp
@@ -83,15 +88,16 @@ class PromptScorer:
         if not context or not target or len(ids) > self.n_ctx:
             raise ValueError(f"{len(context)} context + {len(target)} target tokens: not scorable in {self.n_ctx}")
         first = len(context) - 1  # the position whose logits predict target[0]
+        last = len(ids) - 1  # the last token predicts nothing asked for
         result = np.empty(len(target), np.float64)
         try:
-            for start in range(0, len(ids) - 1, SCORE_CHUNK):
-                end = min(start + SCORE_CHUNK, len(ids) - 1)
-                entries = [(0, ids[p], p, p >= first) for p in range(start, end)]
+            for start in range(0, len(ids), SCORE_CHUNK):
+                end = min(start + SCORE_CHUNK, len(ids))
+                scored = range(max(start, first), min(end, last))
+                entries = [(0, ids[p], p, p in scored) for p in range(start, end)]
                 status = self._llama.decode(entries)
                 if status != 0:
                     raise BackendError(f"llama_decode returned {status} while scoring {len(ids)} tokens")
-                scored = range(max(start, first), end)
                 if scored:
                     logits = self._llama.output_logits(len(scored))
                     targets = np.asarray([ids[p + 1] for p in scored])
