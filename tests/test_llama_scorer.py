@@ -17,7 +17,8 @@ from selfinstruct.runtimes.llama_scorer import SCORE_CHUNK, PromptScorer, load_s
 PER_TOKEN_TOLERANCE = 1e-6
 
 LONG_TEXT = " ".join(
-    f"Step {i}: stir the pot, taste the sauce, and write down what changed since step {i - 1}." for i in range(1, 13)
+    f"Step {i}: stir the pot, taste the sauce, and write down what changed since step {i - 1}."
+    for i in range(1, 13)
 )
 
 
@@ -26,7 +27,9 @@ def test_log_probs_at_equals_a_full_log_softmax_even_for_large_logits() -> None:
     logits = (rng.normal(0, 8, size=(70, 1000)) + 1e4).astype(np.float32)  # 70 rows: three blocks
     targets = rng.integers(0, 1000, size=70)
     wide = logits.astype(np.float64)
-    full = wide - (wide.max(1, keepdims=True) + np.log(np.exp(wide - wide.max(1, keepdims=True)).sum(1, keepdims=True)))
+    full = wide - (
+        wide.max(1, keepdims=True) + np.log(np.exp(wide - wide.max(1, keepdims=True)).sum(1, keepdims=True))
+    )
     expected = full[np.arange(70), targets]
     assert np.abs(log_probs_at(logits, targets) - expected).max() < 1e-5
     assert np.all(np.isfinite(log_probs_at(logits, targets)))
@@ -61,7 +64,10 @@ def test_log_probs_equal_llama_cpp_python_evaluating_each_sequence_whole(scorer:
 @pytest.mark.model
 def test_a_sequences_log_probs_do_not_depend_on_what_was_scored_before(scorer: PromptScorer) -> None:
     start = scorer.start_tokens()
-    context, target = start + scorer.tokenize("Write a poem about the sea.\n"), scorer.tokenize("Waves roll in.")
+    context, target = (
+        start + scorer.tokenize("Write a poem about the sea.\n"),
+        scorer.tokenize("Waves roll in."),
+    )
     first = scorer.target_log_probs(context, target)
     scorer.target_log_probs(start, scorer.tokenize(LONG_TEXT))
     assert scorer.target_log_probs(context, target).tobytes() == first.tobytes()

@@ -39,7 +39,6 @@ from selfinstruct.cli.train_evaluate import (
     cmd_finetune,
 )
 from selfinstruct.exports.dataset_card import DEFAULT_LICENSE
-from selfinstruct.scores import METHODS
 from selfinstruct.rundir import (
     DATASET_INFO_FILE,
     FINETUNE_DIR,
@@ -49,6 +48,7 @@ from selfinstruct.rundir import (
     REPORT_DIR,
     REPORT_HTML,
 )
+from selfinstruct.scores import METHODS
 
 PROG = "selfinstruct"
 Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
@@ -142,9 +142,14 @@ def _add_quality_commands(sub: Subparsers) -> None:
         help="ifd: the GGUF model that scores (default: the packaged Gemma 3 270M)",
     )
     p.add_argument(
-        "--threads", type=positive_int, metavar="N", help="ifd: CPU threads of the scorer (default: all cores)"
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="ifd: CPU threads of the scorer (default: all cores)",
     )
-    p.add_argument("--config", type=Path, metavar="YAML", help="judge: YAML with the judge's backend: section")
+    p.add_argument(
+        "--config", type=Path, metavar="YAML", help="judge: YAML with the judge's backend: section"
+    )
     add_backend_options(p)
     add_no_progress(p, "no progress bar")
     p.set_defaults(func=cmd_score)

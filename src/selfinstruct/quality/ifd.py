@@ -29,6 +29,7 @@ skipped (no record).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -36,7 +37,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,7 +98,9 @@ class RowTokens:
 
 def row_tokens(scorer: PromptScorer, triple: Triple) -> RowTokens:
     return RowTokens(
-        tuple(scorer.start_tokens()), tuple(scorer.tokenize(prompt_part(triple))), tuple(scorer.tokenize(triple.output))
+        tuple(scorer.start_tokens()),
+        tuple(scorer.tokenize(prompt_part(triple))),
+        tuple(scorer.tokenize(triple.output)),
     )
 
 
@@ -198,7 +201,11 @@ def score_ifd(
         remove_partial_writes(run / FINETUNE_DIR, FINETUNE_WRITTEN)
         summary = read_summary(run)  # a damaged summary fails here, before the scorer loads
         report = IfdReport(scores_path(run, METHOD), scorer_model.name, rows=len(triples))
-        scores = _score_triples(triples, scorer_model, cache_dir, threads, progress, log, run, report)
+        with _loaded_scorer(scorer_model, threads) as scorer, ResponseStore(run / STORE_FILE) as store:
+            from selfinstruct.runtimes.llama_scorer import scorer_identity
+
+            identity = scorer_identity(scorer_model, SCORER_N_CTX, cache_dir)
+            scores = _score_all(scorer, identity, store, triples, report, progress, log)
         write_scores(run, METHOD, scores)
         report.seconds = time.monotonic() - started
         summary["funnel"] = {**summary.get("funnel", {}), STAGE: report.funnel()}
@@ -208,67 +215,63 @@ def score_ifd(
     return report
 
 
-def _score_triples(
-    triples: list[Triple],
-    model: Path,
-    cache_dir: Path,
-    threads: int | None,
-    progress: bool,
-    log: Callable[[str], None],
-    run: Path,
-    report: IfdReport,
-) -> list[Score]:
-    """Each triple's Score, in file order: from the store, or measured and stored at once."""
+@contextlib.contextmanager
+def _loaded_scorer(model: Path, threads: int | None) -> Iterator[PromptScorer]:
     try:
-        from selfinstruct.runtimes.llama_scorer import load_scorer, scorer_identity
+        from selfinstruct.runtimes.llama_scorer import load_scorer
     except ModuleNotFoundError as exc:
         if not (exc.name or "").startswith("llama_cpp"):
             raise
         raise BackendError("IFD needs llama-cpp-python: pip install 'llama-cpp-python==0.3.36'") from None
-    identity = scorer_identity(model, SCORER_N_CTX, cache_dir)
     scorer = load_scorer(model, SCORER_N_CTX, threads or os.cpu_count() or 1)
-    skipped: Counter[str] = Counter()
     try:
         if not scorer.start_tokens():
             raise BackendError(f"{model.name} has no BOS token: IFD needs one to score an output alone")
-        with ResponseStore(run / STORE_FILE) as store:
-            rows: list[tuple[Triple, RowTokens, str] | None] = []
-            for triple in triples:
-                tokens = row_tokens(scorer, triple)
-                reason = None
-                if not tokens.output:
-                    reason = EMPTY_OUTPUT
-                elif len(tokens.conditioned) > scorer.n_ctx:
-                    reason = TOO_LONG
-                if reason is not None:
-                    skipped[reason] += 1
-                rows.append(None if reason else (triple, tokens, row_key(identity, tokens)))
-            stored = store.get_many(row[2] for row in rows if row is not None)
-            todo = sum(1 for row in rows if row is not None and row[2] not in stored)
-            if todo:
-                log(f"score ifd: measuring {todo} of {len(triples)} rows with {model.name} ({len(stored)} stored)")
-            scores = []
-            bar = _progress_bar(todo, progress)
-            try:
-                for row in rows:
-                    if row is None:
-                        continue
-                    triple, tokens, key = row
-                    completion = stored.get(key)
-                    if completion is None:
-                        completion = _measured(scorer, tokens)
-                        store.put(key, STAGE, _request_meta(identity, triple, tokens), completion)
-                        stored[key] = completion
-                        report.computed += 1
-                        bar.update(1)
-                    details = dict(completion.extra)
-                    scores.append(Score(triple, ifd(details), model.name, details))
-            finally:
-                bar.close()
+        yield scorer
     finally:
         scorer.close()
-    report.scored = len(scores)
+
+
+def _score_all(
+    scorer: PromptScorer,
+    identity: dict[str, Any],
+    store: ResponseStore,
+    triples: list[Triple],
+    report: IfdReport,
+    progress: bool,
+    log: Callable[[str], None],
+) -> list[Score]:
+    """Each scorable triple's Score, in file order: from the store, or measured and stored at once."""
+    planned: list[tuple[Triple, RowTokens, str]] = []
+    skipped: Counter[str] = Counter()
+    for triple in triples:
+        tokens = row_tokens(scorer, triple)
+        if not tokens.output:
+            skipped[EMPTY_OUTPUT] += 1
+        elif len(tokens.conditioned) > scorer.n_ctx:
+            skipped[TOO_LONG] += 1
+        else:
+            planned.append((triple, tokens, row_key(identity, tokens)))
     report.skipped = dict(skipped)
+    stored = store.get_many(key for *_, key in planned)
+    todo = len({key for *_, key in planned if key not in stored})  # duplicates are measured once
+    if todo:
+        log(
+            f"score ifd: measuring {todo} of {len(triples)} rows with {identity['model']} ({len(stored)} stored)"
+        )
+    scores = []
+    with _progress_bar(todo, progress) as bar:
+        for triple, tokens, key in planned:
+            completion = stored.get(key)
+            if completion is None:
+                completion = _measured(scorer, tokens)
+                store.put(key, STAGE, _request_meta(identity, triple, tokens), completion)
+                stored[key] = completion  # a duplicate triple later in the file reads it back
+                report.computed += 1
+                bar.update(1)
+            details = dict(completion.extra)
+            scores.append(Score(triple, ifd(details), identity["model"], details))
+    report.scored = len(scores)
     return scores
 
 
@@ -294,4 +297,6 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
     show = enabled and sys.stderr.isatty()
-    return tqdm(total=total, desc="score ifd", unit="row", file=sys.stderr, disable=not show, dynamic_ncols=True)
+    return tqdm(
+        total=total, desc="score ifd", unit="row", file=sys.stderr, disable=not show, dynamic_ncols=True
+    )

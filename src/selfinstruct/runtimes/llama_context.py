@@ -18,6 +18,7 @@ import ctypes
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 import numpy as np
@@ -52,8 +53,8 @@ class LlamaContext:
         # them, they stayed bit-identical over 16 tokens. Measured: no slower here.
         model_params.use_extra_bufts = False
         self._model = LlamaModel(path_model=str(model_path), params=model_params, verbose=False)
-        self._ctx: llama_cpp.llama_context_p | None = None
-        self._batch: llama_cpp.llama_batch | None = None
+        self._ctx: Any = None  # ctypes handles, None once freed
+        self._batch: Any = None
         self.vocab = self._model.vocab
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         params = llama_cpp.llama_context_default_params()

@@ -232,7 +232,9 @@ class BatchDecoder:
     def _decode(self, entries: list[tuple[DecoderSequence, int, int, bool]]) -> None:
         """One llama_decode call over (sequence, token, position, wants_logits) entries."""
         started = time.monotonic()
-        status = self._llama.decode([(s.slot, token, position, wants) for s, token, position, wants in entries])
+        status = self._llama.decode(
+            [(s.slot, token, position, wants) for s, token, position, wants in entries]
+        )
         elapsed = time.monotonic() - started
         self.steps_decoded += 1
         for sequence, *_ in entries:  # each sequence's share of the call, by tokens

@@ -86,7 +86,9 @@ class PromptScorer:
         """
         ids = [*context, *target]
         if not context or not target or len(ids) > self.n_ctx:
-            raise ValueError(f"{len(context)} context + {len(target)} target tokens: not scorable in {self.n_ctx}")
+            raise ValueError(
+                f"{len(context)} context + {len(target)} target tokens: not scorable in {self.n_ctx}"
+            )
         first = len(context) - 1  # the position whose logits predict target[0]
         last = len(ids) - 1  # the last token predicts nothing asked for
         result = np.empty(len(target), np.float64)
