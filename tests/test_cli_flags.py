@@ -71,7 +71,7 @@ def test_prepare_help_lists_no_backend_flag(capsys: pytest.CaptureFixture[str]) 
 
 @pytest.mark.parametrize(
     "command",
-    [("relabel",), ("evaluate", "superni"), ("evaluate", "user-oriented")],
+    [("relabel",), ("score",), ("evaluate", "superni"), ("evaluate", "user-oriented")],
 )
 def test_commands_that_call_a_model_list_the_backend_flags(
     command: tuple[str, ...], capsys: pytest.CaptureFixture[str]

@@ -1,4 +1,4 @@
-"""quality/judge.py through its command (cli/judge_command.score_judge): a judge rates a run's rows.
+"""quality/judge.py through its command (`score --method judge`, cli/quality.py): a judge rates a run's rows.
 
 Against the loopback stub (scripted replies and log-probabilities, or none), the Batch API
 fake, and the real llama.cpp server with SmolLM2-135M-Instruct (a test model, not a judge:
@@ -7,7 +7,6 @@ only the mechanics are checked on it, never its opinions).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -19,7 +18,7 @@ import yaml
 from servers.batch_api_fake import BatchApiFake
 from servers.openai_stub import OpenAIStub, server_error
 
-from selfinstruct.cli.judge_command import add_judge_options, score_judge
+from selfinstruct.cli.parser import build_parser
 from selfinstruct.config import build_config, dump_config
 from selfinstruct.errors import InputFileError, RunBusyError
 from selfinstruct.quality.judge import JudgePrompts
@@ -43,11 +42,15 @@ def make_run(folder: Path, triples: list[Triple] = TRIPLES) -> Path:
     return folder
 
 
+def score_judge(*argv: str) -> int:
+    """The `score --method judge` command as the CLI parses it; errors are raised, not mapped."""
+    args = build_parser().parse_args(["score", "--method", "judge", *argv, "--no-progress"])
+    return int(args.func(args))
+
+
 def judge(run: Path, url: str, api: str = "completions", *extra: str) -> int:
-    parser = argparse.ArgumentParser()
-    add_judge_options(parser)
     argv = [str(run), "--backend", "openai", "--base-url", url, "--model", "judge-m", "--api", api]
-    return score_judge(parser.parse_args([*argv, "--no-progress", *extra]))
+    return score_judge(*argv, *extra)
 
 
 def prompt_of(triple: Triple, api: str = "completions") -> str:
@@ -222,9 +225,7 @@ def test_llama_cpp_servers_logprobs_give_expected_value_scores(
 @pytest.mark.model
 def test_the_embedded_model_judges_with_its_own_logprobs(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", TRIPLES[:2])
-    parser = argparse.ArgumentParser()
-    add_judge_options(parser)
-    assert score_judge(parser.parse_args([str(run), "--no-progress"])) == 0  # the run's own backend
+    assert score_judge(str(run)) == 0  # the run's own backend
     entry = funnel(run)
     assert entry["scored"] + entry["failed"] == 2 and entry["judge"].endswith(".gguf")
     for record in scored(run):

@@ -4,6 +4,7 @@
     parser.py          every command and its flags
     options.py         the flags shared by several commands, and the config key each sets
     generate.py        run, bootstrap, classify, instances, prepare, relabel, dedup, check-seeds, config
+    quality.py         score (IFD; the LLM judge)
     train_evaluate.py  finetune, evaluate superni / user-oriented
     quality.py         select (the best-scored rows of a run)
     export.py          export openai / hf / llamafactory, and the list of formats

@@ -35,7 +35,7 @@ from selfinstruct.cli.options import (
     positive_int,
     similarity,
 )
-from selfinstruct.cli.quality import cmd_select
+from selfinstruct.cli.quality import cmd_score, cmd_select
 from selfinstruct.cli.train_evaluate import (
     cmd_evaluate_superni,
     cmd_evaluate_user_oriented,
@@ -128,6 +128,36 @@ def _add_generate_commands(sub: Subparsers) -> None:
 
 
 def _add_quality_commands(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "score", help=f"score each kept row (IFD or an LLM judge): RUN/{FINETUNE_DIR}/scores_<method>.jsonl"
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory (after `prepare`)")
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=list(METHODS),
+        help="ifd: instruction-following difficulty from a GGUF scorer's log-probabilities; "
+        "judge: a model rates each row",
+    )
+    p.add_argument(
+        "--scorer-model",
+        type=Path,
+        metavar="FILE",
+        help="ifd: the GGUF model that scores (default: the packaged Gemma 3 270M)",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="ifd: CPU threads of the scorer (default: all cores)",
+    )
+    p.add_argument(
+        "--config", type=Path, metavar="YAML", help="judge: YAML with the judge's backend: section"
+    )
+    add_backend_options(p)
+    add_no_progress(p, "no progress bar")
+    p.set_defaults(func=cmd_score)
+
     p = sub.add_parser(
         "select", help="keep a run's best-scored rows (top P%% or a minimum score), optionally diverse"
     )

@@ -1,8 +1,85 @@
-"""Commands that judge the rows of a run: select (and score)."""
+"""Commands on the quality of a run's rows: score (IFD or an LLM judge), select (by the scores).
+
+The judge's config is built as `relabel` builds its teacher's: the run's config.yaml (read,
+never rewritten), then --config (a YAML with the judge's `backend:` section), then the backend
+flags. The judge's sampling is its own (greedy, quality/judge.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from selfinstruct.cli.options import BACKEND_FLAGS, backend_overrides, check_backend_flags, progress
+from selfinstruct.cli.summary import note
+from selfinstruct.errors import ConfigError
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    if args.method == "judge":
+        return _score_judge(args)
+    return _score_ifd(args)
+
+
+def _score_ifd(args: argparse.Namespace) -> int:
+    from selfinstruct.config import cache_dir
+    from selfinstruct.quality.ifd import score_ifd
+
+    # IFD runs its own scorer: a backend flag would be ignored, so it is refused.
+    for flag in BACKEND_FLAGS:
+        if getattr(args, flag.dest, None) is not None:
+            raise ConfigError(f"{flag.names[0]} applies to --method judge; IFD's model is --scorer-model")
+    if args.config is not None:
+        raise ConfigError("--config applies to --method judge; IFD's model is --scorer-model")
+    report = score_ifd(
+        args.run, args.scorer_model, cache_dir(), threads=args.threads, progress=progress(args), log=note
+    )
+    f = report.funnel()
+    skipped = ", ".join(f"{k} {v}" for k, v in f["skipped"].items()) or "none"
+    rate = f" ({f['rows_per_minute']:g} rows/min)" if f["rows_per_minute"] else ""
+    note(
+        f"score ifd: scored {f['scored']} of {f['rows']} rows (skipped: {skipped}; {f['from_store']} from store) "
+        f"with {f['scorer']} in {f['seconds']:.1f} s{rate} -> {report.path}"
+    )
+    return 0
+
+
+def _score_judge(args: argparse.Namespace) -> int:
+    """`score --method judge`: an LLM judge rates each row (quality/judge.py)."""
+    from selfinstruct.quality.judge import score_judge as run_judge
+
+    if args.scorer_model is not None or args.threads is not None:
+        raise ConfigError("--scorer-model and --threads apply to --method ifd")
+
+    entry = run_judge(args.run, judge_config(args), progress=progress(args), log=note)
+    table = entry["table2"]
+    shares = ", ".join(
+        f"{name.replace('_', ' ')} {table[name]:.0%}" for name in table if table[name] is not None
+    )
+    note(
+        f"score: {entry['scored']} of {entry['rows']} rows scored by {entry['judge']} "
+        f"({entry['failed']} failed) in {entry['seconds']:.1f} s" + (f"; {shares}" if shares else "")
+    )
+    return 0
+
+
+def judge_config(args: argparse.Namespace) -> Any:
+    """The run's config with the judge as its backend (--config, then the flags)."""
+    from selfinstruct.config import build_config, deep_merge, read_user_file, read_yaml_mapping
+    from selfinstruct.errors import InputFileError
+    from selfinstruct.rundir import CONFIG_FILE
+
+    run_config = args.run / CONFIG_FILE
+    if not run_config.is_file():
+        raise InputFileError(f"{run_config}: not found; is {args.run} a run directory?")
+    judge: dict[str, Any] = {}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise InputFileError(f"{args.config}: config file not found")
+        judge = read_yaml_mapping(read_user_file(args.config), str(args.config))
+    config = build_config(config_file=run_config, overrides=deep_merge(judge, backend_overrides(args)))
+    check_backend_flags(args, config.backend.kind)
+    return config
 
 
 def cmd_select(args: argparse.Namespace) -> int:

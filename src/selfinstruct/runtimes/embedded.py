@@ -119,7 +119,7 @@ class EmbeddedBackend(BackendBase):
             raise BackendError(
                 "the embedded backend needs llama-cpp-python: pip install 'llama-cpp-python==0.3.36'"
             ) from None
-        with _captured_stderr() as captured:
+        with captured_stderr() as captured:
             try:
                 self._decoder = BatchDecoder(
                     self._path,
@@ -130,7 +130,7 @@ class EmbeddedBackend(BackendBase):
                     adapter=self._adapter,
                 )
             except (ValueError, RuntimeError, OSError) as exc:
-                detail = _last_line(captured()) or str(exc)
+                detail = last_line(captured()) or str(exc)
                 raise BackendError(f"cannot load model {self._path}: {detail}") from None
 
     def identity(self) -> dict[str, Any]:
@@ -163,7 +163,7 @@ class EmbeddedBackend(BackendBase):
 
 
 @contextlib.contextmanager
-def _captured_stderr() -> Iterator[Any]:
+def captured_stderr() -> Iterator[Any]:
     """Swallow what llama.cpp prints while loading (one line even with verbose=False).
 
     It writes both from C to fd 2 and through a Python log callback to `sys.stderr`, so
@@ -185,6 +185,6 @@ def _captured_stderr() -> Iterator[Any]:
             os.close(saved)
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:200] if lines else ""

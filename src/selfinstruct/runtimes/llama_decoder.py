@@ -37,7 +37,6 @@ import atexit
 import contextlib
 import ctypes
 import heapq
-import logging
 import threading
 import time
 import weakref
@@ -48,19 +47,18 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
-from llama_cpp._internals import LlamaModel
 
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.types import TokenLogprobs
 from selfinstruct.runtimes.decoder_sequence import DecoderSequence, Generation
+from selfinstruct.runtimes.llama_context import N_BATCH, LlamaContext
 from selfinstruct.runtimes.prefix_cache import Plan, PrefixCache
 from selfinstruct.runtimes.sampling import choose_token, penalize, recent_tokens, seeded_rng, top_logprobs
 
 # More slots stop paying off on a CPU (embedded-model.md: 131 tok/s at 16, 114 at 8).
+# N_BATCH (llama_context.py) is the longest prompt chunk per call, and the prompt tokens read per step.
 MAX_SLOTS = 16
-# The longest prompt chunk per llama_decode call, and the prompt tokens read per step.
-N_BATCH = 512
 
 
 _LIVE: weakref.WeakSet[BatchDecoder] = weakref.WeakSet()
@@ -85,44 +83,13 @@ class BatchDecoder:
         prefix_cache: bool = True,
         adapter: Path | None = None,
     ) -> None:
-        # llama.cpp logs every graph it builds; keep errors only (as Llama(verbose=False) does).
-        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-        llama_cpp.llama_backend_init()
         self.slots = max(1, min(slots, MAX_SLOTS))
         self.n_ctx = n_ctx
-        model_params = llama_cpp.llama_model_default_params()
-        # Fewer batch-dependent sums without the CPU "repack" buffers: with them, 4 prompts
-        # decoded in lockstep drifted from their solo logits by 0.5 within 5 tokens; without
-        # them, they stayed bit-identical over 16 tokens. Measured: no slower here.
-        model_params.use_extra_bufts = False
-        self._model = LlamaModel(path_model=str(model_path), params=model_params, verbose=False)
-        self._vocab = self._model.vocab
-        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx * self.slots  # split evenly: one stream of n_ctx cells per slot
-        params.n_batch = params.n_ubatch = N_BATCH
-        params.n_seq_max = self.slots
-        params.n_outputs_max = self.slots  # one row of logits per sequence and step (saves ~0.5 GB)
-        params.n_threads = params.n_threads_batch = n_threads
-        params.kv_unified = False
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        # Cells stay in position order only with a full-size sliding-window cache, and reuse is
-        # exact only then (prefix_cache.py). Costs: KV memory for n_ctx cells in every layer
-        # (18 KB a cell for Gemma 3 270M: 0.6 GB at n_ctx 4096 x 8 slots, was 0.2 GB), and
-        # decoding at 1400-1700 tokens of context 0-25% slower (attention reads all cells).
-        # Kept on with prefix_cache off too, so that the switch never changes an answer.
-        params.swa_full = True
-        self._ctx = llama_cpp.llama_init_from_model(self._model.model, params)
-        if self._ctx is None:
-            self._model.close()
-            raise ValueError("llama.cpp could not create a context")
-        if llama_cpp.llama_n_ctx_seq(self._ctx) < n_ctx:
-            self._free_native()
-            raise ValueError(f"llama.cpp gave each sequence fewer than {n_ctx} cells")
-        if adapter is not None:
-            self._apply_adapter(adapter)
-        self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
+        # One row of logits per sequence and step (saves ~0.5 GB against one per batch entry).
+        self._llama = LlamaContext(
+            model_path, n_ctx, n_seq=self.slots, n_outputs=self.slots, n_threads=n_threads, adapter=adapter
+        )
+        self._memory = self._llama.memory
         self._piece = ctypes.create_string_buffer(64)
         self._cond = threading.Condition()
         self._queue: deque[DecoderSequence] = deque()
@@ -135,21 +102,9 @@ class BatchDecoder:
         self._thread.start()
         _LIVE.add(self)
 
-    def _apply_adapter(self, adapter: Path) -> None:
-        """Put a GGUF LoRA adapter on the context at full scale (llama.cpp frees it with the model)."""
-        handle = llama_cpp.llama_adapter_lora_init(self._model.model, str(adapter).encode())
-        if not handle:
-            self._free_native()
-            raise ValueError(f"llama.cpp could not load the LoRA adapter {adapter}")
-        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
-        scales = (ctypes.c_float * 1)(1.0)
-        if llama_cpp.llama_set_adapters_lora(self._ctx, adapters, 1, scales) != 0:
-            self._free_native()
-            raise ValueError(f"llama.cpp could not apply the LoRA adapter {adapter}")
-
     def tokenize(self, text: str) -> list[int]:
         """Tokens of a prompt as llama-cpp-python's create_completion makes them (BOS first)."""
-        return list(self._model.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+        return self._llama.tokenize(text, add_bos=True, special=True)
 
     @contextlib.contextmanager
     def starting_together(self) -> Iterator[None]:
@@ -190,17 +145,8 @@ class BatchDecoder:
             self._closing = True
             self._cond.notify()
         self._thread.join()
-        self._free_native()
+        self._llama.close()
         _LIVE.discard(self)
-
-    def _free_native(self) -> None:
-        if getattr(self, "_batch", None) is not None:
-            llama_cpp.llama_batch_free(self._batch)
-            self._batch = None
-        if self._ctx is not None:
-            llama_cpp.llama_free(self._ctx)
-            self._ctx = None
-        self._model.close()
 
     # -- the decode thread -----------------------------------------------------------------
 
@@ -279,21 +225,17 @@ class BatchDecoder:
             llama_cpp.llama_memory_seq_cp(self._memory, sequence.slot, plan.save, -1, -1)
         if plan.source != sequence.slot:
             llama_cpp.llama_memory_seq_cp(self._memory, plan.source, sequence.slot, -1, -1)
-        llama_cpp.llama_memory_seq_rm(self._memory, sequence.slot, plan.length, -1)
+        self._llama.forget(sequence.slot, plan.length)
         self._prefix.took(sequence.slot, plan)
         sequence.started = True
         sequence.fed = sequence.reused = plan.length
 
     def _decode(self, entries: list[tuple[DecoderSequence, int, int, bool]]) -> None:
         """One llama_decode call over (sequence, token, position, wants_logits) entries."""
-        batch = self._batch
-        batch.n_tokens = len(entries)
-        for n, (sequence, token, position, wants_logits) in enumerate(entries):
-            batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, position, 1
-            batch.seq_id[n][0] = sequence.slot
-            batch.logits[n] = wants_logits
         started = time.monotonic()
-        status = llama_cpp.llama_decode(self._ctx, batch)
+        status = self._llama.decode(
+            [(s.slot, token, position, wants) for s, token, position, wants in entries]
+        )
         elapsed = time.monotonic() - started
         self.steps_decoded += 1
         for sequence, *_ in entries:  # each sequence's share of the call, by tokens
@@ -310,13 +252,12 @@ class BatchDecoder:
                     self._sample(sequence, row)
 
     def _sample(self, sequence: DecoderSequence, row: int) -> None:
-        pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
-        logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+        logits = self._llama.logits(row)
         params = sequence.params
         recent = recent_tokens(sequence.prompt, sequence.generated)
         adjusted = penalize(logits, sequence.generated, recent, params)
         token = choose_token(adjusted, params.temperature, params.top_p, sequence.rng)
-        is_end = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        is_end = self._llama.is_end(token)
         piece = b"" if is_end else self._token_bytes(token)
         logprobs = None
         if params.top_logprobs and not is_end:
@@ -334,10 +275,11 @@ class BatchDecoder:
         return TokenLogprobs(_text(piece), top)
 
     def _token_bytes(self, token: int) -> bytes:
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+        vocab = self._llama.vocab
+        n = llama_cpp.llama_token_to_piece(vocab, token, self._piece, len(self._piece), 0, False)
         if n < 0:  # the buffer is too small for this piece
             self._piece = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+            n = llama_cpp.llama_token_to_piece(vocab, token, self._piece, len(self._piece), 0, False)
         return self._piece.raw[:n]
 
     def _release(self, sequences: list[DecoderSequence]) -> None:
@@ -346,7 +288,7 @@ class BatchDecoder:
         """
         for sequence in sequences:
             keep = self._prefix.keep_after(sequence.slot, failed=sequence.error is not None)
-            llama_cpp.llama_memory_seq_rm(self._memory, sequence.slot, keep, -1)
+            self._llama.forget(sequence.slot, keep)
             with self._cond:
                 self._active.remove(sequence)
                 heapq.heappush(self._free_slots, sequence.slot)
