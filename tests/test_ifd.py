@@ -229,7 +229,6 @@ def test_an_unknown_method_is_refused_by_the_parser(
     [
         (["--method", "ifd", "--backend", "openai"], "--backend applies to --method judge"),
         (["--method", "judge", "--scorer-model", "x.gguf"], "apply to --method ifd"),
-        (["--method", "judge"], "not built yet"),
     ],
 )
 def test_flags_of_the_other_method_are_refused(

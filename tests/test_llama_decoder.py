@@ -188,8 +188,7 @@ class _RecordingDecoder(BatchDecoder):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def _sample(self, sequence: object, row: int) -> None:
-        pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
-        self.seen.append(np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).copy())
+        self.seen.append(self._llama.logits(row).copy())
         super()._sample(sequence, row)  # type: ignore[arg-type]
 
 
