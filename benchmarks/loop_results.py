@@ -4,10 +4,14 @@ categories, and what generating and scoring the data cost."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sqlite3
 import statistics
 from pathlib import Path
 from typing import Any
+
+from selfinstruct.rundir import STORE_FILE
 
 METRICS = ("rougeL", "rougeL_pooled", "exact_match", "exact_match_pooled")
 
@@ -110,13 +114,23 @@ def category_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def cost_lines(summary: dict[str, Any]) -> list[str]:
-    """What the run's generation and its scoring took (each stage's own `seconds`)."""
+def generation_span(run: Path) -> float:
+    """Seconds from the first to the last stored answer of the three generating stages: what
+    generating took, even when a later invocation read every answer back (summary.json's
+    `seconds` are the latest invocation's)."""
+    with contextlib.closing(sqlite3.connect(f"file:{run / STORE_FILE}?mode=ro", uri=True)) as db:
+        first, last = db.execute(
+            "SELECT min(created), max(created) FROM responses "
+            "WHERE stage IN ('bootstrap', 'classify', 'instances')"
+        ).fetchone()
+    return float(last - first) if first is not None else 0.0
+
+
+def cost_lines(run: Path, summary: dict[str, Any]) -> list[str]:
+    """What the run's generation and its scoring took."""
     funnel = summary.get("funnel", {})
-    generated = sum(
-        funnel.get(stage, {}).get("seconds", 0) for stage in ("bootstrap", "classify", "instances")
-    )
-    lines = ["", f"Generation (bootstrap + classify + instances): {generated:.0f} s."]
+    span = generation_span(run)
+    lines = ["", f"Generation (bootstrap + classify + instances, first to last stored answer): {span:.0f} s."]
     for method in ("ifd", "judge"):
         entry = funnel.get(f"score_{method}")
         if entry:
@@ -131,6 +145,7 @@ def results_text(
     args: argparse.Namespace,
     rows: list[dict[str, Any]],
     seeds: dict[str, Any],
+    run: Path,
     summary: dict[str, Any],
 ) -> str:
     funnel = summary["funnel"]["bootstrap"]
@@ -142,5 +157,5 @@ def results_text(
         f"train {args.steps} steps; seeds + all and the curve train 2 epochs.",
         "",
     ]
-    body = model_table(rows) + seeds_table(seeds) + category_table(rows) + cost_lines(summary)
+    body = model_table(rows) + seeds_table(seeds) + category_table(rows) + cost_lines(run, summary)
     return "\n".join(head + body) + "\n"

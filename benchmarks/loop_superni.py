@@ -221,7 +221,7 @@ def main() -> int:
     def write_results() -> None:
         """The tables so far: written after every model, so an unfinished loop shows what it has."""
         seeds = seed_summary(repeated, train_seeds)
-        text = results_text(args, rows, seeds, json.loads((run / SUMMARY_FILE).read_text()))
+        text = results_text(args, rows, seeds, run, json.loads((run / SUMMARY_FILE).read_text()))
         text += f"\nWall time: {time.perf_counter() - began:.0f} s (steps already done are read back, not redone).\n"
         write_atomic(out / "results.md", text)
         settings = {k: str(v) for k, v in vars(args).items()}
