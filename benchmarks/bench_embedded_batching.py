@@ -12,7 +12,7 @@ machine hits both alike. Printed: each round's ratio, and best vs best (the verd
 best round of each is the one least slowed by other load). Also printed: ours at 1/4/8/16
 concurrent requests, and how many greedy texts equal our own one-at-a-time answer and the
 reference's (neither need be all: llama.cpp's kernels are not batch-invariant, and the
-reference loads the model with the CPU repack buffers; see runtimes/llama_decoder.py).
+reference loads the model with the CPU repack buffers; see runtimes/llama_context.py).
 
 Run: .venv/bin/python benchmarks/bench_embedded_batching.py [--rounds 5] [--tokens 64] [--quick]
 """

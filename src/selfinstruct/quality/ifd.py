@@ -198,6 +198,8 @@ def score_ifd(
     triples = [Triple.from_json(r) for r in read_records(source, *TRIPLE_FIELDS)]
     lock = RunLock.acquire(run)
     try:
+        # A process killed inside an atomic write leaves its temp file: never part of the output.
+        remove_partial_writes(run, (SUMMARY_FILE,))
         remove_partial_writes(run / FINETUNE_DIR, FINETUNE_WRITTEN)
         summary = read_summary(run)  # a damaged summary fails here, before the scorer loads
         report = IfdReport(scores_path(run, METHOD), scorer_model.name, rows=len(triples))

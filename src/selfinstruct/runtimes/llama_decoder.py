@@ -1,6 +1,7 @@
 """Continuous batching for llama.cpp: several requests decoded together, one weight pass per token.
 
-A `BatchDecoder` owns one llama.cpp context with `slots` sequences and a background thread.
+A `BatchDecoder` owns one llama.cpp context with `slots` sequences (llama_context.py: the
+model and context settings it shares with the prompt scorer) and a background thread.
 Callers `submit` tokenised prompts from any thread and get a `Future`; meanwhile each request
 is a `DecoderSequence` (decoder_sequence.py: its tokens, text and stop rules). Each step, the
 thread reads waiting prompts (chunks of up to N_BATCH tokens), then decodes the next token of
