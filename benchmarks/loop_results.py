@@ -114,29 +114,34 @@ def category_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def generation_span(run: Path) -> float:
-    """Seconds from the first to the last stored answer of the three generating stages: what
-    generating took, even when a later invocation read every answer back (summary.json's
-    `seconds` are the latest invocation's)."""
+def stored_span(run: Path, stages: tuple[str, ...]) -> tuple[int, float]:
+    """(answers, seconds from the first to the last) stored for these stages: what the work
+    took, even when a later invocation read every answer back (summary.json's `seconds` are
+    the latest invocation's)."""
+    marks = ", ".join("?" * len(stages))
     with contextlib.closing(sqlite3.connect(f"file:{run / STORE_FILE}?mode=ro", uri=True)) as db:
-        first, last = db.execute(
-            "SELECT min(created), max(created) FROM responses "
-            "WHERE stage IN ('bootstrap', 'classify', 'instances')"
+        count, first, last = db.execute(
+            f"SELECT count(*), min(created), max(created) FROM responses WHERE stage IN ({marks})", stages
         ).fetchone()
-    return float(last - first) if first is not None else 0.0
+    return int(count), float(last - first) if first is not None else 0.0
 
 
 def cost_lines(run: Path, summary: dict[str, Any]) -> list[str]:
-    """What the run's generation and its scoring took."""
+    """What generating the run and scoring its rows took, from the store's timestamps."""
     funnel = summary.get("funnel", {})
-    span = generation_span(run)
-    lines = ["", f"Generation (bootstrap + classify + instances, first to last stored answer): {span:.0f} s."]
+    _, generating = stored_span(run, ("bootstrap", "classify", "instances"))
+    lines = [
+        "",
+        f"Generation (bootstrap + classify + instances, first to last stored answer): {generating:.0f} s.",
+    ]
     for method in ("ifd", "judge"):
         entry = funnel.get(f"score_{method}")
-        if entry:
+        rows, seconds = stored_span(run, (f"score_{method}",))
+        if entry and rows:
+            rate = f"{rows / seconds * 60:.0f} rows/min" if seconds else "-"
             lines.append(
-                f"Scoring by {method} ({entry.get('scorer') or entry.get('judge')}): {entry['seconds']:.0f} s for "
-                f"{entry['scored']} rows ({entry.get('rows_per_minute', 0):.0f} rows/min)."
+                f"Scoring by {method} ({entry.get('scorer') or entry.get('judge')}): {seconds:.0f} s for "
+                f"{rows} rows ({rate}; {entry['scored']} scored)."
             )
     return lines
 

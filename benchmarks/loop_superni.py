@@ -148,7 +148,7 @@ def selected_set(run: Path, out: Path, name: str, select: list[str], n_seeds: in
     return {
         "dir": folder,
         "generated_instructions": len({t.instruction for t in triples}),
-        "generated_rows": funnel["selected"],
+        "generated_rows": funnel["rows"]["selected"],
         "seed_tasks": n_seeds,
         "rows": rows,
         "selection": " ".join(select),

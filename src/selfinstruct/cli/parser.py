@@ -198,6 +198,7 @@ def _add_quality_commands(sub: Subparsers) -> None:
         help=f"new or empty folder, or an earlier selection (default RUN/{SELECTIONS_DIR}/<by>-top<P> "
         "or <by>-min<X>, + -diverse<TAU>)",
     )
+    add_no_progress(p, "accepted for scripts that pass it to every command (select shows no bar)")
     p.set_defaults(func=cmd_select)
 
 
