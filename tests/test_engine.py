@@ -127,8 +127,10 @@ def test_a_chat_request_to_a_text_only_backend_stops_the_stage_with_one_line(
     chat = CompletionRequest.chat(
         [ChatMessage("user", "Name a fruit.")], GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
     )
-    with pytest.raises(BackendError, match="need a chat model: --backend openai --api chat"):
+    with pytest.raises(BackendError, match="need a chat model: --backend openai --api chat") as error:
         make_engine(stub, store, tmp_path, api="completions").run([chat], "s")
+    message = str(error.value)
+    assert message.strip() and "\n" not in message  # the CLI prints it as the one line it is
     assert store.count() == 0 and not any(r.method == "POST" for r in stub.received)
 
 
