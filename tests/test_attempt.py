@@ -175,10 +175,11 @@ def test_hedges_stay_within_their_budget(stub: OpenAIStub, store: ResponseStore,
     assert all(r is not None for r in results)
     stats = engine.stats()["s"]
     assert stats["hedged"] <= 0.05 * (stats["sent"] + stats["retries"])
-    # A twin that lost its race is still on its way when run() returns (nobody waits for it):
-    # on a loaded machine it may reach the stub a moment later.
-    tries = stats["sent"] + stats["retries"] + stats["hedged"]
+    # Every try but a twin reaches the stub. A twin that lost its race may still be on its way
+    # when run() returns (nobody waits for it), or may have been called off before it was sent:
+    # so the stub sees between the two counts, and never a try the books do not have.
+    least, most = stats["sent"] + stats["retries"], stats["sent"] + stats["retries"] + stats["hedged"]
     deadline = time.monotonic() + 5.0
-    while stub.stats()["completions"] < tries and time.monotonic() < deadline:
+    while stub.stats()["completions"] < most and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert stub.stats()["completions"] == stats["sent"] + stats["retries"] + stats["hedged"]
+    assert least <= stub.stats()["completions"] <= most
