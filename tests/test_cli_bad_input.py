@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from fixtures.analysis_run import make_run
+from fixtures.cli_errors import flag_error, one_line_error
 from fixtures.superni_tasks import task_file
 from servers.llama_server import free_port
 from servers.openai_stub import OpenAIStub
@@ -29,22 +30,6 @@ NO_MODEL_FILE = "/nonexistent/model.gguf"  # so that a flag ignored before the f
 @pytest.fixture(autouse=True)
 def no_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 2) -> str:
-    """Run the command; it must exit with `code` and print exactly one line on stderr."""
-    assert main(list(argv)) == code
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("selfinstruct: error: "), lines
-    return lines[0]
-
-
-def flag_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """A bad flag value: argparse's exit 2, its usage, then the one error line."""
-    with pytest.raises(SystemExit) as exit_:
-        main(list(argv))
-    assert exit_.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def superni_tasks(root: Path) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.analysis_run import SUMMARY, make_run
+from fixtures.cli_errors import one_line_error
 from fixtures.cli_process import run_selfinstruct
 from fixtures.llama_reference import reference_llama, reference_log_probs
 from servers.llama_server import cache_dir_for_tests, model_path_for_tests
@@ -176,13 +177,6 @@ def test_a_score_killed_midway_continues_on_rerun_and_ends_byte_identical(
 
 
 # -- bad input: one line, a non-zero exit, nothing written ------------------------------------------
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    assert main(list(argv)) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("selfinstruct: error: "), lines
-    return lines[0]
 
 
 @pytest.mark.parametrize(

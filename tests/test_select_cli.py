@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures.cli_errors import flag_error, one_line_error
 from fixtures.scored_run import files, make_scored_run, select, selected
 from servers.llama_server import cache_dir_for_tests
 
@@ -33,21 +34,6 @@ def run(tmp_path: Path) -> Path:
 def selection(run: Path) -> Path:
     select(run, "--by", "ifd", "--top", "60%")  # 3 of the 5 scored rows: 0.9, 0.7, 0.6
     return run / "selections" / "ifd-top60"
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    assert main(list(argv)) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("selfinstruct: error: "), lines
-    return lines[0]
-
-
-def flag_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """argparse's refusal: exit 2, its usage, then the one error line."""
-    with pytest.raises(SystemExit) as exit_:
-        main(list(argv))
-    assert exit_.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
 
 
 # -- bad input --------------------------------------------------------------------------------
