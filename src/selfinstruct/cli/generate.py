@@ -7,7 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.cli.options import backend_overrides, check_backend_flags, overrides, progress
+from selfinstruct.cli.options import (
+    check_backend_flags,
+    config_with_other_model,
+    overrides,
+    progress,
+)
 from selfinstruct.cli.summary import note, print_summary
 
 
@@ -73,24 +78,11 @@ def stage_command(stage: str, needs_model: bool) -> Callable[[argparse.Namespace
 
 
 def cmd_relabel(args: argparse.Namespace) -> int:
-    from selfinstruct.config import build_config, deep_merge, read_user_file, read_yaml_mapping
-    from selfinstruct.errors import InputFileError
     from selfinstruct.llm.openai.output_modes import settle_output_mode
     from selfinstruct.pipeline import Run
-    from selfinstruct.rundir import CONFIG_FILE
 
-    source_config = args.run / CONFIG_FILE
-    if not source_config.is_file():
-        raise InputFileError(f"{source_config}: not found; is {args.run} a run directory?")
-    teacher: dict[str, Any] = {}
-    if args.config is not None:
-        if not args.config.is_file():
-            raise InputFileError(f"{args.config}: config file not found")
-        teacher = read_yaml_mapping(read_user_file(args.config), str(args.config))
     # The source run's settings (seed, templates, seeds) with the teacher as the model.
-    given = deep_merge(teacher, backend_overrides(args))
-    config = build_config(config_file=source_config, overrides=given)
-    check_backend_flags(args, config.backend.kind)
+    config, given = config_with_other_model(args.run, args)
     config = _own_output_mode(config, args.run, given)
     # Unless named or recorded for this server, the teacher is asked in plain text whatever its
     # server supports: no probe (a slow server failed the command on it), and the new run's

@@ -286,3 +286,26 @@ def backend_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def progress(args: argparse.Namespace) -> bool:
     return not getattr(args, "no_progress", False)
+
+
+def config_with_other_model(run: Path, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """RUN's config with another model as its backend, as `relabel` (a teacher) and `score
+    --method judge` (a judge) take one: RUN/config.yaml, then --config (a YAML with that
+    model's `backend:` section), then the backend flags. Returns the config and what was given
+    over the run's (the output mode decision reads it)."""
+    from selfinstruct.config import build_config, deep_merge, read_user_file, read_yaml_mapping
+    from selfinstruct.errors import InputFileError
+    from selfinstruct.rundir import CONFIG_FILE
+
+    run_config = run / CONFIG_FILE
+    if not run_config.is_file():
+        raise InputFileError(f"{run_config}: not found; is {run} a run directory?")
+    other: dict[str, Any] = {}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise InputFileError(f"{args.config}: config file not found")
+        other = read_yaml_mapping(read_user_file(args.config), str(args.config))
+    given = deep_merge(other, backend_overrides(args))
+    config = build_config(config_file=run_config, overrides=given)
+    check_backend_flags(args, config.backend.kind)
+    return config, given

@@ -1,16 +1,15 @@
 """Commands on the quality of a run's rows: score (IFD or an LLM judge), select (by the scores).
 
-The judge's config is built as `relabel` builds its teacher's: the run's config.yaml (read,
-never rewritten), then --config (a YAML with the judge's `backend:` section), then the backend
-flags. The judge's sampling is its own (greedy, quality/judge.py).
+The judge's config is built as `relabel` builds its teacher's (options.config_with_other_model):
+the run's config.yaml (read, never rewritten), then --config (a YAML with the judge's `backend:`
+section), then the backend flags. The judge's sampling is its own (greedy, quality/judge.py).
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from selfinstruct.cli.options import BACKEND_FLAGS, backend_overrides, check_backend_flags, progress
+from selfinstruct.cli.options import BACKEND_FLAGS, config_with_other_model, progress
 from selfinstruct.cli.summary import note
 from selfinstruct.errors import ConfigError
 
@@ -51,7 +50,7 @@ def _score_judge(args: argparse.Namespace) -> int:
     if args.scorer_model is not None or args.threads is not None:
         raise ConfigError("--scorer-model and --threads apply to --method ifd")
 
-    entry = run_judge(args.run, judge_config(args), progress=progress(args), log=note)
+    entry = run_judge(args.run, config_with_other_model(args.run, args)[0], progress=progress(args), log=note)
     table = entry["table2"]
     shares = ", ".join(
         f"{name.replace('_', ' ')} {table[name]:.0%}" for name in table if table[name] is not None
@@ -63,27 +62,7 @@ def _score_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-def judge_config(args: argparse.Namespace) -> Any:
-    """The run's config with the judge as its backend (--config, then the flags)."""
-    from selfinstruct.config import build_config, deep_merge, read_user_file, read_yaml_mapping
-    from selfinstruct.errors import InputFileError
-    from selfinstruct.rundir import CONFIG_FILE
-
-    run_config = args.run / CONFIG_FILE
-    if not run_config.is_file():
-        raise InputFileError(f"{run_config}: not found; is {args.run} a run directory?")
-    judge: dict[str, Any] = {}
-    if args.config is not None:
-        if not args.config.is_file():
-            raise InputFileError(f"{args.config}: config file not found")
-        judge = read_yaml_mapping(read_user_file(args.config), str(args.config))
-    config = build_config(config_file=run_config, overrides=deep_merge(judge, backend_overrides(args)))
-    check_backend_flags(args, config.backend.kind)
-    return config
-
-
 def cmd_select(args: argparse.Namespace) -> int:
-    from selfinstruct.cli.summary import note
     from selfinstruct.quality.select import SelectOptions, funnel_line, select_run
 
     options = SelectOptions(
