@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfinstruct.analysis.score_stats import table2_estimate
 from selfinstruct.config import GenerationParams, RunConfig, cache_dir
 from selfinstruct.errors import InputFileError
 from selfinstruct.files import remove_partial_writes
 from selfinstruct.llm.engine import RequestEngine
 from selfinstruct.llm.types import ChatMessage, Completion, CompletionRequest
 from selfinstruct.prompts import ChatPrompts, ChatRowStage, QualityJudgePrompt, RatedRow, load_prompt
-from selfinstruct.quality.judge_reply import QUESTIONS, Verdict, read_verdict
+from selfinstruct.quality.judge_reply import Verdict, read_verdict
 from selfinstruct.records import Triple, read_records, write_json
 from selfinstruct.rundir import (
     CONFIG_FILE,
@@ -163,14 +164,9 @@ def judge_rows(engine: RequestEngine, prompts: JudgePrompts, triples: list[Tripl
 
 def table2(scores: list[Score]) -> dict[str, Any]:
     """The paper's Table 2 as this judge sees it: the share of scored rows with a valid task,
-    an appropriate input, a correct output and all three ("all_valid", as analysis names it; a
-    yes-probability >= 0.5 is a yes)."""
-    if not scores:
-        return {name: None for name in (*QUESTIONS, "all_valid")}
-    yes = [{name: float(s.details[name]) >= 0.5 for name in QUESTIONS} for s in scores]
-    shares = {name: round(sum(row[name] for row in yes) / len(yes), 4) for name in QUESTIONS}
-    shares["all_valid"] = round(sum(all(row.values()) for row in yes) / len(yes), 4)
-    return shares
+    an appropriate input, a correct output and all three, as the report counts them
+    (analysis/score_stats.py: a yes-probability >= 0.5 is a yes)."""
+    return {name: row["share"] for name, row in table2_estimate(scores).items()}
 
 
 def score_judge(
