@@ -224,3 +224,102 @@ def test_decisions_equal_rouge_score_on_real_sentences(tmp_path: Path, shared_da
     expected = reference_keep(texts, 0.7, pool=tuple(seeds[:40]))
     assert kept == [n for n, keep in enumerate(expected) if keep]
     assert 60 < len(kept) < 200
+
+
+# -- a JSON array (the run's own alpaca_data.json) is read as records and written as an array --
+
+
+def test_the_runs_own_alpaca_file_is_deduplicated_as_records_and_reads_back(tmp_path: Path) -> None:
+    from selfinstruct.exports.formats import write_exports
+    from selfinstruct.exports.run_source import read_triples
+    from selfinstruct.records import Triple
+
+    triples = [
+        Triple("Write a poem about the sea.", "", "Waves.\nMore waves."),
+        Triple("write a poem about the sea", "", "Salt."),  # a near-duplicate: dropped
+        Triple("Name three rivers in Europe.", "Start with the longest.", "Volga, Danube, Ural."),
+        Triple("Sort these numbers.", "3, 1, 2", "1, 2, 3"),
+    ]
+    run = tmp_path / "run"
+    (run / "finetuning_data").mkdir(parents=True)
+    source = write_exports(run / "finetuning_data", triples)["alpaca"]
+    out = tmp_path / "deduped" / "finetuning_data" / "alpaca_data.json"
+    out.parent.mkdir(parents=True)
+    report = dedup_file(source, out, progress=False)
+    assert (report.read, report.kept, report.dropped) == (4, 3, 1)
+    assert read_triples(tmp_path / "deduped") == [triples[0], triples[2], triples[3]]
+    # The kept items are the input's bytes: the same file, less one item, as `json.dumps` would write it.
+    kept = [json.loads(source.read_text())[i] for i in (0, 2, 3)]
+    assert out.read_text() == json.dumps(kept, ensure_ascii=False, indent=4) + "\n"
+
+
+def test_an_array_with_nothing_dropped_is_copied_byte_for_byte(tmp_path: Path) -> None:
+    data = (
+        '\ufeff [{"instruction": "Tell a joke.", "n": 1} ,\r\n\t{"n": 2, "instruction": "Café au lait?"}]\n'
+    )
+    source = write(tmp_path / "in.json", data.encode())
+    dedup_file(source, tmp_path / "out.json", progress=False)
+    assert (tmp_path / "out.json").read_bytes() == data.replace(" ,", ",").encode()
+
+
+def test_an_array_whose_items_are_all_duplicates_of_the_pool_becomes_an_empty_array(tmp_path: Path) -> None:
+    pool = write(tmp_path / "pool.json", json.dumps([{"instruction": "Tell a joke."}], indent=2).encode())
+    source = write(tmp_path / "in.json", json.dumps([{"instruction": "tell a joke"}], indent=2).encode())
+    report = dedup_file(source, tmp_path / "out.json", pool_path=pool, progress=False)
+    assert (report.pool, report.kept) == (1, 0)
+    assert json.loads((tmp_path / "out.json").read_text()) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ('[\n  {"instruction": "Cut off."},\n', r":3: not valid JSON \(Expecting value at column 1\)"),
+        ('[\n  {"instruction": "A."},\n  "B."\n]\n', r":3: item 2: expected a JSON object, got str"),
+        ('[\n  {"input": "x"}\n]\n', r":2: item 1: field 'instruction' is missing"),
+        ('{\n  "instruction": "One object, pretty-printed."\n}\n', r": one JSON object over several lines"),
+        ('{"instruction": "cut off\n', r":1: not valid JSON"),
+    ],
+)
+def test_a_json_document_that_is_not_an_array_of_records_is_refused_and_nothing_is_written(
+    tmp_path: Path, data: str, message: str
+) -> None:
+    source = write(tmp_path / "in.json", data.encode())
+    with pytest.raises(InputFileError, match=rf"^{source}{message}"):
+        dedup_file(source, tmp_path / "out.json", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.json"]
+
+
+def test_a_text_file_whose_first_line_is_json_stays_text(tmp_path: Path) -> None:
+    data = b'["a", "b"]\n[Note] Write a poem about the sea.\n[Note] write a poem about the sea\n'
+    source = write(tmp_path / "in.txt", data)
+    assert dedup_file(source, tmp_path / "out.txt", progress=False).kept == 2
+    assert (tmp_path / "out.txt").read_bytes() == b"".join(data.splitlines(keepends=True)[:2])
+
+
+def test_a_non_regular_input_or_output_has_its_own_message(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.jsonl", jsonl("Something."))
+    with pytest.raises(
+        InputFileError, match=r"^/dev/null: the input is a character device, not a regular file$"
+    ):
+        dedup_file("/dev/null", tmp_path / "out.jsonl")
+    with pytest.raises(
+        InputFileError, match=r"^/dev/null: the output is a character device, not a regular file$"
+    ):
+        dedup_file(source, "/dev/null")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_the_command_refuses_a_device_and_a_cut_array_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fixtures.cli_errors import one_line_error
+
+    out = tmp_path / "x.json"
+    assert one_line_error(capsys, "dedup", "/dev/null", "--out", str(out)) == (
+        "selfinstruct: error: /dev/null: the input is a character device, not a regular file"
+    )
+    cut = write(tmp_path / "cut.json", b'[\n    {"instruction": "a"},\n')
+    assert one_line_error(capsys, "dedup", str(cut), "--out", str(out)).endswith(
+        "cut.json:3: not valid JSON (Expecting value at column 1)"
+    )
+    assert not out.exists()

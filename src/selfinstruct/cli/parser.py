@@ -112,8 +112,12 @@ def _add_generate_commands(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_relabel)
 
     p = sub.add_parser("dedup", help="drop near-duplicate instructions (ROUGE-L) from a dataset")
-    p.add_argument("input", type=Path, help="JSONL with an instruction field, or plain text lines")
-    p.add_argument("--out", required=True, type=Path, help="output file (kept lines, byte for byte)")
+    p.add_argument(
+        "input",
+        type=Path,
+        help="JSONL with an instruction field, a JSON array of such objects, or text lines",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output file (kept records, byte for byte)")
     p.add_argument("--pool", type=Path, help="records to compare against but not to output")
     p.add_argument("--threshold", type=float, default=0.7, help="drop if ROUGE-L F > this (default 0.7)")
     p.add_argument(
