@@ -91,11 +91,15 @@ def test_the_bootstrap_is_never_batched(fake: BatchApiFake, tmp_path: Path) -> N
 
 def test_a_batch_that_expires_half_done_keeps_its_answers_and_resubmits_the_rest(tmp_path: Path) -> None:
     with BatchApiFake(lines_per_poll=2, expire_after=4) as fake:
-        results = engine_for(fake, tmp_path).run(requests(10), "classify")
+        engine = engine_for(fake, tmp_path)
+        results = engine.run(requests(10), "classify")
         stats = fake.stats()
     assert texts(results) == [f"answer to: task {i}" for i in range(10)]
     assert stats["batches"] == 3  # 4 + 4 + 2
     assert stats["paid_twice"] == [] and len(stats["answered"]) == 10
+    books = engine.stats()["classify"]
+    # Sent again: the 6 lines the first batch did not run, then the 2 the second did not.
+    assert (books["sent"], books["succeeded"], books["retries"]) == (10, 10, 6 + 2)
 
 
 def test_error_file_lines_are_retried_and_then_reported_in_failed_jsonl(tmp_path: Path) -> None:
@@ -110,6 +114,8 @@ def test_error_file_lines_are_retried_and_then_reported_in_failed_jsonl(tmp_path
     failure = json.loads((tmp_path / "failed.jsonl").read_text())
     assert failure["key"] == always_failing and "HTTP 500" in failure["reason"] and failure["attempts"] == 3
     assert engine.store.get(always_failing) is None
+    books = engine.stats()["classify"]
+    assert (books["sent"], books["failed"], books["retries"]) == (4, 1, 2)  # the failing line, twice more
 
 
 def test_a_refused_line_fails_at_once(tmp_path: Path) -> None:

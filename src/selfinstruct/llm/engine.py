@@ -270,7 +270,7 @@ class RequestEngine:
             bar.update(1)
 
         try:
-            hand_over(executor, stage, pending, accept, reject)
+            hand_over(executor, stage, pending, accept, reject, lambda key, reason: books.retried())
         finally:
             bar.close()
             books.ended(time.monotonic() - started)

@@ -24,6 +24,8 @@ from selfinstruct.llm.types import Completion, CompletionRequest
 Answered = Callable[[str, Completion], None]
 # (key, reason, attempts): a request that failed for good in this invocation.
 Failed = Callable[[str, str, int], None]
+# (key, reason): a request sent again after a try that failed (a batch's next round).
+Retried = Callable[[str, str], None]
 
 
 class Executor(Protocol):
@@ -34,9 +36,15 @@ class Executor(Protocol):
     shows_progress: bool
 
     def execute(
-        self, stage: str, pending: Sequence[tuple[str, CompletionRequest]], answered: Answered, failed: Failed
+        self,
+        stage: str,
+        pending: Sequence[tuple[str, CompletionRequest]],
+        answered: Answered,
+        failed: Failed,
+        retried: Retried,
     ) -> None:
-        """Send every pending request and report each one's outcome exactly once.
+        """Send every pending request and report each one's outcome exactly once, and each
+        time it sends one again (what the summary counts as a retry).
 
         A request it could not report (the job died) is reported failed by the engine.
         """
@@ -51,12 +59,15 @@ def hand_over(
     pending: dict[str, CompletionRequest],
     accept: Answered,
     reject: Failed,
+    retry: Retried,
 ) -> None:
     """Send `pending` (store key -> request) through `executor`; every key's outcome reaches
-    `accept` or `reject` exactly once, whatever the executor reports.
+    `accept` or `reject` exactly once, whatever the executor reports, and each time it is
+    sent again, `retry`.
 
     An outcome for a key not asked for, or reported a second time, is dropped: an answer is
-    stored once and counted once. A key the executor never reported is rejected.
+    stored once and counted once. So is a retry of a key not asked for or already settled.
+    A key the executor never reported is rejected.
     """
     settled: set[str] = set()
 
@@ -70,6 +81,10 @@ def hand_over(
             settled.add(key)
             reject(key, reason, attempts)
 
-    executor.execute(stage, list(pending.items()), answered, failed)
+    def retried(key: str, reason: str) -> None:
+        if key in pending and key not in settled:
+            retry(key, reason)
+
+    executor.execute(stage, list(pending.items()), answered, failed, retried)
     for key in pending:
         failed(key, f"{executor.name}: no result came back", 1)

@@ -30,7 +30,7 @@ from typing import Any
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.files import append_line
-from selfinstruct.llm.executors.base import Answered, Failed
+from selfinstruct.llm.executors.base import Answered, Failed, Retried
 from selfinstruct.llm.openai.answer import parse_answer
 from selfinstruct.llm.openai.batches import TERMINAL, BatchClient, batch_line, read_results, split_into_files
 from selfinstruct.llm.openai.client import OpenAIBackend
@@ -111,17 +111,24 @@ class BatchExecutor:
         self.price_factor = 1.0 - config.batch_discount
 
     def execute(
-        self, stage: str, pending: Sequence[tuple[str, CompletionRequest]], answered: Answered, failed: Failed
+        self,
+        stage: str,
+        pending: Sequence[tuple[str, CompletionRequest]],
+        answered: Answered,
+        failed: Failed,
+        retried: Retried,
     ) -> None:
         todo = dict(pending)
         reasons: dict[str, str] = {}
         journal = BatchJournal(self._journal_path)
-        for _ in range(self._rounds):
+        for round_ in range(self._rounds):
             if not todo:
                 return
             batches = [b for b in journal.open_for(stage) if any(k in todo for k in b.keys)]
             covered = {k for b in batches for k in b.keys}
             new = [(k, r) for k, r in todo.items() if k not in covered]
+            for key, _ in new if round_ else ():  # a line the last round did not answer, sent again
+                retried(key, reasons.get(key, "not answered"))
             batches += self._upload(stage, new, journal)
             for entry in batches:
                 if entry.batch_id is None:
@@ -133,7 +140,7 @@ class BatchExecutor:
                     if kind == "answer":
                         answered(key, value)
                     elif kind == "permanent":  # a 400: sending it again would fail again
-                        failed(key, f"batch: {value}", 1)
+                        failed(key, f"batch: {value}", round_ + 1)
                     else:
                         reasons[key] = value
                         continue

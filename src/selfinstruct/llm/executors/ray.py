@@ -28,7 +28,7 @@ from typing import Any
 
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.executors.base import Answered, Failed
+from selfinstruct.llm.executors.base import Answered, Failed, Retried
 from selfinstruct.llm.openai import wire
 from selfinstruct.llm.openai.answer import parse_answer
 from selfinstruct.llm.openai.client import OpenAIBackend
@@ -62,7 +62,12 @@ class RayExecutor:
         self._ray_module = import_ray()
 
     def execute(
-        self, stage: str, pending: Sequence[tuple[str, CompletionRequest]], answered: Answered, failed: Failed
+        self,
+        stage: str,
+        pending: Sequence[tuple[str, CompletionRequest]],
+        answered: Answered,
+        failed: Failed,
+        retried: Retried,  # unused: Ray's workers retry a row themselves, out of sight
     ) -> None:
         if not pending:
             return
