@@ -73,17 +73,25 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.ray
-def test_a_ray_run_stores_and_writes_exactly_what_a_local_run_does(local_run: Path, tmp_path: Path) -> None:
+def test_a_ray_run_over_two_endpoints_stores_and_writes_exactly_what_a_local_run_does(
+    local_run: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    with StubProcess(delay="0.01") as stub:
-        result = run(stub.base_url, out, "--executor", "ray")
-        received = stub.stats()["completions"]
+    with StubProcess(delay="0.01") as first, StubProcess(delay="0.01") as second:
+        result = run([first.base_url, second.base_url], out, "--executor", "ray")
+        received = {stub.base_url: stub.stats()["completions"] for stub in (first, second)}
     assert result.returncode == 0, result.stderr
     assert run_outputs(out) == run_outputs(local_run)
     assert stored(out) == stored(local_run)
-    summary = json.loads((out / "summary.json").read_text())["requests"]
-    assert summary["classify"]["succeeded"] == N and summary["classify"]["prompt_tokens"] > 0
-    assert received == sum(s["sent"] for s in summary.values())  # each request sent once
+    summary = json.loads((out / "summary.json").read_text())
+    requests = summary["requests"]
+    assert requests["classify"]["succeeded"] == N and requests["classify"]["prompt_tokens"] > 0
+    assert sum(received.values()) == sum(s["sent"] for s in requests.values())  # each request sent once
+    # Each endpoint's answers, the Ray job's rows included (the bootstrap's are sent from here).
+    answered = {e["url"]: e["answered"] for e in summary["endpoints"]}
+    assert answered == received
+    for url in received:
+        assert f"endpoint {url}: answered {received[url]}, 0 errors" in result.stderr
 
 
 @pytest.mark.ray

@@ -142,6 +142,15 @@ class Router:
             raise
         self.release(ticket, Outcome.SUCCESS)
 
+    def tally(self, route: Route, answered: bool) -> None:
+        """Count an outcome of a request sent to `route` from elsewhere (a Ray job's row),
+        not admitted here: it counts in the summary as the router's own do."""
+        with self._cond:
+            if answered:
+                route.answered += 1
+            else:
+                route.errors += 1
+
     def report(self) -> list[dict[str, Any]]:
         """Per route: what it answered and how its breaker fared (the run's summary)."""
         return [

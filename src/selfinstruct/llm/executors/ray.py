@@ -29,6 +29,7 @@ from typing import Any
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.executors.base import Answered, Failed, Retried
+from selfinstruct.llm.control.routing import Route, Router
 from selfinstruct.llm.openai import wire
 from selfinstruct.llm.openai.answer import parse_answer
 from selfinstruct.llm.openai.client import OpenAIBackend
@@ -46,10 +47,15 @@ class RayExecutor:
     def __init__(self, config: BackendConfig, backend: Backend) -> None:
         self._config = config
         self._ray = config.ray
+        # Per key, the route of the pool's router its row was dealt to: each endpoint's
+        # answers are counted there, as the local engine counts them (the summary's endpoints).
+        self._route_of: dict[str, Route] = {}
+        self._router: Router | None = None
         if self._ray.processor == "http":
             # The servers and their weights, as the backend holds them (endpoint_pool.py).
             if isinstance(backend, EndpointPool):
                 self._servers = [(e.client, e.config.weight) for e in backend.endpoints]
+                self._router = backend.router
             elif isinstance(backend, OpenAIBackend):
                 self._servers = [(backend, 1.0)]
             else:
@@ -77,9 +83,13 @@ class RayExecutor:
             for row in self._rows_back(pending):
                 key = row["key"]
                 try:
-                    answered(key, self._completion(row, by_key[key]))
+                    completion = self._completion(row, by_key[key])
                 except RetryableBackendError as exc:
+                    self._tally(key, answered=False)
                     failed(key, f"{self.name}: {exc}", 1)
+                    continue
+                self._tally(key, answered=True)
+                answered(key, completion)
         except BackendError:
             raise
         except Exception as exc:  # the job failed (a row's retries spent, workers lost)
@@ -89,6 +99,11 @@ class RayExecutor:
 
     def close(self) -> None:
         """Ray stays up for the process's next stage; a Ray this process started ends with it."""
+
+    def _tally(self, key: str, answered: bool) -> None:
+        route = self._route_of.pop(key, None)
+        if self._router is not None and route is not None:
+            self._router.tally(route, answered)
 
     # -- the job ---------------------------------------------------------------------------
 
@@ -120,14 +135,18 @@ class RayExecutor:
         from ray.data.llm import HttpRequestProcessorConfig
 
         shares = deal_by_weight(len(pending), [weight for _, weight in self._servers])
+        routes = {r.name: r for r in self._router.routes} if self._router is not None else {}
         datasets = []
         start = 0
         for (member, _), count in zip(self._servers, shares, strict=True):
             rows: list[dict[str, Any]] = []
             path = ""
+            route = routes.get(member.base_url)
             for key, request in pending[start : start + count]:
                 path, body = member.request_body(request)  # one route per API: the same for all
                 rows.append({"key": key, "payload": body})
+                if route is not None:
+                    self._route_of[key] = route
             start += count
             if not rows:
                 continue
