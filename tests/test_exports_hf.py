@@ -146,3 +146,35 @@ def test_a_license_that_is_not_an_id_is_refused_by_the_parser(
         main(["export", "hf", str(run), "--license", "all rights: reserved"])
     assert exit_.value.code == 2
     assert "is not a license id" in capsys.readouterr().err
+
+
+def test_with_the_seed_tasks_the_card_says_which_rows_people_wrote(
+    tmp_path: Path, make_run: RunFactory, shared_data: Path
+) -> None:
+    from selfinstruct.records import Triple
+    from selfinstruct.seeds import load_seed_tasks
+    from selfinstruct.stages.prepare import seed_triples
+
+    out = tmp_path / "seeded"
+    make_run(out, ScriptedModel(), finetune_data={"include_seed_tasks": True}).run_all()
+    assert main(["export", "hf", str(out)]) == 0
+    _, body = card_of(out / "finetuning_data" / "hf_dataset")
+    rows = [
+        Triple.from_json(r) for r in json.loads((out / "finetuning_data" / "alpaca_data.json").read_text())
+    ]
+    seeds = seed_triples(load_seed_tasks(shared_data / "seed_tasks.jsonl"))
+    assert rows[-len(seeds) :] == seeds and len(rows) > len(seeds)  # the seed rows are the last ones
+    n, k = len(rows), len(seeds)
+    assert (
+        f"the last {k} of the {n} rows (rows {n - k + 1} to {n}) are the instances of the seed tasks of "
+        "`seed_tasks.jsonl`, human-written seeds, not written by the model" in body
+    )
+    assert f"The {n - k} other rows (all but the last {k}, the seed tasks') were written by a model" in body
+    assert "Every output was written by a model" not in body
+
+
+def test_without_the_seed_tasks_the_card_says_every_row_is_the_models(run: Path) -> None:
+    assert main(["export", "hf", str(run)]) == 0
+    _, body = card_of(run / "finetuning_data" / "hf_dataset")
+    assert "seed tasks not included" in body
+    assert "Every output was written by a model and none was checked by a person" in body

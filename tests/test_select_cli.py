@@ -170,6 +170,23 @@ def test_export_hf_loads_the_selected_rows_and_its_card_says_how_they_were_chose
     assert "| training examples (this dataset) |  | 3 |  |" in card
 
 
+def test_a_selection_with_the_seed_tasks_has_a_card_that_says_which_rows_people_wrote(run: Path) -> None:
+    from selfinstruct.seeds import load_seed_tasks
+    from selfinstruct.stages.prepare import seed_triples
+
+    select(run, "--by", "ifd", "--top", "60%", "--include-seed-tasks")
+    selection = run / "selections" / "ifd-top60"
+    assert main(["export", "hf", str(selection)]) == 0
+    card = (selection / "finetuning_data" / "hf_dataset" / "README.md").read_text("utf-8")
+    k = len(seed_triples(load_seed_tasks(None)))
+    n = 3 + k
+    assert (
+        f"the last {k} of the {n} rows (rows 4 to {n}) are the instances of the paper's 175 seed tasks, "
+        "human-written seeds, not written by the model" in card
+    )
+    assert f"The 3 other rows (all but the last {k}, the seed tasks') were written by a model" in card
+
+
 def test_export_llamafactory_rewrites_the_same_index_and_openai_exports_the_rows(selection: Path) -> None:
     data = selection / "finetuning_data"
     written = (data / "dataset_info.json").read_bytes()

@@ -75,6 +75,7 @@ def card_text(
 
     name = f"Self-Instruct data: {run.resolve().name}"
     meta = yaml.safe_dump(front_matter(name, data, license_id), sort_keys=False, allow_unicode=True)
+    seeds = SeedRows.of(config, summary, data.rows)
     body = [
         f"# {name}",
         "",
@@ -85,7 +86,7 @@ def card_text(
         "",
         "## How it was made",
         "",
-        *_making(config, summary),
+        *_making(config, summary, seeds),
         "",
         "## Funnel",
         "",
@@ -110,7 +111,7 @@ def card_text(
         "",
         "## Caveats",
         "",
-        "Every output was written by a model and none was checked by a person: expect wrong answers and "
+        f"{seeds.caveat()} and none was checked by a person: expect wrong answers and "
         "ill-posed tasks (the paper rated 54% of its GPT-3 samples valid in every field; a smaller model "
         "does worse). Review a sample before training on it (`selfinstruct review`).",
         "",
@@ -121,7 +122,68 @@ def card_text(
     return f"---\n{meta}---\n\n" + "\n".join(body) + "\n"
 
 
-def _making(config: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+@dataclass(frozen=True)
+class SeedRows:
+    """Which rows of the data are the seed tasks' own instances, written by people.
+
+    `prepare` (and `relabel`, `select`) add them after the generated rows when
+    `finetune_data.include_seed_tasks` is set; their number is what the step's funnel entry
+    counts beyond the generated rows it kept.
+    """
+
+    included: bool
+    count: int | None  # None: not recorded
+    rows: int  # all rows of the data
+    source: str  # whose seed tasks
+
+    @classmethod
+    def of(cls, config: dict[str, Any], summary: dict[str, Any], rows: int) -> SeedRows:
+        data = config_section(config, "finetune_data") if config else {}
+        path = config.get("seed_tasks") if config else None
+        source = f"the seed tasks of `{Path(str(path)).name}`" if path else "the paper's 175 seed tasks"
+        included = bool(data.get("include_seed_tasks"))
+        return cls(included, _seed_count(summary.get("funnel") or {}, rows) if included else 0, rows, source)
+
+    def making(self) -> str:
+        if not self.included or self.count == 0:
+            return "seed tasks not included" if not self.included else "seed tasks included, none in the data"
+        if self.count is None:
+            return (
+                f"seed tasks included: the rows after the generated ones are the instances of {self.source}, "
+                "human-written seeds, not written by the model; how many is not recorded"
+            )
+        first = self.rows - self.count + 1
+        return (
+            f"seed tasks included: the last {self.count} of the {self.rows} rows (rows {first} to {self.rows}) are "
+            f"the instances of {self.source}, human-written seeds, not written by the model"
+        )
+
+    def caveat(self) -> str:
+        if not self.included or self.count == 0:
+            return "Every output was written by a model"
+        if self.count is None:
+            return "Every output but the seed tasks' was written by a model"
+        return (
+            f"The {self.rows - self.count} other rows (all but the last {self.count}, the seed tasks') "
+            "were written by a model"
+        )
+
+
+def _seed_count(funnel: dict[str, Any], rows: int) -> int | None:
+    """The seed rows of the data, from the funnel entry of the step that wrote it (the one
+    whose training rows are the data's rows): its rows beyond the generated ones it kept."""
+    for stage in ("select", "relabel", "prepare"):
+        entry = funnel.get(stage)
+        if not isinstance(entry, dict) or entry.get("training_triples") != rows:
+            continue
+        counts = entry.get("rows") if stage == "select" else entry.get("instances")
+        kept = (counts or {}).get("selected" if stage == "select" else "accepted")
+        if isinstance(kept, int) and 0 <= kept <= rows:
+            return rows - kept
+    return None
+
+
+def _making(config: dict[str, Any], summary: dict[str, Any], seed_rows: SeedRows) -> list[str]:
     if not config:
         return ["The run directory holds no config.yaml: the model and settings are not recorded."]
     backend = config_section(config, "backend")
@@ -142,8 +204,7 @@ def _making(config: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         f"- Seed tasks: {f'`{Path(str(seeds)).name}`' if seeds else 'the 175 seed tasks packaged with selfinstruct'}",
         f"- Instructions asked for: {bootstrap.get('num_instructions', 'unknown')}; a new instruction was "
         f"dropped when its ROUGE-L with one already kept exceeded {filters.get('rouge_threshold', 'unknown')}",
-        f"- At most {data.get('max_instances_per_task', 'unknown')} instances per instruction; seed tasks "
-        f"{'included' if data.get('include_seed_tasks') else 'not included'}",
+        f"- At most {data.get('max_instances_per_task', 'unknown')} instances per instruction; {seed_rows.making()}",
     ]
     relabel = (summary.get("funnel") or {}).get("relabel")
     if isinstance(relabel, dict):
