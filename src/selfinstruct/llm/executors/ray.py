@@ -28,8 +28,8 @@ from typing import Any
 
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.executors.base import Answered, Failed, Retried
 from selfinstruct.llm.control.routing import Route, Router
+from selfinstruct.llm.executors.base import Answered, Failed, Retried
 from selfinstruct.llm.openai import wire
 from selfinstruct.llm.openai.answer import parse_answer
 from selfinstruct.llm.openai.client import OpenAIBackend
