@@ -239,7 +239,9 @@ def test_a_whole_run_with_batch_matches_an_online_run(tmp_path: Path) -> None:
     from servers.openai_stub import OpenAIStub
 
     config = tmp_path / "fast.yaml"
-    config.write_text("backend:\n  batch_poll_s: 0.02\n")
+    config.write_text(
+        "backend:\n  batch_poll_s: 0.02\n  price_per_1k_input: 1.0\n  price_per_1k_output: 2.0\n"
+    )
 
     def run(url: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(run_argv(url, out, 8, *extra), capture_output=True, text=True, timeout=120)
@@ -254,6 +256,49 @@ def test_a_whole_run_with_batch_matches_an_online_run(tmp_path: Path) -> None:
     assert run_outputs(tmp_path / "batched" / "run") == run_outputs(tmp_path / "online" / "run")
     assert stats["batches"] == 2 and stats["paid_twice"] == []  # classify and instances
     assert (tmp_path / "batched" / "run" / "batches.jsonl").exists()
+    # The projection prices each stage as it is sent: the bootstrap online, the rest at the discount.
+    summary = json.loads((tmp_path / "batched" / "run" / "summary.json").read_text())
+    projection, spent = summary["projection"], summary["requests"]
+    assert {name: s["price_factor"] for name, s in projection["stages"].items()} == {
+        "bootstrap": 1.0,
+        "classify": 0.5,
+        "instances": 0.5,
+    }
+    scale = 8 / summary["funnel"]["bootstrap"]["accepted"]
+    assert projection["projected_cost"] == pytest.approx(scale * sum(s["cost"] for s in spent.values()))
+    online = sum(s.get("online_cost", s["cost"]) for s in spent.values())
+    assert projection["projected_online_cost"] == pytest.approx(scale * online)
+    assert projection["projected_cost"] < projection["projected_online_cost"]
+    cost, online = projection["projected_cost"], projection["projected_online_cost"]
+    assert (
+        f"projection: ~${cost:.4f} (${online:.4f} online) for 8 instructions, every stage\n" in batched.stderr
+    )
+
+
+def test_after_the_bootstrap_the_projection_prices_the_batched_stages_at_the_discount(tmp_path: Path) -> None:
+    from servers.openai_stub import OpenAIStub
+
+    config = tmp_path / "priced.yaml"
+    config.write_text("backend:\n  price_per_1k_input: 1.0\n  price_per_1k_output: 2.0\n")
+    stub = OpenAIStub("m", scripted=True)
+    with BatchApiFake(answer=lambda body: stub.answer(body["prompt"], body.get("seed"))) as fake:
+        argv = run_argv(fake.base_url, tmp_path / "run", 8, "--batch", "--config", str(config))
+        argv[argv.index("run")] = "bootstrap"
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    projection = json.loads((tmp_path / "run" / "summary.json").read_text())["projection"]
+    stages = projection["stages"]
+    assert [stages[s]["basis"] for s in ("bootstrap", "classify", "instances")] == [
+        "seen",
+        "estimated",
+        "estimated",
+    ]
+    assert [stages[s]["price_factor"] for s in ("bootstrap", "classify", "instances")] == [1.0, 0.5, 0.5]
+    assert projection["projected_cost"] == pytest.approx(sum(s["cost"] for s in stages.values()))
+    assert projection["projected_online_cost"] == pytest.approx(
+        sum(s["online_cost"] for s in stages.values())
+    )
+    assert projection["projected_cost"] < projection["projected_online_cost"]
 
 
 def test_a_run_killed_while_polling_resumes_the_same_batches(tmp_path: Path) -> None:

@@ -30,6 +30,20 @@ def snapshot(out: Path) -> dict[str, bytes]:
     }
 
 
+class AlpacaModel(ScriptedModel):
+    """Answers the alpaca-2023 prompt with two new tasks (tokens: words, as the scripted model)."""
+
+    def complete(self, request: CompletionRequest, timeout: float) -> Completion:
+        rng = random.Random(request.params.seed)
+        words = " ".join(rng.sample(WORDS, 6))
+        other = " ".join(rng.sample(WORDS, 6))
+        text = (
+            f" Describe {words}.\n4. Input:\n<noinput>\n4. Output:\nIt is fine.\n###\n"
+            f"5. Instruction: Sort {other} now.\n5. Input:\n{words}\n5. Output:\nsorted"
+        )
+        return Completion(text, "stop", len(request.prompt.split()), len(text.split()))
+
+
 def test_run_writes_every_stage_file_and_the_funnel_adds_up(tmp_path: Path, make_run: RunFactory) -> None:
     run = make_run(tmp_path / "run", ScriptedModel())
     summary = run.run_all()
@@ -99,17 +113,6 @@ def test_concurrency_does_not_change_the_output(tmp_path: Path, make_run: RunFac
 
 
 def test_alpaca_preset_runs_one_stage(tmp_path: Path, make_run: RunFactory) -> None:
-    class AlpacaModel(ScriptedModel):
-        def complete(self, request: CompletionRequest, timeout: float) -> Completion:
-            rng = random.Random(request.params.seed)
-            words = " ".join(rng.sample(WORDS, 6))
-            other = " ".join(rng.sample(WORDS, 6))
-            text = (
-                f" Describe {words}.\n4. Input:\n<noinput>\n4. Output:\nIt is fine.\n###\n"
-                f"5. Instruction: Sort {other} now.\n5. Input:\n{words}\n5. Output:\nsorted"
-            )
-            return Completion(text, "stop")
-
     run = make_run(tmp_path / "alp", AlpacaModel(), n=6, preset="alpaca-2023")
     summary = run.run_all()
     assert summary["funnel"]["bootstrap"]["accepted"] == 6
@@ -120,22 +123,77 @@ def test_alpaca_preset_runs_one_stage(tmp_path: Path, make_run: RunFactory) -> N
     assert len(rows) == 6 and {r["input"] == "" for r in rows} == {True, False}
 
 
-def test_summary_projects_the_bootstrap_cost_when_prices_are_set(
+PRICED = {"price_per_1k_input": 1.0, "price_per_1k_output": 2.0, "retry_base_s": 0.01}
+
+
+def test_the_projection_of_a_finished_run_is_what_every_stage_cost(
     tmp_path: Path, make_run: RunFactory
 ) -> None:
-    run = make_run(
-        tmp_path / "run",
-        ScriptedModel(),
-        n=6,
-        backend={"price_per_1k_input": 1.0, "price_per_1k_output": 2.0, "retry_base_s": 0.01},
-    )
-    summary = run.run_all()
-    projection = summary["funnel"]["bootstrap"]["projection"]
-    assert projection["done_units"] == projection["total_units"] == 6
-    stats = summary["requests"]["bootstrap"]
-    expected = stats["prompt_tokens"] / 1000 * 1.0 + stats["completion_tokens"] / 1000 * 2.0
-    assert projection["cost_so_far"] == pytest.approx(expected) and expected > 0
-    assert summary["requests"]["bootstrap"]["cost"] == pytest.approx(expected)
+    summary = make_run(tmp_path / "run", ScriptedModel(), n=6, backend=PRICED).run_all()
+    assert summary["funnel"]["bootstrap"]["accepted"] == 6  # all N: nothing to scale
+    projection, requests = summary["projection"], summary["requests"]
+    assert {name: stage["basis"] for name, stage in projection["stages"].items()} == {
+        "bootstrap": "seen",
+        "classify": "seen",
+        "instances": "seen",
+    }
+    for name, stage in projection["stages"].items():
+        spent = requests[name]
+        assert (stage["prompt_tokens"], stage["completion_tokens"]) == (
+            spent["prompt_tokens"],
+            spent["completion_tokens"],
+        )
+        assert stage["cost"] == pytest.approx(spent["cost"]) and stage["cost"] > 0
+    cost = sum(s["cost"] for s in requests.values())
+    assert projection["projected_cost"] == pytest.approx(cost) == projection["projected_online_cost"]
+    assert projection["instructions"] == 6 and "projection" not in summary["funnel"]["bootstrap"]
+
+
+def test_after_the_bootstrap_the_projection_estimates_every_later_stage(
+    tmp_path: Path, make_run: RunFactory
+) -> None:
+    out = tmp_path / "run"
+    run = make_run(out, ScriptedModel(), n=20, backend=PRICED)
+    run.bootstrap()
+    early = json.loads((out / SUMMARY_FILE).read_text())["projection"]
+    run.classify()
+    run.instances()
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["funnel"]["bootstrap"]["accepted"] == 20
+    stages, spent = early["stages"], summary["requests"]
+    assert stages["bootstrap"]["basis"] == "seen"
+    for name in ("classify", "instances"):
+        estimate = stages[name]
+        assert estimate["basis"] == "estimated" and estimate["requests"] == 20  # one per instruction
+        # Prompt tokens: the stage's own prompts at the run's tokens per character.
+        assert estimate["prompt_tokens"] == pytest.approx(spent[name]["prompt_tokens"], rel=0.15)
+        # Answers at their max_tokens: an upper bound.
+        assert estimate["completion_tokens"] >= spent[name]["completion_tokens"]
+    # The whole run, not the bootstrap alone (about a tenth of it here), and never below what it cost.
+    cost = sum(s["cost"] for s in spent.values())
+    assert stages["bootstrap"]["cost"] < 0.2 * cost
+    assert cost <= early["projected_cost"] < 2 * cost
+    assert summary["projection"]["projected_cost"] == pytest.approx(cost)
+
+
+def test_a_stage_run_by_an_earlier_command_keeps_its_figures(tmp_path: Path, make_run: RunFactory) -> None:
+    out = tmp_path / "run"
+    make_run(out, ScriptedModel(), n=6, backend=PRICED).bootstrap()
+    bootstrap = json.loads((out / SUMMARY_FILE).read_text())["projection"]["stages"]["bootstrap"]
+    make_run(
+        out, ScriptedModel(), n=6, backend=PRICED
+    ).classify()  # a new invocation: `selfinstruct classify`
+    projection = json.loads((out / SUMMARY_FILE).read_text())["projection"]
+    assert projection["stages"]["bootstrap"] == bootstrap
+    assert [projection["stages"][s]["basis"] for s in ("classify", "instances")] == ["seen", "estimated"]
+
+
+def test_the_alpaca_pipeline_projects_its_one_stage(tmp_path: Path, make_run: RunFactory) -> None:
+    summary = make_run(tmp_path / "alp", AlpacaModel(), n=6, preset="alpaca-2023", backend=PRICED).run_all()
+    projection = summary["projection"]
+    assert list(projection["stages"]) == ["alpaca"]
+    cost = summary["requests"]["alpaca"]["cost"]
+    assert projection["projected_cost"] == pytest.approx(cost) and cost > 0
 
 
 def test_relabel_replaces_outputs_with_the_teachers_and_keeps_the_tasks(

@@ -67,6 +67,9 @@ class Run:
         self._lock: RunLock | None = None
         # summary.json as this invocation writes it: read once (in open(), or at the first write).
         self._summary: dict[str, Any] | None = None
+        # Instructions each stage covered in this invocation, and the run's cost projected from them.
+        self._covered: dict[str, int] = {}
+        self._projection: dict[str, Any] | None = None
 
     # -- set-up -----------------------------------------------------------------------------
     def open(self, needs_model: bool = True) -> None:
@@ -179,13 +182,9 @@ class Run:
                 f"{self.config.bootstrap.max_idle_rounds * self.config.bootstrap.prompts_per_round} "
                 "prompts in a row without a new one"
             )
-        update: dict[str, Any] = {**result.funnel.to_json(), "seconds": _since(started)}
-        if self._engine is not None and result.records:
-            # What N instructions cost at this run's rate: the basis for planning a bigger run.
-            update["projection"] = self._engine.project(
-                "bootstrap", len(result.records), self.config.bootstrap.num_instructions
-            )
-        self._write_summary({"bootstrap": update})
+        self._covered["alpaca" if self.config.pipeline == "alpaca" else "bootstrap"] = len(result.records)
+        self._project([r["instruction"] for r in result.records])
+        self._write_summary({"bootstrap": {**result.funnel.to_json(), "seconds": _since(started)}})
         return result.records
 
     def classify(self) -> list[dict[str, Any]]:
@@ -196,6 +195,10 @@ class Run:
         tasks = self._read(INSTRUCTIONS_FILE, "bootstrap", INSTRUCTION_FIELDS)
         records = identify_classification(self.context(), [t["instruction"] for t in tasks])
         write_jsonl(self.out / self.classification_path().name, records)
+        self._covered["classify"] = len(records)
+        self._project(
+            [r["instruction"] for r in records], {r["instruction"]: r["is_classification"] for r in records}
+        )
         n_yes = sum(is_classification_answer(r["is_classification"]) for r in records)
         self._write_summary(
             {"classify": {"instructions": len(records), "classification": n_yes, "seconds": _since(started)}}
@@ -220,6 +223,8 @@ class Run:
         merged = [{**t, "is_classification": labels[t["instruction"]]} for t in tasks]
         records = generate_instances(self.context(), merged)
         write_jsonl(self.out / INSTANCES_FILE, records)
+        self._covered["instances"] = len(records)
+        self._project([t["instruction"] for t in merged], labels)
         self._write_summary({"instances": {"tasks": len(records), "seconds": _since(started)}})
         return records
 
@@ -276,6 +281,23 @@ class Run:
         self.prepare()
         return self.summary()
 
+    def _project(self, instructions: list[str], labels: dict[str, str] | None = None) -> None:
+        """What the whole run will cost, from what is known now (stages/projection.py)."""
+        if self._engine is None or not instructions:
+            return
+        from selfinstruct.stages.projection import project_run
+
+        if self._summary is None:
+            self._summary = read_summary(self.out)
+        earlier = self._summary.get("projection")
+        self._projection = project_run(
+            self.context(),
+            self._covered,
+            instructions,
+            labels,
+            earlier if isinstance(earlier, dict) else None,
+        )
+
     # -- files ------------------------------------------------------------------------------
     def classification_path(self) -> Path:
         return self.out / classification_file(self.config.backend.model)
@@ -304,6 +326,9 @@ class Run:
             # Which prompts the stages sent and how answers came back (issue 11).
             summary["generation"] = prompt_style(self.config.backend)
             summary["requests"] = self._engine.stats()
+            if self._projection is not None:
+                # The whole run's cost, every stage, as known after the latest one.
+                summary["projection"] = self._projection
             if len(self._engine.router.routes) > 1:
                 # What each server answered this invocation, and how often it was taken out.
                 summary["endpoints"] = self._engine.router.report()

@@ -47,7 +47,26 @@ def print_summary(out: Path, summary: dict[str, Any]) -> None:
             f"{s.get('retries', 0)} retries, {s.get('failed', 0)} failed, "
             f"{s.get('prompt_tokens', 0)}+{s.get('completion_tokens', 0)} tokens{reused}{cost}"
         )
+    projection = summary.get("projection")
+    if isinstance(projection, dict) and projection.get("projected_tokens") is not None:
+        lines.append(f"  projection: {projection_line(projection)}")
     for e in summary.get("endpoints") or []:
         opened = f", taken out {e['breaker_opened']}x" if e.get("breaker_opened") else ""
         lines.append(f"  endpoint {e['url']}: answered {e['answered']}, {e['errors']} errors{opened}")
     note("\n".join(lines))
+
+
+def projection_line(p: dict[str, Any]) -> str:
+    """`~$5.80 for 100 instructions, every stage ($9.10 online); classify, instances estimated`."""
+    if p.get("projected_cost") is not None:
+        figure = f"~${p['projected_cost']:.4f}"
+        online = p.get("projected_online_cost")
+        if online is not None and abs(online - p["projected_cost"]) > 1e-9:
+            figure += f" (${online:.4f} online)"
+    else:
+        figure = f"~{p['projected_tokens']:,} tokens"
+    line = f"{figure} for {p.get('instructions')} instructions, every stage"
+    estimated = [name for name, s in (p.get("stages") or {}).items() if s.get("basis") == "estimated"]
+    if estimated:
+        line += f"; {', '.join(estimated)} estimated (answers at their max_tokens)"
+    return line

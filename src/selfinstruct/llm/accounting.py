@@ -40,6 +40,9 @@ class StageStats:
     throttle_events: int = 0  # of those, the ones that cut the concurrency limit
     concurrency_limit: int = 0  # the admission limit when the stage's latest batch ended
     prompt_tokens: int = 0
+    # The characters of those prompts (the messages' text for a chat request): the run's
+    # tokens per character, which estimates a stage not yet run (stages/projection.py).
+    prompt_chars: int = 0
     prompt_tokens_reused: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
@@ -72,10 +75,11 @@ class StageBooks:
         with self._lock:
             self.stats.sent += count
 
-    def answered(self, completion: Completion) -> None:
+    def answered(self, completion: Completion, prompt_chars: int = 0) -> None:
         with self._lock:
             self.stats.succeeded += 1
             self.stats.prompt_tokens += completion.prompt_tokens
+            self.stats.prompt_chars += prompt_chars
             self.stats.prompt_tokens_reused += int(completion.extra.get("prompt_tokens_reused", 0))
             self.stats.completion_tokens += completion.completion_tokens
 
@@ -132,6 +136,16 @@ class Accounting:
         """The books of the stage (made at its first request)."""
         with self.lock:
             return StageBooks(self._stages.setdefault(name, StageStats()), self.lock)
+
+    def stats(self, stage: str) -> StageStats | None:
+        """A copy of the stage's counts so far; None before its first request."""
+        with self.lock:
+            stats = self._stages.get(stage)
+            return None if stats is None else StageStats(**asdict(stats))
+
+    def price(self, prompt_tokens: float, completion_tokens: float) -> float | None:
+        """The online price of these tokens; None without prices."""
+        return self._cost(prompt_tokens, completion_tokens) if self._priced else None
 
     def report(self) -> dict[str, dict[str, Any]]:
         """Per stage: counts, tokens, elapsed seconds, and cost when prices are known."""
@@ -197,7 +211,7 @@ class Accounting:
     def _priced(self) -> bool:
         return self.price_per_1k_input is not None or self.price_per_1k_output is not None
 
-    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+    def _cost(self, prompt_tokens: float, completion_tokens: float) -> float:
         return prompt_tokens / 1000 * (self.price_per_1k_input or 0.0) + completion_tokens / 1000 * (
             self.price_per_1k_output or 0.0
         )

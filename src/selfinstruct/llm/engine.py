@@ -226,7 +226,7 @@ class RequestEngine:
     ) -> None:
         # Durable first, then used: a crash after this line never loses a paid answer.
         self.store.put(key, stage, self._request_meta(request), completion)
-        books.answered(completion)
+        books.answered(completion, request.text_length())
 
     def _reject(
         self, key: str, request: CompletionRequest, stage: str, books: StageBooks, reason: str, attempts: int

@@ -56,6 +56,12 @@ class CompletionRequest:
         rendered = "\n\n".join(f"[{m.role}]\n{m.content}" for m in messages)
         return cls(rendered, params, sample_index, tuple(messages), response_schema)
 
+    def text_length(self) -> int:
+        """The characters the model reads: the prompt, or the messages' text (not their roles)."""
+        if self.messages:
+            return sum(len(m.content) for m in self.messages)
+        return len(self.prompt)
+
     def key(self, backend_identity: dict[str, Any]) -> str:
         """A stable hash of everything that determines the response; never includes secrets."""
         payload: dict[str, Any] = {

@@ -23,25 +23,28 @@ def render_classify_prompt(prompt: ClassifyPrompt, instruction: str) -> str:
     return "\n\n".join([prompt.header.strip(), *blocks, f"Task: {instruction.strip()}\n{prompt.question}"])
 
 
+def classify_requests(ctx: StageContext, instructions: list[str]) -> list[CompletionRequest]:
+    """One request per instruction: the few-shot prompt, or a chat model's question."""
+    params = ctx.config.classify.generation
+    backend = ctx.config.backend
+    if backend.chat_prompts():
+        json_mode = json_output(backend)
+        prompt, demos = ctx.prompts.chat.classify, ctx.prompts.classify
+        return [classify_request(prompt, demos, text, json_mode, params) for text in instructions]
+    return [
+        CompletionRequest(prompt=render_classify_prompt(ctx.prompts.classify, text), params=params)
+        for text in instructions
+    ]
+
+
 def identify_classification(ctx: StageContext, instructions: list[str]) -> list[dict[str, Any]]:
     """One record per instruction: {instruction, is_classification: the raw answer}, as the reference.
 
     A chat model's reply (JSON or a sentence) is read here and stored as "Yes" or "No", so that
     every later step reads the answer one way; the reply itself is kept as `reply`.
     """
-    params = ctx.config.classify.generation
-    backend = ctx.config.backend
-    chat = backend.chat_prompts()
-    if chat:
-        json_mode = json_output(backend)
-        prompt, demos = ctx.prompts.chat.classify, ctx.prompts.classify
-        requests = [classify_request(prompt, demos, text, json_mode, params) for text in instructions]
-    else:
-        requests = [
-            CompletionRequest(prompt=render_classify_prompt(ctx.prompts.classify, text), params=params)
-            for text in instructions
-        ]
-    completions = ctx.complete_all(requests, "classify")
+    chat = ctx.config.backend.chat_prompts()
+    completions = ctx.complete_all(classify_requests(ctx, instructions), "classify")
     records = []
     for text, completion in zip(instructions, completions, strict=True):
         if chat:

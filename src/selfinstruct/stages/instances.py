@@ -44,12 +44,9 @@ def render_classification_prompt(prompt: InstancesClassificationPrompt, instruct
     return "\n\n".join(blocks)
 
 
-def generate_instances(ctx: StageContext, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each task record ({instruction, is_classification, ...}), the raw instance text.
-
-    Records keep every field they came with (most_similar, ...) plus `raw_instances` and
-    `instance_metadata`, as the reference's machine_generated_instances.jsonl.
-    """
+def instance_requests(ctx: StageContext, tasks: list[dict[str, Any]]) -> list[CompletionRequest]:
+    """One request per task record ({instruction, is_classification, ...}): output-first for a
+    classification task, input-first for the others."""
     cfg = ctx.config.instances
     prompts = ctx.prompts
     # Stop before an example beyond the wanted number, as the reference does ("Example 6").
@@ -76,9 +73,19 @@ def generate_instances(ctx: StageContext, tasks: list[dict[str, Any]]) -> list[d
         else:
             request = CompletionRequest(render_generation_prompt(demos, instruction), params)
         requests.append(request)
-    completions = ctx.complete_all(requests, "instances")
+    return requests
+
+
+def generate_instances(ctx: StageContext, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each task record ({instruction, is_classification, ...}), the raw instance text.
+
+    Records keep every field they came with (most_similar, ...) plus `raw_instances` and
+    `instance_metadata`, as the reference's machine_generated_instances.jsonl.
+    """
+    completions = ctx.complete_all(instance_requests(ctx, tasks), "instances")
     # A chat model's reply is parsed by parsing.chat_answers (parsing.instances_of_record reads this).
-    style = prompt_style(backend) if chat else {}
+    backend = ctx.config.backend
+    style = prompt_style(backend) if backend.chat_prompts() else {}
     out = []
     for task, completion in zip(tasks, completions, strict=True):
         record = dict(task)
