@@ -310,14 +310,17 @@ def bootstrap_instructions(ctx: StageContext) -> BootstrapResult:
 
 
 def _show_projection(bar: Any, ctx: StageContext, stage: str, done: int, total: int) -> None:
-    """Tokens (and cost, when prices are set) so far and projected for N instructions."""
+    """Tokens (and cost, when prices are set) so far and projected for this stage's N instructions
+    (the later stages are projected after it, in the summary: stages/projection.py)."""
     if ctx.engine is None or done == 0:
         return
     p = ctx.engine.project(stage, done, total)
     if p["projected_cost"] is not None:
-        bar.set_postfix_str(f"${p['cost_so_far']:.4f} so far, ~${p['projected_cost']:.4f} for {total}")
+        bar.set_postfix_str(
+            f"${p['cost_so_far']:.4f} so far, ~${p['projected_cost']:.4f} for {total} ({stage})"
+        )
     elif p["projected_tokens"] is not None:
-        bar.set_postfix_str(f"{p['tokens_so_far']} tokens, ~{p['projected_tokens']} for {total}")
+        bar.set_postfix_str(f"{p['tokens_so_far']} tokens, ~{p['projected_tokens']} for {total} ({stage})")
 
 
 def _progress(ctx: StageContext, stage: str, total: int) -> Any:
