@@ -147,7 +147,8 @@ def test_a_base_url_with_credentials_is_refused_without_repeating_them(
         assert f"use {bare} " in message and "SECRET" not in message and "\n" not in message
 
 
-# A run's config.yaml as this version records it (backend with endpoints, chat, prices, Ray, batch).
+# A run's config.yaml as this version records it (backend with endpoints, chat, prices, Ray; not
+# batch, which cannot run with Ray or several endpoints: BackendConfig.conflict).
 RECORDED = Path(__file__).parent / "fixtures" / "recorded_config.yaml"
 
 
