@@ -274,8 +274,8 @@ def check_ray_address(configured: str | None) -> None:
 
     The address is the one `ray.init()` will use: backend.ray.address, else $RAY_ADDRESS
     (which also replaces "auto"); none or "local" starts Ray on this machine, unchecked.
-    "auto" is resolved the way Ray resolves it. The check opens a TCP connection to the
-    cluster's port and closes it: nothing is started, on this machine or the cluster.
+    "auto" is resolved the way Ray resolves it. The check greets the cluster's gRPC port
+    and hangs up: nothing is started, on this machine or the cluster.
     """
     named, source = _ray_address(configured)
     if named is None or named == "local":
@@ -295,16 +295,38 @@ def check_ray_address(configured: str | None) -> None:
     host, port = _host_and_port(address)
     if not host or not port.isdigit():
         raise ConfigError(f"{source}={named}: not a Ray address (host:port, ray://host:port, auto or local)")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=_ADDRESS_CHECK_S).close()
-    except OSError as exc:
-        reason = (exc.strerror or type(exc).__name__).lower()
+    silent = _no_grpc_server_at(host.strip("[]"), int(port))
+    if silent is not None:
         raise ConfigError(
-            f"{source}={named}: no Ray cluster answers at {host}:{port} ({reason}); start one "
+            f"{source}={named}: no Ray cluster answers at {host}:{port} ({silent}); start one "
             f"(ray start --head), or unset {source} and --executor ray starts Ray for the run"
-        ) from None
+        )
 
 
+def _no_grpc_server_at(host: str, port: int) -> str | None:
+    """Why no gRPC server (Ray's GCS, its client server) answers at host:port, or None.
+
+    HTTP/2's client preface and an empty SETTINGS frame; a gRPC server answers with its own
+    SETTINGS frame. More than a TCP connection: a proxy or another service may accept that.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=_ADDRESS_CHECK_S) as conn:
+            conn.sendall(_HTTP2_PREFACE)
+            reply = b""
+            while len(reply) < 9:  # a frame header: length (3), type (1), flags (1), stream (4)
+                chunk = conn.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError as exc:
+        return (exc.strerror or str(exc) or type(exc).__name__).lower()
+    if len(reply) < 9 or reply[3] != _HTTP2_SETTINGS:
+        return "what listens there is not a Ray cluster"
+    return None
+
+
+_HTTP2_SETTINGS = 0x4
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, _HTTP2_SETTINGS, 0, 0, 0, 0, 0])
 _ADDRESS_CHECK_S = 5.0
 
 
