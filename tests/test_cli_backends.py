@@ -186,3 +186,55 @@ def test_a_base_url_with_credentials_is_one_line_that_never_holds_them(tmp_path:
     )
     assert secret not in result.stdout + result.stderr
     assert not out.exists()
+
+
+# -- a URL that is not the API's base: said so at start, with the URL that is -----------------------
+
+
+def refusal_at_start(url: str, out: Path) -> str:
+    """The one line a run against `url` stops with, before anything is written."""
+    result = selfinstruct(
+        "run", "--out", str(out), "--backend", "openai", "--base-url", url, "--model", MODEL, "--no-progress"
+    )  # fmt: skip
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("selfinstruct: error: "), result.stderr
+    assert not out.exists()
+    return lines[0].removeprefix("selfinstruct: error: ")
+
+
+@pytest.mark.parametrize("path", ["", "/", "/v1/completions", "/v1/chat/completions"])
+def test_a_url_beside_the_api_is_not_an_unknown_model_and_the_api_url_is_suggested(
+    path: str, tmp_path: Path
+) -> None:
+    with OpenAIStub(MODEL) as stub:
+        url = stub.base_url.removesuffix("/v1") + path
+        line = refusal_at_start(url, tmp_path / "run")
+        assert not [r for r in stub.received if r.method == "POST"]  # no prompt was sent
+    base = url.rstrip("/")
+    assert line == (
+        f"{base} does not look like an OpenAI-compatible API (GET {base}/models: HTTP 404); "
+        f"{stub.base_url} answers as one: use --base-url {stub.base_url}"
+    )
+
+
+def test_a_url_with_no_api_near_it_is_said_to_be_none(tmp_path: Path) -> None:
+    with OpenAIStub(MODEL) as stub:
+        url = stub.base_url.removesuffix("/v1") + "/api"
+        line = refusal_at_start(url, tmp_path / "run")
+    assert line == (
+        f"{url} does not look like an OpenAI-compatible API (GET {url}/models: HTTP 404); "
+        "its base URL usually ends in /v1"
+    )
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("path", ["", "/v1/completions"])
+def test_llama_cpp_beside_its_api_is_not_an_unknown_model(
+    smollm2_server: str, path: str, tmp_path: Path
+) -> None:
+    # llama-cpp-python's server answers any model name; a 404 from it is a wrong route.
+    url = smollm2_server.removesuffix("/v1") + path
+    line = refusal_at_start(url, tmp_path / "run")
+    assert "unknown model" not in line
+    assert line.endswith(f"answers as one: use --base-url {smollm2_server}")

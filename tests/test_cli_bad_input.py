@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -325,9 +326,10 @@ def test_review_of_a_corrupt_ratings_file_stops_before_serving(tmp_path: Path) -
     ]
 
 
-def test_a_closed_stdout_pipe_ends_with_one_line_and_the_sigpipe_status() -> None:
+def test_a_closed_stdout_pipe_ends_silently_with_the_sigpipe_status() -> None:
+    # What `cat` or `seq` do when their reader is gone: stop, say nothing, status 128 + SIGPIPE.
     read_end, write_end = os.pipe()
-    os.close(read_end)  # the reader is gone before anything is written (`| head -1` after its line)
+    os.close(read_end)  # the reader is gone before anything is written (`| true`)
     try:
         result = subprocess.run(
             [sys.executable, "-m", "selfinstruct", "config"],
@@ -338,8 +340,138 @@ def test_a_closed_stdout_pipe_ends_with_one_line_and_the_sigpipe_status() -> Non
         )
     finally:
         os.close(write_end)
-    assert result.returncode == 141
-    assert result.stderr == "selfinstruct: stopped: the reader of its output closed the pipe\n"
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_config_piped_to_head_prints_its_first_line_and_succeeds() -> None:
+    # The README's example: the whole config fits in the pipe, so it is written before head
+    # closes it; under pipefail the pipeline still succeeds, and nothing is said on stderr.
+    command = f"{shlex.quote(sys.executable)} -m selfinstruct config | head -1"
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "preset: selfinstruct-2022\n", "")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_stdout_that_cannot_be_written_is_one_line() -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "selfinstruct", "config"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert result.stderr == "selfinstruct: error: cannot write to standard output (No space left on device)\n"
+
+
+# -- bad values and flags that cannot run together: one line, before anything is written -----------
+
+
+def run_flags(out: Path, *flags: str) -> list[str]:
+    return ["run", "--out", str(out), "-n", "1", "--no-progress", *flags]
+
+
+@pytest.mark.parametrize(
+    ("urls", "needle"),
+    [
+        (
+            ["http://127.0.0.1:abc/v1"],
+            "'http://127.0.0.1:abc/v1': the port 'abc' is not a number from 1 to 65535",
+        ),
+        (["http://127.0.0.1:18840:99/v1"], "the port '18840:99' is not a number"),
+        (
+            ["STUB", "http://127.0.0.1:abc/v1"],
+            "backend.endpoints.1.url: Value error, 'http://127.0.0.1:abc/v1'",
+        ),
+        (["STUB", "http://127.0.0.1:18840:99/v1"], "the port '18840:99' is not a number"),
+        (["notaurl"], "'notaurl' is not a URL: a base URL looks like http://127.0.0.1:8080/v1"),
+        (["http://"], "'http://' is not a URL"),
+        (["127.0.0.1:8080/v1"], "'127.0.0.1:8080/v1' is not a URL"),
+        (["http://127.0.0.1:0/v1"], "the port '0' is not a number from 1 to 65535"),
+    ],
+)
+def test_a_base_url_that_is_not_a_server_url_is_one_line_before_any_key_check(
+    urls: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No key is set (no_api_key): before the fix a non-loopback URL failed on that instead.
+    out = tmp_path / "run"
+    with OpenAIStub("m") as stub:
+        flags = [arg for url in urls for arg in ("--base-url", stub.base_url if url == "STUB" else url)]
+        line = one_line_error(capsys, *run_flags(out, "--backend", "openai", "--model", "m", *flags))
+        assert stub.hits() == 0
+    assert needle in line and "API key" not in line
+    assert not out.exists()
+
+
+# Each with the config file's text (or None), the flags after it, and what the line says.
+CANNOT_RUN = {
+    "--batch --executor ray": (
+        None,
+        ["--backend", "openai", "--base-url", "STUB", "--batch", "--executor", "ray"],
+        "--batch and --executor ray (backend.batch, backend.executor) both send the stateless stages' "
+        "requests: choose one",
+    ),
+    "--executor ray on the embedded backend": (
+        None,
+        ["--model-path", NO_MODEL_FILE, "--executor", "ray"],
+        "--executor ray (backend.executor) sends HTTP requests to --base-url: it needs --backend openai, "
+        "not the embedded backend",
+    ),
+    "backend.batch on the embedded backend": (
+        "backend: {batch: true}\n",
+        ["--model-path", NO_MODEL_FILE],
+        "--batch (backend.batch) sends requests through a provider's Batch API: it needs --backend openai, "
+        "not the embedded backend",
+    ),
+    "--batch with two --base-url": (
+        None,
+        ["--backend", "openai", "--base-url", "STUB", "--base-url", "http://127.0.0.1:9/v1", "--batch"],
+        "give one --base-url, not 2",
+    ),
+    "--output-mode with --api completions": (
+        None,
+        ["--backend", "openai", "--base-url", "STUB", "--api", "completions", "--output-mode", "json_schema"],
+        "--output-mode applies to --api chat, not to --api completions",
+    ),
+    "the same URL twice": (
+        None,
+        ["--backend", "openai", "--base-url", "STUB", "--base-url", "STUB"],
+        "is given twice: give each server once",
+    ),
+    "the same server, once with a slash": (
+        None,
+        ["--backend", "openai", "--base-url", "STUB", "--base-url", "STUB/"],
+        "name the same server: give each server once",
+    ),
+    "an endpoint weight of .inf": (
+        "backend: {kind: openai, endpoints: [{url: STUB, weight: .inf}, http://127.0.0.1:9/v1]}\n",
+        [],
+        "backend.endpoints.0.weight: Input should be a finite number",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CANNOT_RUN))
+def test_settings_that_cannot_run_are_one_line_before_the_run_directory_is_made(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before the fix the conflicts were found once the directory, its .lock and config.yaml
+    # were made (exit 3), and the others ran.
+    text, flags, needle = CANNOT_RUN[case]
+    out = tmp_path / "run"
+    with OpenAIStub("m") as stub:
+        argv = [arg.replace("STUB", stub.base_url) for arg in flags]
+        if text is not None:
+            config = tmp_path / "c.yaml"
+            config.write_text(text.replace("STUB", stub.base_url), encoding="utf-8")
+            argv += ["--config", str(config)]
+        line = one_line_error(capsys, *run_flags(out, "--model", "m", *argv))
+        assert stub.hits() == 0
+    assert needle in line
+    assert not out.exists()
 
 
 # -- a BOM first, and a wrong value hidden by a flag -----------------------------------------------

@@ -147,7 +147,48 @@ def test_a_base_url_with_credentials_is_refused_without_repeating_them(
         assert f"use {bare} " in message and "SECRET" not in message and "\n" not in message
 
 
-# A run's config.yaml as this version records it (backend with endpoints, chat, prices, Ray, batch).
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.openai.com/v1",
+        "http://127.0.0.1:8080/v1",
+        "http://127.0.0.1:8080/v1/",
+        "HTTP://LOCALHOST:65535/v1",
+        "http://[::1]:8000/v1",
+        "http://llm.internal/openai/v1",
+    ],
+)
+def test_a_server_url_is_accepted_as_base_url_and_as_an_endpoint(url: str) -> None:
+    backend = build_config(
+        overrides={"backend": {"kind": "openai", "base_url": [url, "http://other/v1"]}}
+    ).backend
+    assert backend.base_url == url and backend.endpoint_list()[0].url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("notaurl", "'notaurl' is not a URL"),
+        ("http://", "'http://' is not a URL"),
+        ("localhost:8080/v1", "'localhost:8080/v1' is not a URL"),
+        ("ftp://127.0.0.1/v1", "is not a URL"),
+        ("http://[::1/v1", "is not a URL (Invalid IPv6 URL)"),
+        ("http://127.0.0.1:abc/v1", "the port 'abc' is not a number from 1 to 65535"),
+        ("http://127.0.0.1:18840:99/v1", "the port '18840:99' is not a number"),
+        ("http://127.0.0.1:99999/v1", "the port '99999' is not a number"),
+        ("http://127.0.0.1:-1/v1", "the port '-1' is not a number"),
+        ("http://127.0.0.1:8080/v1?key=1", "a base URL has no ?query or #fragment"),
+    ],
+)
+def test_a_url_that_names_no_server_is_refused_in_one_line(url: str, needle: str) -> None:
+    for backend in ({"base_url": url}, {"endpoints": ["http://127.0.0.1:9/v1", url]}):
+        with pytest.raises(ConfigError) as info:
+            build_config(overrides={"backend": {"kind": "openai", **backend}})
+        assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+# A run's config.yaml as this version records it (backend with endpoints, chat, prices, Ray; not
+# batch, which cannot run with Ray or several endpoints: BackendConfig.conflict).
 RECORDED = Path(__file__).parent / "fixtures" / "recorded_config.yaml"
 
 

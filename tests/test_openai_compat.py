@@ -276,6 +276,27 @@ def test_unknown_model_is_fatal_and_says_so(stub: OpenAIStub) -> None:
         backend_for(stub).complete(request(), timeout=5)
 
 
+def test_a_404_is_an_unknown_model_where_the_server_lists_its_models_without_ours() -> None:
+    with OpenAIStub("another-model") as stub:
+        stub.plan("*", Fault(404, json.dumps({"error": {"message": "Not Found"}})))
+        backend = backend_for(stub)
+        backend.check()
+        with pytest.raises(BackendError) as info:
+            backend.complete(request(), timeout=5)
+    assert str(info.value) == (
+        f"unknown model 'stub-model' at {stub.base_url} (HTTP 404: Not Found); it serves 'another-model'"
+    )
+
+
+def test_a_404_from_a_server_that_lists_our_model_is_not_called_an_unknown_model(stub: OpenAIStub) -> None:
+    stub.plan("*", Fault(404, json.dumps({"error": {"message": "Not Found"}})))
+    backend = backend_for(stub)
+    backend.check()
+    with pytest.raises(BackendError) as info:
+        backend.complete(request(), timeout=5)
+    assert str(info.value) == f"unexpected HTTP 404 from {stub.base_url}: Not Found"
+
+
 def test_a_bad_request_saying_the_model_does_not_exist_is_an_unknown_model(stub: OpenAIStub) -> None:
     stub.plan("*", bad_request("model 'stub-model' not found, try pulling it first"))
     with pytest.raises(BackendError, match=r"unknown model 'stub-model'.*HTTP 400"):
@@ -384,3 +405,15 @@ def test_chat_messages_are_never_flattened_into_a_completions_prompt(stub: OpenA
     with pytest.raises(BackendError, match="--api chat"):
         backend_for(stub).complete(chat, timeout=5)
     assert stub.received == [] or all(r.method != "POST" for r in stub.received)
+
+
+@pytest.mark.model
+def test_llama_cpp_answers_a_model_name_it_does_not_list(smollm2_server: str) -> None:
+    # Its models list names the GGUF's path; it serves that model under any name, so a name
+    # missing from the list is no reason to refuse at start.
+    backend = OpenAIBackend(BackendConfig(kind="openai", model="m", base_url=smollm2_server))
+    try:
+        backend.check()
+        assert backend.complete(request(max_tokens=2), timeout=60).completion_tokens >= 1
+    finally:
+        backend.close()

@@ -19,15 +19,18 @@ from pathlib import Path
 
 import pytest
 from conftest import run_argv, run_outputs
+from servers.llama_server import free_port
+from servers.openai_stub import OpenAIStub
 from servers.stub_process import StubProcess
 
 from selfinstruct.config import BackendConfig, GenerationParams, RayConfig
-from selfinstruct.errors import RetryableBackendError
+from selfinstruct.errors import ConfigError, RetryableBackendError
 from selfinstruct.llm.types import ChatMessage, CompletionRequest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (make setup installs it)")
 
 from selfinstruct.llm.executors.ray import (  # noqa: E402  (needs ray)
+    check_ray_address,
     deal_by_weight,
     vllm_completion,
     vllm_input,
@@ -195,6 +198,97 @@ def test_without_ray_the_executor_is_one_line_and_a_non_zero_exit(tmp_path: Path
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "pip install 'selfinstruct[ray]'" in result.stderr
+
+
+# -- the cluster's address, checked at start ---------------------------------------------------
+
+
+def ray_cluster_running() -> bool:
+    """Whether a Ray cluster runs on this machine (its GCS server is a process of its own)."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "gcs_server":
+                return True
+        except OSError:  # the process ended meanwhile
+            continue
+    return False
+
+
+def refused_ray_run(address: str, tmp_path: Path, stub: OpenAIStub | None = None) -> str:
+    """The one line of `run --executor ray` with RAY_ADDRESS=address; nothing asked, nothing written."""
+    out = tmp_path / "run"
+    # A temp dir of its own: no `ray start` recorded in /tmp/ray is found for "auto".
+    env = {**os.environ, "RAY_ADDRESS": address, "TMPDIR": str(tmp_path), "RAY_TMPDIR": str(tmp_path)}
+    with stub or OpenAIStub("m") as stub:
+        result = subprocess.run(
+            command(stub.base_url, out, "--executor", "ray"),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert stub.hits() == 0  # before the fix: the whole bootstrap, then a traceback
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("selfinstruct: error: "), result.stderr
+    assert not out.exists()
+    return lines[0].removeprefix("selfinstruct: error: ")
+
+
+def test_a_ray_address_where_nothing_answers_is_one_line_before_the_bootstrap(tmp_path: Path) -> None:
+    port = free_port()
+    line = refused_ray_run(f"127.0.0.1:{port}", tmp_path)
+    assert line == (
+        f"RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster answers at 127.0.0.1:{port} (connection refused); "
+        "start one (ray start --head), or unset RAY_ADDRESS and --executor ray starts Ray for the run"
+    )
+
+
+@pytest.mark.ray  # with the other Ray tests, one after another: none of them may run a cluster meanwhile
+def test_ray_address_auto_without_a_cluster_is_one_line_before_the_bootstrap(tmp_path: Path) -> None:
+    if ray_cluster_running():
+        pytest.skip("a Ray cluster runs on this machine: RAY_ADDRESS=auto would find it")
+    # A server that refuses the key: should a cluster start meanwhile (and the check pass),
+    # the run stops at once (exit 3) rather than run a Ray job.
+    stub = OpenAIStub("m", api_key="another key")
+    assert refused_ray_run("auto", tmp_path, stub) == (
+        "RAY_ADDRESS=auto: no Ray cluster is running on this machine; start one (ray start --head), "
+        "or unset RAY_ADDRESS and --executor ray starts Ray for the run"
+    )
+
+
+@pytest.mark.ray
+def test_a_running_cluster_passes_the_address_check() -> None:
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        check_ray_address(ray.get_runtime_context().gcs_address)
+    finally:
+        ray.shutdown()
+
+
+def test_a_port_where_something_else_listens_does_not_pass_the_address_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # The check greets the port as a gRPC client would (Ray's GCS and its client server speak
+    # gRPC): an HTTP/1 server accepts the connection but is no cluster.
+    with OpenAIStub("m") as stub:
+        address = stub.base_url.removeprefix("http://").removesuffix("/v1")
+        for named in (address, f"ray://{address}"):
+            with pytest.raises(ConfigError) as info:
+                check_ray_address(named)
+            assert str(info.value).startswith(
+                f"backend.ray.address={named}: no Ray cluster answers at {address} "
+                "(what listens there is not a Ray cluster)"
+            )
+    check_ray_address(None)  # no address: Ray starts on this machine, nothing to check
+    check_ray_address("local")
+
+
+def test_a_ray_address_without_a_port_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(ConfigError, match=r"^backend.ray.address=head: not a Ray address \(host:port, "):
+        check_ray_address("head")
 
 
 # -- the vLLM processor's mapping (vLLM itself is not installed here) ---------------------

@@ -54,10 +54,11 @@ def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:
 
 def start_backend(config: BackendConfig, cache_dir: Path) -> Backend:
     """Make the backend and check it answers (a bad key or a dead server fails here, at once)."""
-    if config.executor == "ray":  # a missing extra is found before any server is contacted
-        from selfinstruct.llm.executors.ray import import_ray
+    if config.executor == "ray":  # a missing extra or cluster is found before any server is contacted
+        from selfinstruct.llm.executors.ray import check_ray_address, import_ray
 
         import_ray()
+        check_ray_address(config.ray.address)
     backend = make_backend(config, cache_dir)
     backend.check()
     return backend
@@ -73,9 +74,7 @@ def build_engine(
     from selfinstruct.llm.store import ResponseStore
 
     executor: Executor | None = None
-    if config.batch:
-        if config.executor == "ray":
-            raise BackendError("--batch and --executor ray both send the stateless stages: choose one")
+    if config.batch:  # not with executor ray: build_config refuses that (BackendConfig.conflict)
         from selfinstruct.llm.executors.batch import BatchExecutor
 
         executor = BatchExecutor(config, backend, folder, progress)

@@ -38,6 +38,10 @@ class RunBusyError(SelfInstructError):
     """Another process is writing the same run directory (it holds the run's lock)."""
 
 
+class OutputError(SelfInstructError):
+    """Standard output cannot be written (a full disk, /dev/full); a closed pipe is not one."""
+
+
 class BackendError(SelfInstructError):
     """A model backend failed in a way that retrying will not fix (bad key, unknown model)."""
 

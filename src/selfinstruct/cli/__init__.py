@@ -10,6 +10,7 @@
     export.py          export openai / hf / llamafactory, and the list of formats
     analysis.py        analyze, review
     summary.py         the notes and the run summary on stderr
+    stdout.py          results on stdout, and a closed or failing stdout
 
 Heavy modules are imported inside the commands so that `selfinstruct --help` is instant.
 Every `SelfInstructError` becomes one line on stderr and a non-zero exit code.
@@ -21,12 +22,11 @@ import os
 import sys
 from collections.abc import Sequence
 
+from selfinstruct.cli import stdout
 from selfinstruct.cli.parser import PROG, build_parser
-from selfinstruct.errors import SelfInstructError
+from selfinstruct.errors import OutputError, SelfInstructError
 
 __all__ = ["build_parser", "main"]
-
-EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE, what a shell reports for a program the pipe killed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,16 +34,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-        sys.stdout.flush()  # here, so that a closed pipe is seen by the handler below
+        stdout.flush()  # here, so that a failed write is seen by the handlers below
         return code
-    except BrokenPipeError:
-        # The reader stopped early (`selfinstruct config | head -1`): stop with one line on
-        # stderr (the terminal, not the pipe) and the status of a program killed by SIGPIPE.
-        # Python would otherwise try to flush stdout again at exit and print a traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print(f"{PROG}: stopped: the reader of its output closed the pipe", file=sys.stderr)
-        return EXIT_BROKEN_PIPE
+    except stdout.ReaderGone:
+        # The reader stopped early (`selfinstruct config | true`): end as a program SIGPIPE
+        # stopped does, silently (its reader chose to stop) and with its status.
+        stdout.discard()
+        return stdout.EXIT_BROKEN_PIPE
     except SelfInstructError as exc:
+        if isinstance(exc, OutputError):
+            stdout.discard()
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from selfinstruct.cli.options import progress
+from selfinstruct.cli.stdout import say
 from selfinstruct.cli.summary import note
 
 
@@ -37,7 +38,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         if sample.is_file():  # the sample last served: ratings of earlier samples' items do not count
             shown = {str(item.get("id")) for item in read_jsonl(sample)}
             latest = {i: r for i, r in latest.items() if i in shown}
-        print(format_summary(summarize(latest, read_run_scores(args.run).get("judge"))))
+        say(format_summary(summarize(latest, read_run_scores(args.run).get("judge"))))
         return 0
     serve_review(args.run, args.host, args.port, args.sample, args.seed, not args.no_browser, log=note)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from selfinstruct.cli.stdout import say
 from selfinstruct.cli.summary import note
 
 # Each format the command writes, with the line `selfinstruct export --list` prints for it.
@@ -27,7 +28,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def list_formats() -> int:
     width = max(len(name) for name, _ in EXPORT_FORMATS)
     for name, text in EXPORT_FORMATS:
-        print(f"{name:<{width}}  {text}")
+        say(f"{name:<{width}}  {text}")
     return 0
 
 

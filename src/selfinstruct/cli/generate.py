@@ -13,6 +13,7 @@ from selfinstruct.cli.options import (
     overrides,
     progress,
 )
+from selfinstruct.cli.stdout import say
 from selfinstruct.cli.summary import note, print_summary
 
 
@@ -31,7 +32,7 @@ def resolve_config(args: argparse.Namespace, reuse_run_config: bool) -> Any:
         config_file = args.out / CONFIG_FILE
     flags = overrides(args)
     config = build_config(preset=None, config_file=config_file, overrides=flags)
-    check_backend_flags(args, config.backend.kind)
+    check_backend_flags(args, config.backend)
     if config_file is not None and config_file == args.out / CONFIG_FILE:
         config = _own_output_mode(config, args.out, flags)
     return config
@@ -121,7 +122,7 @@ def cmd_check_seeds(args: argparse.Namespace) -> int:
     tasks = load_seed_tasks(args.path)
     n_clf = sum(t.is_classification for t in tasks)
     n_empty = sum(all(not i.input for i in t.instances) for t in tasks)
-    print(
+    say(
         f"{args.path or 'packaged seeds'}: {len(tasks)} tasks, {n_clf} classification, "
         f"{n_empty} with empty input"
     )
@@ -131,5 +132,5 @@ def cmd_check_seeds(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from selfinstruct.config import build_config, dump_config
 
-    print(dump_config(build_config(preset=args.preset, config_file=args.config)), end="")
+    say(dump_config(build_config(preset=args.preset, config_file=args.config)), end="")
     return 0

@@ -10,9 +10,12 @@ import argparse
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfinstruct.errors import ConfigError
+
+if TYPE_CHECKING:
+    from selfinstruct.config import BackendConfig
 
 # config.PRESETS, spelled out so that `--help` needs no pydantic (a test keeps them equal).
 PRESETS = ["selfinstruct-2022", "alpaca-2023"]
@@ -219,14 +222,18 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return o
 
 
-def check_backend_flags(args: argparse.Namespace, kind: str) -> None:
+def check_backend_flags(args: argparse.Namespace, backend: BackendConfig) -> None:
     """Refuse a backend flag that the chosen backend would ignore (`--adapter` with an HTTP
     server would otherwise evaluate the server's model under the adapter's name)."""
+    kind = backend.kind
     for flag in BACKEND_FLAGS:
         if flag.backends and kind not in flag.backends and getattr(args, flag.dest, None) is not None:
             raise ConfigError(
                 f"{flag.names[0]} applies to --backend {' or '.join(flag.backends)}, not to the {kind} backend"
             )
+    # Only chat requests carry a response format (llm/openai/output_modes.py).
+    if getattr(args, "output_mode", None) is not None and backend.api != "chat":
+        raise ConfigError(f"--output-mode applies to --api chat, not to --api {backend.api}")
 
 
 def positive_int(text: str) -> int:
@@ -307,5 +314,5 @@ def config_with_other_model(run: Path, args: argparse.Namespace) -> tuple[Any, d
         other = read_yaml_mapping(read_user_file(args.config), str(args.config))
     given = deep_merge(other, backend_overrides(args))
     config = build_config(config_file=run_config, overrides=given)
-    check_backend_flags(args, config.backend.kind)
+    check_backend_flags(args, config.backend)
     return config, given

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfinstruct.cli.options import backend_overrides, check_backend_flags, progress
+from selfinstruct.cli.stdout import say
 from selfinstruct.cli.summary import note
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def cmd_evaluate_superni(args: argparse.Namespace) -> int:
 
     tasks = load_tasks(args.tasks, args.task)
     backend_config = build_config(config_file=args.config, overrides=backend_overrides(args)).backend
-    check_backend_flags(args, backend_config.kind)
+    check_backend_flags(args, backend_config)
     with started_models(args.out, progress(args), backend_config) as (model, _):
         predictions, metrics = evaluate_superni(
             model.engine, tasks, args.positive_examples, args.max_instances
@@ -114,7 +115,7 @@ def cmd_evaluate_superni(args: argparse.Namespace) -> int:
     }
     write_jsonl(args.out / "superni_predictions.jsonl", predictions)
     write_json(args.out / "superni_metrics.json", metrics)
-    print(format_table(metrics))
+    say(format_table(metrics))
     return 0
 
 
@@ -125,7 +126,7 @@ def cmd_evaluate_user_oriented(args: argparse.Namespace) -> int:
 
     tasks = load_user_tasks(args.file)[: args.limit]
     backend_config = build_config(config_file=args.config, overrides=backend_overrides(args)).backend
-    check_backend_flags(args, backend_config.kind)
+    check_backend_flags(args, backend_config)
     judge_run = build_config(config_file=args.judge_config) if args.judge_config else None
     judge_config = judge_run.backend if judge_run else None
     with started_models(args.out, progress(args), backend_config, judge_config) as (model, judge):
@@ -143,5 +144,5 @@ def cmd_evaluate_user_oriented(args: argparse.Namespace) -> int:
         metrics["judge"] = judge.identity()
     write_jsonl(args.out / "user_oriented_responses.jsonl", rows)
     write_json(args.out / "user_oriented_metrics.json", metrics)
-    print(format_table(metrics))
+    say(format_table(metrics))
     return 0

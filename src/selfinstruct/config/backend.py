@@ -10,19 +10,39 @@ files and the `config.yaml` recorded in existing runs load unchanged, and the co
 from __future__ import annotations
 
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from selfinstruct.config.strict import Strict
 
 
-def _url_without_credentials(value: str) -> str:
+def _server_url(value: str) -> str:
+    """`value` if it can name an OpenAI-compatible server: http(s), a host, a port that is a
+    number, no query or fragment, no credentials. Checked here, where the URL is read, so that a
+    typo is one line before anything runs (not an HTTP library's traceback at the first request,
+    nor a missing-key error for a URL that names no host)."""
+    example = "a base URL looks like http://127.0.0.1:8080/v1"
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # "[::1" (Invalid IPv6 URL)
+        raise ValueError(f"{value!r} is not a URL ({exc}): {example}") from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host or not host.isprintable() or " " in host:
+        raise ValueError(f"{value!r} is not a URL: {example}")
+    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{value!r}: the port {port!r} is not a number from 1 to 65535")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: a base URL has no ?query or #fragment: {example}")
+    return _url_without_credentials(value, parts)
+
+
+def _url_without_credentials(value: str, parts: SplitResult) -> str:
     # A URL is written to config.yaml, names the endpoint in the summary and in every error
     # message, and shows in `ps`: a secret in it would end up in all of them. Refused rather
     # than stripped and sent as basic auth: a later stage command reads the URL back from
     # config.yaml, which would then lack the credentials.
-    parts = urlsplit(value)
     if parts.username is None and parts.password is None:
         return value
     bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
@@ -32,19 +52,27 @@ def _url_without_credentials(value: str) -> str:
     )
 
 
+def _same_server(url: str) -> tuple[str, str, int | None, str]:
+    """What makes two URLs name the same server: case-blind scheme and host, the port
+    (the scheme's default when none is written), the path without a trailing slash."""
+    parts = urlsplit(url)
+    default_port = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return (parts.scheme.lower(), parts.hostname or "", parts.port or default_port, parts.path.rstrip("/"))
+
+
 class EndpointConfig(Strict):
     """One OpenAI-compatible server among several that serve the same model."""
 
     url: str
     # Its share of the work: requests go where (in flight + 1) / weight is lowest.
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     # Its own ceiling of requests in flight; None = backend.concurrency.
     concurrency: int | None = Field(default=None, ge=1, le=1024)
 
     @field_validator("url")
     @classmethod
-    def _no_credentials(cls, value: str) -> str:
-        return _url_without_credentials(value)
+    def _a_server_url(cls, value: str) -> str:
+        return _server_url(value)
 
 
 class RayConfig(Strict):
@@ -91,7 +119,7 @@ class ModelChoice(Strict):
 class HttpServer(Strict):
     """`kind: openai`: the OpenAI-compatible server(s), how to talk to them, and the key."""
 
-    # Base URL up to and including /v1; no user:password@ (see _no_credentials).
+    # Base URL up to and including /v1; checked by _server_url.
     base_url: str = "https://api.openai.com/v1"
     # Several servers with the same model behind them (vLLM replicas, llama.cpp servers):
     # each request goes to the one with the least outstanding work. When set, base_url is
@@ -124,8 +152,8 @@ class HttpServer(Strict):
 
     @field_validator("base_url")
     @classmethod
-    def _no_credentials(cls, value: str) -> str:
-        return _url_without_credentials(value)
+    def _a_server_url(cls, value: str) -> str:
+        return _server_url(value)
 
     @field_validator("endpoints", mode="before")
     @classmethod
@@ -133,6 +161,24 @@ class HttpServer(Strict):
         # `endpoints: [http://a/v1, http://b/v1]` is short for a list of {url: ...}.
         if isinstance(value, list | tuple):
             return [{"url": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _each_server_once(cls, value: tuple[EndpointConfig, ...]) -> tuple[EndpointConfig, ...]:
+        # Twice the same server would get twice the requests and two breakers that disagree;
+        # a larger share is what `weight` is for.
+        seen: dict[tuple[str, str, int | None, str], str] = {}
+        for endpoint in value:
+            key = _same_server(endpoint.url)
+            if key in seen:
+                twice = (
+                    f"{endpoint.url} is given twice"
+                    if endpoint.url == seen[key]
+                    else f"{seen[key]} and {endpoint.url} name the same server"
+                )
+                raise ValueError(f"{twice}: give each server once (a weight gives one a larger share)")
+            seen[key] = endpoint.url
         return value
 
     def endpoint_list(self) -> tuple[EndpointConfig, ...]:
@@ -231,6 +277,35 @@ class BackendConfig(ExecutorChoice, Pricing, RequestPolicy, InProcessRuntime, Ht
     def chat_prompts(self) -> bool:
         """Whether the stages talk to this backend with chat prompts (prompts/chat.yaml)."""
         return self.kind == "openai" and self.api == "chat"
+
+    def conflict(self) -> str | None:
+        """Why these settings cannot run together (each names its flag and its key), or None.
+
+        Not a validator of the model: a config file is validated on its own before the flags
+        are merged into it (loading.py), and a file may leave `kind: openai` to `--backend`.
+        build_config asks once all are merged, before any command makes a directory.
+        """
+        if self.batch and self.executor == "ray":
+            return (
+                "--batch and --executor ray (backend.batch, backend.executor) both send the "
+                "stateless stages' requests: choose one"
+            )
+        if self.batch and self.kind != "openai":
+            return (
+                "--batch (backend.batch) sends requests through a provider's Batch API: it needs "
+                f"--backend openai, not the {self.kind} backend"
+            )
+        if self.batch and len(self.endpoints) > 1:
+            return (
+                "--batch (backend.batch) sends every request through one provider's Batch API: "
+                f"give one --base-url, not {len(self.endpoints)}"
+            )
+        if self.executor == "ray" and self.ray.processor == "http" and self.kind != "openai":
+            return (
+                "--executor ray (backend.executor) sends HTTP requests to --base-url: it needs "
+                f"--backend openai, not the {self.kind} backend (or backend.ray.processor: vllm)"
+            )
+        return None
 
     @model_serializer(mode="wrap")
     def _in_recorded_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

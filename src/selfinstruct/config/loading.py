@@ -101,7 +101,11 @@ def build_config(
         # overrides it (the file is wrong, and will be used without that flag).
         validate_config(absolute_paths(data), str(config_file))
     data = deep_merge(data, overrides or {})
-    return validate_config(absolute_paths(data), "flags")
+    config = validate_config(absolute_paths(data), "flags")
+    conflict = config.backend.conflict()
+    if conflict is not None:
+        raise ConfigError(conflict)
+    return config
 
 
 def absolute_paths(data: dict[str, Any]) -> dict[str, Any]:

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from selfinstruct.config import BackendConfig
-from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.errors import BackendError, ConfigError, RetryableBackendError
 from selfinstruct.llm.control.routing import Route, Router
 from selfinstruct.llm.executors.base import Answered, Failed, Retried
 from selfinstruct.llm.openai import wire
@@ -289,6 +290,106 @@ def import_ray() -> Any:
     except ImportError as exc:
         raise BackendError(f"--executor ray needs {exc.name or 'ray'}: {INSTALL_HINT}") from None
     return ray
+
+
+def check_ray_address(configured: str | None) -> None:
+    """Refuse (ConfigError) a Ray cluster address that nothing answers at, before anything is
+    written: `ray.init()` would fail only at the first stateless stage, after the bootstrap.
+
+    The address is the one `ray.init()` will use: backend.ray.address, else $RAY_ADDRESS
+    (which also replaces "auto"); none or "local" starts Ray on this machine, unchecked.
+    "auto" is resolved the way Ray resolves it. The check greets the cluster's gRPC port
+    and hangs up: nothing is started, on this machine or the cluster.
+    """
+    named, source = _ray_address(configured)
+    if named is None or named == "local":
+        return
+    address = named
+    if named == "auto":
+        try:
+            found = _running_cluster()
+        except _CannotTell:
+            return  # ray.init() finds it, or fails, itself
+        if found is None:
+            raise ConfigError(
+                f"{source}=auto: no Ray cluster is running on this machine; start one "
+                f"(ray start --head), or unset {source} and --executor ray starts Ray for the run"
+            )
+        address = found
+    host, port = _host_and_port(address)
+    if not host or not port.isdigit():
+        raise ConfigError(f"{source}={named}: not a Ray address (host:port, ray://host:port, auto or local)")
+    silent = _no_grpc_server_at(host.strip("[]"), int(port))
+    if silent is not None:
+        raise ConfigError(
+            f"{source}={named}: no Ray cluster answers at {host}:{port} ({silent}); start one "
+            f"(ray start --head), or unset {source} and --executor ray starts Ray for the run"
+        )
+
+
+def _no_grpc_server_at(host: str, port: int) -> str | None:
+    """Why no gRPC server (Ray's GCS, its client server) answers at host:port, or None.
+
+    HTTP/2's client preface and an empty SETTINGS frame; a gRPC server answers with its own
+    SETTINGS frame. More than a TCP connection: a proxy or another service may accept that.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=_ADDRESS_CHECK_S) as conn:
+            conn.sendall(_HTTP2_PREFACE)
+            reply = b""
+            while len(reply) < 9:  # a frame header: length (3), type (1), flags (1), stream (4)
+                chunk = conn.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError as exc:
+        return (exc.strerror or str(exc) or type(exc).__name__).lower()
+    if len(reply) < 9 or reply[3] != _HTTP2_SETTINGS:
+        return "what listens there is not a Ray cluster"
+    return None
+
+
+_HTTP2_SETTINGS = 0x4
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, _HTTP2_SETTINGS, 0, 0, 0, 0, 0])
+_ADDRESS_CHECK_S = 5.0
+
+
+def _ray_address(configured: str | None) -> tuple[str | None, str]:
+    """The address `ray.init()` will connect to and where it was set (a key or a variable)."""
+    if configured not in (None, "", "auto"):
+        return configured, "backend.ray.address"
+    environment = os.environ.get("RAY_ADDRESS", "").strip()
+    if environment:
+        return environment, "RAY_ADDRESS"
+    return (configured or None), "backend.ray.address"
+
+
+class _CannotTell(Exception):
+    """This Ray cannot resolve "auto" without connecting (its internals moved)."""
+
+
+def _running_cluster() -> str | None:
+    """The host:port of the cluster "auto" names (the latest `ray start` here), or None."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:
+        raise _CannotTell from None
+    try:
+        return canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        return None
+    except Exception as exc:
+        raise _CannotTell from exc
+
+
+def _host_and_port(address: str) -> tuple[str, str]:
+    """A GCS address (host:port) or a Ray Client one (ray://host[:port], 10001 by default)."""
+    client = address.startswith("ray://")
+    rest = address.removeprefix("ray://").rstrip("/")
+    host, colon, port = rest.rpartition(":")
+    if client and (not colon or "]" in port):  # ray://head, ray://[::1]
+        return rest, "10001"
+    return host, port
 
 
 def _first_line(text: str) -> str:

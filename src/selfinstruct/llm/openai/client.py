@@ -57,6 +57,8 @@ class OpenAIBackend:
             raise BackendError("no API key: set OPENAI_API_KEY or backend.api_key_file")
         self._timeout_s = config.timeout_s
         self._clients = _ClientPool(self.headers(), config.timeout_s)
+        # The model ids the server listed at check(); None = not checked, or no list.
+        self._listed_models: list[str] | None = None
         # How a response_schema is sent (output_modes.py); "auto" until probe_output_mode().
         self.output_mode: str = config.output_mode
 
@@ -81,16 +83,41 @@ class OpenAIBackend:
         return [{**self.identity(), "base_url": self._base_url}]
 
     def check(self) -> None:
-        """Fail fast (BackendError) when the server cannot be reached or rejects the key."""
-        url = f"{self._base_url}/models"
-        try:
-            with self._clients.lend() as client:
-                response = client.get(url, timeout=10.0)
-        except httpx.TransportError as exc:
-            raise BackendError(f"cannot reach {self._base_url}: {self._describe(exc)}") from None
+        """Fail fast (BackendError) when the server cannot be reached, rejects the key, or is
+        not an OpenAI-compatible API (its models list is not there: a URL without /v1, or
+        with a route after it)."""
+        response = self._get_models(self._base_url)
         if response.status_code in (401, 403):
             raise BackendError(f"authentication failed (HTTP {response.status_code}) at {self._base_url}")
-        # Any other answer proves the server is there; not every server implements /models.
+        if response.status_code == 404:
+            raise BackendError(self._not_an_api())
+        # Any other answer proves the server is there. What it lists tells an unknown model
+        # from a missing route when a completion is refused with a 404 (_status_error).
+        self._listed_models = _model_ids(response)
+
+    def _get_models(self, base_url: str) -> httpx.Response:
+        try:
+            with self._clients.lend() as client:
+                return client.get(f"{base_url}/models", timeout=10.0)
+        except httpx.TransportError as exc:
+            raise BackendError(f"cannot reach {base_url}: {self._describe(exc)}") from None
+
+    def _not_an_api(self) -> str:
+        """What a 404 from the models list says: this URL is not the API's base; and the URL
+        that is, when the usual one (up to /v1) answers with a models list."""
+        message = (
+            f"{self._base_url} does not look like an OpenAI-compatible API "
+            f"(GET {self._base_url}/models: HTTP 404)"
+        )
+        guess = _api_base_guess(self._base_url)
+        if guess is not None:
+            try:
+                answers = _model_ids(self._get_models(guess)) is not None
+            except BackendError:
+                answers = False
+            if answers:
+                return f"{message}; {guess} answers as one: use --base-url {guess}"
+        return f"{message}; its base URL usually ends in /v1"
 
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
         path, body = self.request_body(request)
@@ -183,9 +210,14 @@ class OpenAIBackend:
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
                 kind=_STATUS_KINDS.get(status, "server"),
             )
-        if status == 404 or _MODEL_MISSING.search(message):
+        # "Unknown model" only where the server says so, or lists its models without this one:
+        # a 404 also comes from a wrong route, and llama.cpp's servers answer any model name.
+        listed = self._listed_models
+        if _MODEL_MISSING.search(message) or (status == 404 and listed and self._model not in listed):
+            served = f"; it serves {', '.join(map(repr, listed[:5]))}" if listed else ""
             return BackendError(
-                f"unknown model {self._model!r} at {self._base_url} (HTTP {status}: {message or 'not found'})"
+                f"unknown model {self._model!r} at {self._base_url} "
+                f"(HTTP {status}: {message or 'not found'}){served}"
             )
         if status in (400, 422):
             return BackendError(f"request rejected (HTTP {status}) at {self._base_url}: {message}")
@@ -274,6 +306,32 @@ def _is_loopback(base_url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _model_ids(response: httpx.Response) -> list[str] | None:
+    """The model ids of an OpenAI models list ({"data": [{"id": ...}, ...]}), or None."""
+    if response.status_code != 200:
+        return None
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return None
+    return [str(e["id"]) for e in entries if isinstance(e, dict) and "id" in e]
+
+
+def _api_base_guess(base_url: str) -> str | None:
+    """Where the API probably is when `base_url` is not it: up to /v1 when a route follows
+    it (…/v1/completions), else `base_url` + /v1; None when it already ends in /v1."""
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        return None
+    head, found, _ = path.partition("/v1/")
+    path = head + "/v1" if found else path + "/v1"
+    return parts._replace(path=path).geturl()
 
 
 def parse_retry_after(value: str | None) -> float | None:

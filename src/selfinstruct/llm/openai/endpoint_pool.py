@@ -86,8 +86,8 @@ class EndpointPool:
             try:
                 member.check()
             except BackendError as exc:
-                if "authentication failed" in str(exc):
-                    raise  # a wrong key is wrong everywhere
+                if "authentication failed" in str(exc) or "does not look like" in str(exc):
+                    raise  # a wrong key is wrong everywhere; a wrong URL will not come back
                 errors.append(str(exc))
         if len(errors) == len(self.members):
             raise BackendError(f"no endpoint answers: {'; '.join(errors)}")
