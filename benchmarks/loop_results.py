@@ -8,6 +8,7 @@ import contextlib
 import json
 import sqlite3
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,7 @@ def results_text(
     seeds: dict[str, Any],
     run: Path,
     summary: dict[str, Any],
+    notes: Sequence[str] = (),
 ) -> str:
     funnel = summary["funnel"]["bootstrap"]
     head = [
@@ -162,5 +164,6 @@ def results_text(
         f"train {args.steps} steps; seeds + all and the curve train 2 epochs.",
         "",
     ]
-    body = model_table(rows) + seeds_table(seeds) + category_table(rows) + cost_lines(run, summary)
+    body = [*model_table(rows), *notes, *([""] if notes else []), *seeds_table(seeds), *category_table(rows)]
+    body += cost_lines(run, summary)
     return "\n".join(head + body) + "\n"

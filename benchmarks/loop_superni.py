@@ -9,7 +9,8 @@ served through llama.cpp (the tuned ones as GGUF LoRA adapters on the same GGUF 
    completions, by default; or the backend of --judge-config).
 3. Training sets, each a folder laid out like a run:
    - `seeds`: the control, the 175 seed tasks alone;
-   - `seeds+ifd-topP` for each P in --ifd-tops, `seeds+judge-minX` (--judge-min) and
+   - `seeds+ifd-topP` for each P in --ifd-tops, `seeds+judge-minX` (--judge-min; not trained
+     when the judge scores no row that high), `seeds+judge-topP` (--judge-tops) and
      `seeds+ifd-topP-diverseT` (--diverse-top, --diverse): `selfinstruct select` with the seeds
      added, the rows chosen by score;
    - `seeds+all`: the seeds and every generated row (what `prepare` writes with
@@ -62,6 +63,7 @@ from selfinstruct.rundir import (  # noqa: E402
     TRIPLE_FIELDS,
     finetune_data_file,
 )
+from selfinstruct.scores import read_scores  # noqa: E402
 from selfinstruct.seeds import load_seed_tasks  # noqa: E402
 from selfinstruct.stages.prepare import finetune_data_from_triples  # noqa: E402
 
@@ -165,6 +167,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=240, help="steps of the control and every selected set")
     parser.add_argument("--ifd-tops", default="10,25,50", help="seeds + the top P%% by IFD, for each P")
     parser.add_argument("--judge-min", type=float, default=4.0, help="seeds + the rows the judge scores >= X")
+    parser.add_argument("--judge-tops", default="25", help="seeds + the top P%% by the judge, for each P")
     parser.add_argument(
         "--diverse-top", type=float, default=50, help="seeds + the top P%% by IFD, kept diverse"
     )
@@ -216,12 +219,13 @@ def main() -> int:
     train = ["--base", "embedded", "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
     evaluate = ["evaluate", "superni", "--tasks", str(args.tasks), "--max-instances", str(args.max_instances)]
     rows: list[dict[str, Any]] = []
+    notes: list[str] = []  # rows the loop could not train, and why
     repeated: dict[str, list[dict[str, Any]]] = {}
 
     def write_results() -> None:
         """The tables so far: written after every model, so an unfinished loop shows what it has."""
         seeds = seed_summary(repeated, train_seeds)
-        text = results_text(args, rows, seeds, run, json.loads((run / SUMMARY_FILE).read_text()))
+        text = results_text(args, rows, seeds, run, json.loads((run / SUMMARY_FILE).read_text()), notes)
         text += f"\nWall time: {time.perf_counter() - began:.0f} s (steps already done are read back, not redone).\n"
         write_atomic(out / "results.md", text)
         settings = {k: str(v) for k, v in vars(args).items()}
@@ -265,12 +269,23 @@ def main() -> int:
                 # chat (README, "Scoring rows").
                 judge = ["--backend", "openai", "--base-url", base_url, "--model", "smollm2"]
                 selfinstruct("score", str(run), "--method", "judge", *judge)
-        name = f"seeds+judge-min{args.judge_min:g}"
-        sets[name] = selected_set(
-            run, out, name, ["--by", "judge", "--min-score", f"{args.judge_min:g}"], n_seeds
-        )
-        selected.append(name)
-        add_row(name)
+        judged = [s.score for s in read_scores(run, "judge").values()]
+        judge_sets = [
+            (f"seeds+judge-top{p:g}", ["--by", "judge", "--top", f"{p:g}%"])
+            for p in _numbers(args.judge_tops)
+        ]
+        if any(score >= args.judge_min for score in judged):
+            name = f"seeds+judge-min{args.judge_min:g}"
+            judge_sets.insert(0, (name, ["--by", "judge", "--min-score", f"{args.judge_min:g}"]))
+        else:  # a weak judge's expected scores can all sit in the middle of the scale
+            notes.append(
+                f"seeds+judge-min{args.judge_min:g}: not trained, the judge scored no row >= {args.judge_min:g} "
+                f"(its {len(judged)} scores span {min(judged, default=0):.2f}-{max(judged, default=0):.2f})."
+            )
+        for name, select in judge_sets:
+            sets[name] = selected_set(run, out, name, select, n_seeds)
+            selected.append(name)
+            add_row(name)
 
     # The control and the best selected set, once per training seed.
     by_name = {row["model"][len("+ LoRA (") : -1]: row for row in rows[1:]}
