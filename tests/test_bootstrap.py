@@ -20,6 +20,7 @@ from selfinstruct.stages.bootstrap import (
     bootstrap_instructions,
     capitalize_first,
     parse_bootstrap_response,
+    prompts_worth_sending,
     render_bootstrap_prompt,
     sample_in_context,
 )
@@ -221,8 +222,34 @@ def test_the_output_does_not_depend_on_how_many_prompts_are_sent_ahead() -> None
 def test_sends_no_more_prompts_ahead_than_the_target_still_needs() -> None:
     engine = ScriptedEngine([f" {TIDES}\n10. {BIRDS}"] + [""] * 20, concurrency=16)
     bootstrap_instructions(loop_context(engine, SEEDS, n=2))
-    # Before any answer, a prompt is assumed to yield one task: 2 needed, 1.5 x 2 sent, not 16.
-    assert len(engine.prompts) == 3
+    # Before any answer, a prompt is taken to yield 4 tasks: 2 needed, 1 prompt sent, not 16.
+    assert len(engine.prompts) == 1
+
+
+def test_before_the_first_answer_it_sends_enough_for_the_target_at_four_a_prompt() -> None:
+    assert [prompts_worth_sending(n, 0, 0, 0, ceiling=32) for n in (1, 3, 5, 20, 100, 1000)] == [
+        1,
+        1,
+        2,
+        5,
+        25,
+        32,
+    ]
+
+
+def test_once_the_yield_is_known_it_sends_what_the_rest_of_the_target_needs() -> None:
+    # 2 answers brought 10 (the first guess of 4 counts as a third): 10 / 3 a prompt, 10 left.
+    assert prompts_worth_sending(20, accepted=10, filtered=2, productive=2, ceiling=32) == 3
+    assert prompts_worth_sending(20, accepted=19, filtered=4, productive=4, ceiling=32) == 1
+    assert prompts_worth_sending(1000, accepted=10, filtered=2, productive=2, ceiling=32) == 32
+
+
+def test_answers_with_nothing_new_do_not_open_the_floodgates() -> None:
+    # Three answers with nothing new read as a yield of 1 a prompt: 20 needed for the 20 left,
+    # but no answer brought anything yet, so no more than at the start (5) are in flight.
+    assert prompts_worth_sending(20, accepted=0, filtered=3, productive=0, ceiling=32) == 5
+    # Each answer that brings something lets one more out (a slow start: at most x2 a round trip).
+    assert prompts_worth_sending(20, accepted=1, filtered=4, productive=1, ceiling=32) == 6
 
 
 def test_stops_after_rounds_without_anything_new() -> None:
