@@ -83,7 +83,8 @@ def test_sampling_is_a_function_of_the_rng_seed() -> None:
 
 
 class ScriptedEngine:
-    """Answers prompt k with the k-th scripted continuation ("" when they run out); keeps every prompt."""
+    """Answers prompt k with the k-th scripted continuation ("" when they run out) when it is
+    read, as a server does after a while; keeps every prompt."""
 
     def __init__(self, answers: list[str], concurrency: int = 4, hedged: bool = False) -> None:
         self.answers = list(answers)
@@ -91,6 +92,7 @@ class ScriptedEngine:
         self.concurrency = concurrency
         self.hedged = hedged
         self.read = 0
+        self.pending: dict[Future[Completion | None], Completion] = {}
         self.most_outstanding = 0  # prompts sent whose answer was not read yet, at most
 
     @contextlib.contextmanager
@@ -103,12 +105,13 @@ class ScriptedEngine:
         k = len(self.prompts)
         self.prompts.append(request.prompt)
         future: Future[Completion | None] = Future()
-        future.set_result(Completion(self.answers[k] if k < len(self.answers) else "", "stop", 10, 10))
+        self.pending[future] = Completion(self.answers[k] if k < len(self.answers) else "", "stop", 10, 10)
         self.most_outstanding = max(self.most_outstanding, len(self.prompts) - self.read)
         return future
 
     def result(self, future: Future[Completion | None]) -> Completion | None:
         self.read += 1
+        future.set_result(self.pending.pop(future))
         return future.result()
 
     def project(self, stage: str, done: int, total: int) -> dict[str, Any]:
@@ -219,22 +222,20 @@ def test_the_output_does_not_depend_on_how_many_prompts_are_sent_ahead() -> None
     assert len(results[0][0]) == 9
 
 
-def test_sends_no_more_prompts_ahead_than_the_target_still_needs() -> None:
-    engine = ScriptedEngine([f" {TIDES}\n10. {BIRDS}"] + [""] * 20, concurrency=16)
+@pytest.mark.parametrize(("hedged", "sent"), [(True, 1), (False, 2)])
+def test_sends_no_more_prompts_ahead_than_the_target_still_needs(hedged: bool, sent: int) -> None:
+    engine = ScriptedEngine([f" {TIDES}\n10. {BIRDS}"] + [""] * 20, concurrency=16, hedged=hedged)
     bootstrap_instructions(loop_context(engine, SEEDS, n=2))
-    # Before any answer, a prompt is taken to yield 4 tasks: 2 needed, 1 prompt sent, not 16.
-    assert len(engine.prompts) == 1
+    # Before any answer, a prompt to a server is taken to yield 4 tasks, to a local model 1:
+    # 2 needed, 1 or 2 prompts sent, not 16.
+    assert len(engine.prompts) == sent
 
 
-def test_before_the_first_answer_it_sends_enough_for_the_target_at_four_a_prompt() -> None:
-    assert [prompts_worth_sending(n, 0, 0, 0, ceiling=32) for n in (1, 3, 5, 20, 100, 1000)] == [
-        1,
-        1,
-        2,
-        5,
-        25,
-        32,
-    ]
+def test_before_the_first_answer_it_sends_enough_for_the_target_at_the_guessed_yield() -> None:
+    targets = (1, 3, 5, 20, 100, 1000)
+    # A server: 4 instructions a prompt; an in-process model: 1.
+    assert [prompts_worth_sending(n, 0, 0, 0, ceiling=32) for n in targets] == [1, 1, 2, 5, 25, 32]
+    assert [prompts_worth_sending(n, 0, 0, 0, ceiling=16, guess=1) for n in targets] == [1, 3, 5, 16, 16, 16]
 
 
 def test_once_the_yield_is_known_it_sends_what_the_rest_of_the_target_needs() -> None:

@@ -26,6 +26,7 @@ from servers.scripted_answers import BootstrapStyle
 from selfinstruct.config import build_config
 from selfinstruct.pipeline import Run
 from selfinstruct.randomness import derive_seed
+from selfinstruct.rundir import INSTRUCTIONS_FILE
 
 SEED = 42
 PER_ROUND = 5  # the preset's prompts_per_round: prompt k is (round, index) = divmod(k, 5)
@@ -116,10 +117,18 @@ def test_the_command_returns_without_waiting_for_answers_it_does_not_use(
     ]
     argv += ["--backend", "openai", "--base-url", stub.base_url, "--model", "m", "--api", "completions"]
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    result = subprocess.run([*argv, "--no-progress"], capture_output=True, text=True, env=env, timeout=120)
+    argv.append("--no-progress")
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr  # and the process did not wait for the hung call
     assert stub.hits() == 2
     requests = json.loads((out / "summary.json").read_text())["requests"]["bootstrap"]
     assert requests["elapsed_s"] < 5  # prompt 0's answer, not prompt 1's wait
     assert (requests["sent"], requests["succeeded"], requests["unwaited"]) == (2, 1, 1)
     assert "1 not waited for" in result.stderr
+
+    # Run again: prompt 0's answer comes from the store, and prompt 1 is not sent again.
+    instructions = (out / INSTRUCTIONS_FILE).read_bytes()
+    again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert stub.hits() == 2
+    assert (out / INSTRUCTIONS_FILE).read_bytes() == instructions

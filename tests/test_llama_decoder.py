@@ -175,18 +175,19 @@ def test_requests_start_only_while_the_max_tokens_decoding_fit_the_budget(decode
 
 
 @pytest.mark.model
-def test_with_the_alpaca_presets_3072_tokens_one_request_decodes_at_a_time() -> None:
-    # 16 such requests used to share the model at once, and none ended for many minutes.
-    own = BatchDecoder(model_path_for_tests(), n_ctx=3200, slots=2, n_threads=1)
+def test_with_the_alpaca_presets_3072_tokens_four_requests_decode_at_once() -> None:
+    # All 16 of them used to share the model at once, and none ended for many minutes.
+    own = BatchDecoder(model_path_for_tests(), n_ctx=3200, slots=5, n_threads=1)
     try:
         cancel = threading.Event()
         with own.starting_together():
             futures = [
-                own.submit(own.tokenize(p), GREEDY.with_(max_tokens=3072), 0, 600, cancel) for p in SERIES[:2]
+                own.submit(own.tokenize(p), GREEDY.with_(max_tokens=3072), 0, 600, cancel)
+                for p in PROMPTS + SERIES[:1]
             ]
         while own.steps_decoded < 5:
             time.sleep(0.01)
-        assert own.most_decoding == 1
+        assert own.most_decoding == 4 == MAX_TOKENS_IN_FLIGHT // 3072
         cancel.set()
         assert all(isinstance(f.exception(timeout=30), StreamAborted) for f in futures)
     finally:

@@ -66,8 +66,17 @@ from selfinstruct.runtimes.sampling import choose_token, penalize, recent_tokens
 # More slots stop paying off on a CPU (embedded-model.md: 131 tok/s at 16, 114 at 8).
 # N_BATCH (llama_context.py) is the longest prompt chunk per call, and the prompt tokens read per step.
 MAX_SLOTS = 16
-# TOKENS_CAP_NOTE
-MAX_TOKENS_IN_FLIGHT = 4096
+# The max_tokens of the sequences decoding at once add up to at most this (one may always
+# start). No answer comes back before its sequence ends, and a base model rarely ends
+# before max_tokens: n sequences of M tokens decoding together end after n * M / (the
+# throughput at n), all at about the same time. Measured here (2 cores, Gemma 3 270M): 60,
+# 72, 107, 134 tok/s at 1, 2, 4, 8 sequences. 12,288 lets four of the alpaca preset's
+# 3,072-token answers decode at once: the first come back after ~2 minutes (4 x 3,072 /
+# 107), at 80 % of the 8-sequence throughput; eight of them together came back after ~3
+# minutes on an idle machine, none in 580 s on a busy one. 4,096 (one at a time, 51 s)
+# would halve a large alpaca run's throughput. The other presets' requests (1,024 tokens at
+# most) fill the default 8 slots.
+MAX_TOKENS_IN_FLIGHT = 12288
 
 
 _LIVE: weakref.WeakSet[BatchDecoder] = weakref.WeakSet()

@@ -58,8 +58,11 @@ from selfinstruct.runtimes.sampling import (
 
 MAX_BATCH = 16
 GATHER_S = 0.01  # how long a batch waits for more requests after the first one
-# TRANSFORMERS_CAP_NOTE
-MAX_TOKENS_IN_FLIGHT = 4096
+# A batch's rows' max_tokens add up to at most this (one row may always start): the
+# embedded decoder's budget (llama_decoder.py, where it is measured). A batch ends when its
+# longest row does; here four 3,072-token rows take ~8 minutes at the 8-row speed (26
+# tok/s, embedded-model.md), where sixteen took ~30.
+MAX_TOKENS_IN_FLIGHT = 12288
 # -2: numpy sampling (sampling.py) draws unlike -1's torch sampler, so -1's stored answers are not reused.
 DECODER_VERSION = "hf-batched-2"
 

@@ -47,14 +47,19 @@ from selfinstruct.stages.context import StageContext
 # prompt sent there costs compute that a small run may not need: 2 per slot.
 AHEAD_PER_SLOT = 4
 AHEAD_PER_SLOT_LOCAL = 2
-# Before the first answer, a prompt is taken to yield this many new instructions: about what
-# a good model's answer gives (the loopback stub's ~4.7; the 270M base model and SmolLM2
-# give 1-2). Guessing high sends too few prompts at first, which costs a round trip more;
-# guessing low (1, as before) sent 1.5 x N at once, and a small run paid for answers it
-# never used (`-n 20` sent 30 prompts where 5 answers sufficed). The guess then counts as
-# one answer among those observed (GUESS_WEIGHT), so that one answer with little in it
-# does not make the yield look like nothing and send the whole concurrency's worth.
+# Before the first answer, a prompt is taken to yield this many new instructions. From a
+# server, about what a good model's answer gives (the loopback stub's ~4.7): guessing high
+# sends too few prompts at first, which costs a round trip more, where guessing low (1, as
+# before) sent 1.5 x N at once and a small run paid for answers it never used (`-n 20` sent
+# 30 prompts where 5 answers sufficed). An in-process model is small (the packaged 270M
+# model gives 1-2 a prompt, about 1 on the alpaca prompt), costs no money, and calls off
+# what it decodes past the target; decoding more sequences together raises its throughput
+# (60 tok/s alone, 134 for 8 on 2 cores), so it gets what a yield of 1 needs at once: a
+# slow start there made `run --preset alpaca-2023 -n 5` (6 answers of ~2,500 tokens) wait
+# out rounds of two. The guess then counts as one answer among those observed
+# (GUESS_WEIGHT), so that an answer with little in it does not read as a yield of nothing.
 FIRST_GUESS_PER_PROMPT = 4
+FIRST_GUESS_PER_PROMPT_LOCAL = 1
 GUESS_WEIGHT = 1
 
 ITEM_SPLIT = re.compile(r"\n\d+\s?\. ")
@@ -141,10 +146,17 @@ def pool_basis(k: int, window: int | None, prompts_per_round: int) -> int:
     return max(0, k - window)
 
 
-def prompts_worth_sending(target: int, accepted: int, filtered: int, productive: int, ceiling: int) -> int:
+def prompts_worth_sending(
+    target: int,
+    accepted: int,
+    filtered: int,
+    productive: int,
+    ceiling: int,
+    guess: float = FIRST_GUESS_PER_PROMPT,
+) -> int:
     """How many prompts to have in flight: a slow start, then what the observed yield needs.
 
-    Before the first answer, enough for the target at FIRST_GUESS_PER_PROMPT each. After
+    Before the first answer, enough for the target at `guess` instructions each. After
     that, enough for what is left of the target at the yield seen so far (the guess counted
     in), without a margin: an answer more than needed is paid for and thrown away, one fewer
     costs a round trip at the end. And at most one more for each answer that brought a new
@@ -154,10 +166,10 @@ def prompts_worth_sending(target: int, accepted: int, filtered: int, productive:
     ceiling at once, to find the yield back to normal after. Never more than `ceiling` (the
     concurrency's worth), never fewer than one.
     """
-    first = math.ceil(target / FIRST_GUESS_PER_PROMPT)
+    first = math.ceil(target / guess)
     if filtered == 0:
         return max(1, min(ceiling, first))
-    per_prompt = (accepted + FIRST_GUESS_PER_PROMPT * GUESS_WEIGHT) / (filtered + GUESS_WEIGHT)
+    per_prompt = (accepted + guess * GUESS_WEIGHT) / (filtered + GUESS_WEIGHT)
     needed = math.ceil((target - accepted) / max(per_prompt, 0.1))
     return max(1, min(ceiling, needed, first + productive))
 
@@ -210,16 +222,20 @@ def run_bootstrap_loop(
         _similarity_stats(index, cfg.similarity_stats_on(), cfg.most_similar_k) as stats,
     ):
         next_k = 0
+        per_slot = AHEAD_PER_SLOT if stream.hedged else AHEAD_PER_SLOT_LOCAL
+        guess = FIRST_GUESS_PER_PROMPT if stream.hedged else FIRST_GUESS_PER_PROMPT_LOCAL
         while len(machine) < target and idle_prompts < max_idle_prompts and not failed:
-            per_slot = AHEAD_PER_SLOT if stream.hedged else AHEAD_PER_SLOT_LOCAL
-            ahead = prompts_worth_sending(
-                target, len(machine), len(accepted_after) - 1, productive, per_slot * stream.concurrency
-            )
-            while (
-                len(waiting) < ahead and pool_basis(next_k, cfg.window, per_round) <= len(accepted_after) - 1
-            ):
-                waiting.append((next_k, stream.submit(request(next_k))))
-                next_k += 1
+            # An answer already here (from the store, on a resumed run) is filtered before
+            # anything more is sent: it may be the last one needed.
+            if not (waiting and waiting[0][1].done()):
+                filtered = len(accepted_after) - 1
+                ahead = prompts_worth_sending(
+                    target, len(machine), filtered, productive, per_slot * stream.concurrency, guess
+                )
+                if len(waiting) < ahead and pool_basis(next_k, cfg.window, per_round) <= filtered:
+                    waiting.append((next_k, stream.submit(request(next_k))))
+                    next_k += 1
+                    continue
             k, future = waiting.popleft()
             completion = stream.result(future)
             if completion is None:  # failed after every retry: nothing after k can be built
