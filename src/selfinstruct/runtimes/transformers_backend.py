@@ -9,7 +9,8 @@ Concurrent calls from the engine's threads are gathered by a small micro-batcher
 whatever arrived within GATHER_S of the first) into one left-padded `generate` call: one
 forward pass per step serves every row, which matters because each step must read the
 262k-vocabulary head (~3x the tokens/s at 8 rows). A row whose caller no longer waits for
-it (`complete_cancellable`) stops at the next step.
+it (`complete_cancellable`) ends at the next step (a batch whose rows have all ended
+stops), or leaves the queue without a batch.
 
 GenerationParams are applied per row by `_RowSampler`, a logits processor that picks each
 row's token itself (`generate` then runs greedy over its one-hot output). It hands the
