@@ -20,6 +20,7 @@ from selfinstruct.stages.bootstrap import (
     bootstrap_instructions,
     capitalize_first,
     parse_bootstrap_response,
+    prompts_worth_sending,
     render_bootstrap_prompt,
     sample_in_context,
 )
@@ -82,7 +83,8 @@ def test_sampling_is_a_function_of_the_rng_seed() -> None:
 
 
 class ScriptedEngine:
-    """Answers prompt k with the k-th scripted continuation ("" when they run out); keeps every prompt."""
+    """Answers prompt k with the k-th scripted continuation ("" when they run out) when it is
+    read, as a server does after a while; keeps every prompt."""
 
     def __init__(self, answers: list[str], concurrency: int = 4, hedged: bool = False) -> None:
         self.answers = list(answers)
@@ -90,6 +92,7 @@ class ScriptedEngine:
         self.concurrency = concurrency
         self.hedged = hedged
         self.read = 0
+        self.pending: dict[Future[Completion | None], Completion] = {}
         self.most_outstanding = 0  # prompts sent whose answer was not read yet, at most
 
     @contextlib.contextmanager
@@ -102,12 +105,13 @@ class ScriptedEngine:
         k = len(self.prompts)
         self.prompts.append(request.prompt)
         future: Future[Completion | None] = Future()
-        future.set_result(Completion(self.answers[k] if k < len(self.answers) else "", "stop", 10, 10))
+        self.pending[future] = Completion(self.answers[k] if k < len(self.answers) else "", "stop", 10, 10)
         self.most_outstanding = max(self.most_outstanding, len(self.prompts) - self.read)
         return future
 
     def result(self, future: Future[Completion | None]) -> Completion | None:
         self.read += 1
+        future.set_result(self.pending.pop(future))
         return future.result()
 
     def project(self, stage: str, done: int, total: int) -> dict[str, Any]:
@@ -218,11 +222,35 @@ def test_the_output_does_not_depend_on_how_many_prompts_are_sent_ahead() -> None
     assert len(results[0][0]) == 9
 
 
-def test_sends_no_more_prompts_ahead_than_the_target_still_needs() -> None:
-    engine = ScriptedEngine([f" {TIDES}\n10. {BIRDS}"] + [""] * 20, concurrency=16)
+@pytest.mark.parametrize(("hedged", "sent"), [(True, 1), (False, 2)])
+def test_sends_no_more_prompts_ahead_than_the_target_still_needs(hedged: bool, sent: int) -> None:
+    engine = ScriptedEngine([f" {TIDES}\n10. {BIRDS}"] + [""] * 20, concurrency=16, hedged=hedged)
     bootstrap_instructions(loop_context(engine, SEEDS, n=2))
-    # Before any answer, a prompt is assumed to yield one task: 2 needed, 1.5 x 2 sent, not 16.
-    assert len(engine.prompts) == 3
+    # Before any answer, a prompt to a server is taken to yield 4 tasks, to a local model 1:
+    # 2 needed, 1 or 2 prompts sent, not 16.
+    assert len(engine.prompts) == sent
+
+
+def test_before_the_first_answer_it_sends_enough_for_the_target_at_the_guessed_yield() -> None:
+    targets = (1, 3, 5, 20, 100, 1000)
+    # A server: 4 instructions a prompt; an in-process model: 1.
+    assert [prompts_worth_sending(n, 0, 0, 0, ceiling=32) for n in targets] == [1, 1, 2, 5, 25, 32]
+    assert [prompts_worth_sending(n, 0, 0, 0, ceiling=16, guess=1) for n in targets] == [1, 3, 5, 16, 16, 16]
+
+
+def test_once_the_yield_is_known_it_sends_what_the_rest_of_the_target_needs() -> None:
+    # 2 answers brought 10 (the first guess of 4 counts as a third): 10 / 3 a prompt, 10 left.
+    assert prompts_worth_sending(20, accepted=10, filtered=2, productive=2, ceiling=32) == 3
+    assert prompts_worth_sending(20, accepted=19, filtered=4, productive=4, ceiling=32) == 1
+    assert prompts_worth_sending(1000, accepted=10, filtered=2, productive=2, ceiling=32) == 32
+
+
+def test_answers_with_nothing_new_do_not_open_the_floodgates() -> None:
+    # Three answers with nothing new read as a yield of 1 a prompt: 20 needed for the 20 left,
+    # but no answer brought anything yet, so no more than at the start (5) are in flight.
+    assert prompts_worth_sending(20, accepted=0, filtered=3, productive=0, ceiling=32) == 5
+    # Each answer that brings something lets one more out (a slow start: at most x2 a round trip).
+    assert prompts_worth_sending(20, accepted=1, filtered=4, productive=1, ceiling=32) == 6
 
 
 def test_stops_after_rounds_without_anything_new() -> None:

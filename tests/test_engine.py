@@ -107,6 +107,33 @@ def test_fatal_error_stops_the_batch_quickly_and_keeps_finished_answers(
     assert failed_lines(tmp_path) == []  # a fatal error is not a per-request failure
 
 
+@pytest.mark.parametrize("hedge_budget", [0.0, 0.05], ids=["plain", "hedged"])
+def test_a_stream_left_before_its_answers_are_read_does_not_wait_for_them(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path, hedge_budget: float
+) -> None:
+    # One slot: "slow" (2 s) holds it, "queued" waits for it; the caller reads neither.
+    stub.plan("slow", hang(2.0))
+    engine = make_engine(stub, store, tmp_path, concurrency=1, hedge=HedgePolicy(budget=hedge_budget))
+    slow, queued = requests_for("slow", "queued")
+    started = time.monotonic()
+    with engine.stream("bootstrap") as stream:
+        stream.submit(slow)
+        while stub.hits("slow") == 0:  # it holds the slot
+            time.sleep(0.01)
+        stream.submit(queued)
+    assert time.monotonic() - started < 1.0  # not the 2 s of "slow"
+    # What was at the server is stored when it comes; what was not sent never is.
+    deadline = time.monotonic() + 10
+    while store.get(engine.key(slow)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.get(engine.key(slow)) is not None
+    time.sleep(0.3)
+    assert stub.hits("queued") == 0 and store.get(engine.key(queued)) is None
+    stats = engine.stats()["bootstrap"]
+    assert (stats["sent"], stats["unwaited"], stats["called_off"], stats["succeeded"]) == (1, 1, 1, 0)
+    assert failed_lines(tmp_path) == []
+
+
 def test_empty_batch_returns_empty_list(stub: OpenAIStub, store: ResponseStore, tmp_path: Path) -> None:
     assert make_engine(stub, store, tmp_path).run([], "s") == []
 

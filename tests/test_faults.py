@@ -105,8 +105,12 @@ def test_transient_faults_cost_retries_only_and_every_kept_answer_is_a_good_one(
     summary = json.loads((out / "summary.json").read_text())
     requests = summary["requests"]
     for stats in requests.values():
-        assert stats["requests"] == stats["cached"] + stats["duplicates"] + stats["sent"]
-        assert stats["sent"] == stats["succeeded"] + stats["failed"]
+        # (the bootstrap stops waiting once it has its N: what it no longer needed was not
+        # sent, `called_off`, or was still running, `unwaited`)
+        assert (
+            stats["requests"] == stats["cached"] + stats["duplicates"] + stats["sent"] + stats["called_off"]
+        )
+        assert stats["sent"] == stats["succeeded"] + stats["failed"] + stats["unwaited"]
         assert stats["failed"] == 0 and stats["cancelled"] == 0
     # Every request the stub received was a first try, a retry or a hedge's twin; every fault
     # but a truncation cost one retry or one twin (a slow answer timing out under load may cost more).
@@ -114,7 +118,10 @@ def test_transient_faults_cost_retries_only_and_every_kept_answer_is_a_good_one(
     hedged = sum(s["hedged"] for s in requests.values())
     assert stub.stats()["completions"] == sum(s["sent"] for s in requests.values()) + retries + hedged
     assert retries + hedged >= sum(stub.served.values()) - stub.served["length"] > 0
-    assert sum(s["succeeded"] for s in requests.values()) == len(rows)
+    succeeded = sum(s["succeeded"] for s in requests.values())
+    assert (
+        succeeded <= len(rows) <= succeeded + requests["bootstrap"]["unwaited"]
+    )  # a late answer is stored too
     assert not (out / "failed.jsonl").exists()
 
 
@@ -220,9 +227,9 @@ def test_ctrl_c_with_hung_requests_exits_at_once_and_leaves_nothing_half_written
         preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 30
-    while stub.hits() < 3 and time.monotonic() < deadline:  # requests are in flight, hung
+    while stub.hits() < 2 and time.monotonic() < deadline:  # requests are in flight, hung
         time.sleep(0.05)
-    assert stub.hits() >= 3
+    assert stub.hits() >= 2
     time.sleep(0.5)
     interrupted = time.monotonic()
     process.send_signal(signal.SIGINT)

@@ -5,6 +5,7 @@ Its sampling rules (sampling.py) are tested in test_sampling.py.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -16,8 +17,9 @@ from servers.llama_server import model_path_for_tests
 
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.types import StreamAborted
 from selfinstruct.runtimes.decoder_sequence import Generation, find_stop
-from selfinstruct.runtimes.llama_decoder import BatchDecoder
+from selfinstruct.runtimes.llama_decoder import MAX_TOKENS_IN_FLIGHT, BatchDecoder
 
 GREEDY = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
 SAMPLED = GenerationParams(max_tokens=8, temperature=1.0, top_p=0.9)
@@ -158,6 +160,56 @@ def test_more_requests_than_slots_all_finish_and_leave_no_kv_cells_behind(decode
     # Each slot's KV stream is empty again (white-box: -1 means "no cells for this sequence").
     memory = decoder._memory
     assert [llama_cpp.llama_memory_seq_pos_max(memory, s) for s in range(decoder.slots)] == [-1] * 4
+
+
+@pytest.mark.model
+def test_requests_start_only_while_the_max_tokens_decoding_fit_the_budget(decoder: BatchDecoder) -> None:
+    expected = [alone(decoder, p, GREEDY) for p in SERIES]
+    decoder.max_tokens_in_flight, decoder.most_decoding = 2 * GREEDY.max_tokens, 0
+    try:
+        results = [f.result() for f in together(decoder, SERIES, GREEDY)]
+    finally:
+        decoder.max_tokens_in_flight = MAX_TOKENS_IN_FLIGHT
+    assert decoder.most_decoding == 2  # of 4 free slots
+    assert results == expected
+
+
+@pytest.mark.model
+def test_with_the_alpaca_presets_3072_tokens_four_requests_decode_at_once() -> None:
+    # All 16 of them used to share the model at once, and none ended for many minutes.
+    own = BatchDecoder(model_path_for_tests(), n_ctx=3200, slots=5, n_threads=1)
+    try:
+        cancel = threading.Event()
+        with own.starting_together():
+            futures = [
+                own.submit(own.tokenize(p), GREEDY.with_(max_tokens=3072), 0, 600, cancel)
+                for p in PROMPTS + SERIES[:1]
+            ]
+        while own.steps_decoded < 5:
+            time.sleep(0.01)
+        assert own.most_decoding == 4 == MAX_TOKENS_IN_FLIGHT // 3072
+        cancel.set()
+        assert all(isinstance(f.exception(timeout=30), StreamAborted) for f in futures)
+    finally:
+        own.close()
+
+
+@pytest.mark.model
+def test_a_request_called_off_leaves_the_decoder_at_its_next_step(decoder: BatchDecoder) -> None:
+    expected = alone(decoder, SERIES[1], GREEDY)
+    running, waiting = threading.Event(), threading.Event()
+    long = GREEDY.with_(max_tokens=200)
+    busy = [decoder.submit(decoder.tokenize(p), long, 0, 60, running) for p in SERIES]  # every slot
+    queued = decoder.submit(decoder.tokenize(PROMPTS[0]), long, 0, 60, waiting)
+    waiting.set()
+    assert isinstance(queued.exception(timeout=30), StreamAborted)  # without ever starting
+    assert not any(f.done() for f in busy)
+    running.set()
+    assert all(isinstance(f.exception(timeout=30), StreamAborted) for f in busy)
+    steps = decoder.steps_decoded
+    time.sleep(0.2)
+    assert decoder.steps_decoded == steps  # nothing is decoding any more
+    assert alone(decoder, SERIES[1], GREEDY) == expected  # and the slots serve new requests
 
 
 @pytest.mark.model

@@ -27,14 +27,19 @@ from servers.llama_server import cache_dir_for_tests  # noqa: E402
 from selfinstruct.backends import make_backend  # noqa: E402
 from selfinstruct.config import BackendConfig, GenerationParams  # noqa: E402
 from selfinstruct.errors import BackendError  # noqa: E402
-from selfinstruct.llm.types import CompletionRequest  # noqa: E402
+from selfinstruct.llm.types import CompletionRequest, StreamAborted  # noqa: E402
 from selfinstruct.runtimes.sampling import (  # noqa: E402
     choose_token,
     penalize,
     recent_tokens,
     seeded_rng,
 )
-from selfinstruct.runtimes.transformers_backend import TransformersBackend, _Job, _RowSampler  # noqa: E402
+from selfinstruct.runtimes.transformers_backend import (  # noqa: E402
+    MAX_TOKENS_IN_FLIGHT,
+    TransformersBackend,
+    _Job,
+    _RowSampler,
+)
 
 GREEDY = GenerationParams(max_tokens=8, temperature=0.0, top_p=1.0)
 SAMPLED = GenerationParams(max_tokens=8, temperature=1.0, top_p=0.95, seed=1234)
@@ -155,6 +160,37 @@ def test_concurrent_requests_share_one_batch_and_answer_as_if_alone(backend: Tra
     assert backend.largest_batch >= 2
     assert [c.text for c in together] == [c.text for c in alone]
     assert all(c.finish_reason == "length" and c.completion_tokens == 8 for c in together)
+
+
+@pytest.mark.model
+def test_a_batch_takes_rows_in_order_while_their_max_tokens_fit_the_budget(
+    backend: TransformersBackend,
+) -> None:
+    called_off = threading.Event()
+    called_off.set()
+    rows = [_Job([2, 3], GREEDY, 0, 600) for _ in range(3)]
+    gone = _Job([2, 3], GREEDY, 0, 600, called_off)
+    with backend._cond:  # the batcher waits meanwhile
+        backend._queue.extend([rows[0], gone, rows[1], rows[2]])
+        backend.max_tokens_in_flight = 2 * GREEDY.max_tokens
+        try:
+            batch = backend._take_batch()
+        finally:
+            backend.max_tokens_in_flight = MAX_TOKENS_IN_FLIGHT
+        left = list(backend._queue)
+        backend._queue.clear()
+    assert batch == rows[:2] and left == rows[2:]
+    assert gone.finish == "cancelled" and gone.future.done()  # called off while it waited: no batch
+
+
+@pytest.mark.model
+def test_a_request_called_off_leaves_its_batch_at_the_next_step(backend: TransformersBackend) -> None:
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    request = CompletionRequest(PROMPTS[0], GREEDY.with_(max_tokens=400))
+    with pytest.raises(StreamAborted):
+        backend.complete_cancellable(request, 600, cancel)
+    assert complete(backend, PROMPTS[1], GREEDY).completion_tokens == 8  # the backend serves on
 
 
 @pytest.mark.model

@@ -6,7 +6,8 @@ server errors, bad keys, garbled bodies, hangs, truncated answers, 200s that are
 answers) before answering normally. Tests drive the real `OpenAIBackend` and `RequestEngine` against it.
 
 Optional modes, for whole runs of the `selfinstruct` command against it:
-  scripted=True    answer each stage's prompt like a small model (servers/scripted_answers.py)
+  scripted=True    answer each stage's prompt like a small model (servers/scripted_answers.py);
+                   bootstrap_style=BootstrapStyle(...) for more new items per answer, or echoes
   faults=FaultPlan a share of requests drawn as faults, deterministically per request body
   delay_s=(lo, hi) every completion waits a random time in [lo, hi] seconds first
   logprobs         a request that asks gets token log-probabilities (servers/stub_logprobs.py);
@@ -261,6 +262,7 @@ class OpenAIStub:
         model: str = "stub-model",
         *,
         scripted: bool = False,
+        bootstrap_style: Any = None,
         faults: FaultPlan | None = None,
         delay_s: tuple[float, float] = (0.0, 0.0),
         api_key: str | None = None,
@@ -271,6 +273,7 @@ class OpenAIStub:
     ) -> None:
         self.model = model
         self.scripted = scripted
+        self.bootstrap_style = bootstrap_style  # a scripted_answers.BootstrapStyle; None = the default
         self.fault_plan = faults  # may be replaced (or set to None) between runs
         self.delay_s = delay_s
         self.api_key = api_key
@@ -289,6 +292,7 @@ class OpenAIStub:
         self.in_flight = 0  # POST requests being answered right now
         self.max_in_flight = 0  # the most answered at once since the stub started
         self._faults: dict[str, deque[Fault]] = defaultdict(deque)
+        self._seed_faults: dict[int, deque[Fault]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -308,6 +312,12 @@ class OpenAIStub:
         with self._lock:
             self._faults[prompt].extend(faults)
 
+    def plan_seed(self, seed: int, *faults: Fault) -> None:
+        """Queue faults for the requests whose sampling seed is `seed` (one prompt of a run,
+        when its text is not known in advance: a pipeline derives each prompt's seed)."""
+        with self._lock:
+            self._seed_faults[seed].extend(faults)
+
     def answer_for(self, prompt: str) -> str:
         return self.replies.get(prompt, f"answer to: {prompt}")
 
@@ -318,7 +328,8 @@ class OpenAIStub:
             return json.dumps(minimal_instance(schema)), "stop"
         if prompt in self.replies or not self.scripted:
             return self.answer_for(prompt), "stop"
-        scripted = _scripted().scripted_answer(prompt, seed)
+        answers = _scripted()
+        scripted = answers.scripted_answer(prompt, seed, self.bootstrap_style or answers.BootstrapStyle())
         return scripted.text, scripted.finish_reason
 
     def stats(self) -> dict[str, Any]:
@@ -376,6 +387,8 @@ class OpenAIStub:
             if refusal is not None or received.body is None:
                 return refusal
             prompt = _prompt_of(received.body)
+            if self._seed_faults.get(received.body.get("seed")):  # type: ignore[arg-type]
+                return self._seed_faults[received.body["seed"]].popleft()
             for name in (prompt, ANY_PROMPT):
                 if self._faults.get(name):
                     return self._faults[name].popleft()

@@ -5,7 +5,10 @@ a test can compare a run with a resumed or re-ordered one byte for byte. The in-
 `ScriptedModel` below and the HTTP stub's scripted mode both use it.
 
     bootstrap  (a numbered list left open)      -> 1-4 new items of random words, sometimes
-                                                   cut by the token limit ("length")
+                                                   cut by the token limit ("length"); a
+                                                   `BootstrapStyle` asks for more items, or for
+                                                   a share of answers that only repeat the
+                                                   prompt's own items (as small chat models do)
     classify   (ends with the question line)    -> " Yes" when the task mentions a label, else " No"
     instances  (ends with "Task: <instr>\\n")    -> "Example 1 / <input> / Output: ..." blocks, or
                                                    "Class label: ..." blocks for output-first prompts
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +49,15 @@ LABEL_ITEM = " label each sentence as happy or sad"
 
 
 @dataclass(frozen=True)
+class BootstrapStyle:
+    """How many new items a bootstrap answer has (drawn from `items`, both ends included), and
+    the share of answers that only repeat the items the prompt showed (nothing new in them)."""
+
+    items: tuple[int, int] = (1, 4)
+    echo_share: float = 0.0
+
+
+@dataclass(frozen=True)
 class ScriptedAnswer:
     text: str
     finish_reason: str  # "stop" or "length"
@@ -62,7 +75,9 @@ def prompt_kind(prompt: str) -> str:
     return "bootstrap"
 
 
-def scripted_answer(prompt: str, seed: int | None) -> ScriptedAnswer:
+def scripted_answer(
+    prompt: str, seed: int | None, style: BootstrapStyle = BootstrapStyle()
+) -> ScriptedAnswer:
     """The answer to one request; `seed` is the request's sampling seed (None when greedy)."""
     kind = prompt_kind(prompt)
     if kind == "classify":
@@ -73,18 +88,27 @@ def scripted_answer(prompt: str, seed: int | None) -> ScriptedAnswer:
     rng = random.Random(seed if seed is not None else _stable_seed(prompt))
     if kind == "instances":
         return _instances_answer(prompt, rng)
-    return _bootstrap_answer(prompt, rng)
+    if style.echo_share and random.Random(f"echo/{seed}/{prompt}").random() < style.echo_share:
+        return _answer(_echo(prompt), "stop", prompt)
+    return _bootstrap_answer(prompt, rng, style)
 
 
-def _bootstrap_answer(prompt: str, rng: random.Random) -> ScriptedAnswer:
+def _bootstrap_answer(prompt: str, rng: random.Random, style: BootstrapStyle) -> ScriptedAnswer:
     # The draw order is fixed: changing it changes every scripted run's instructions.
     items = []
-    for n in range(rng.randint(1, 4)):
+    for n in range(rng.randint(*style.items)):
         words = rng.sample(WORDS, rng.randint(3, 9))
         items.append(("" if n == 0 else f"\n{10 + n}. ") + " ".join(words).capitalize() + ".")
     if rng.random() < 0.2:
         items.append(LABEL_ITEM)
     return _answer(" " + "".join(items), "length" if rng.random() < 0.2 else "stop", prompt)
+
+
+def _echo(prompt: str) -> str:
+    """The prompt's own numbered items again, as the continuation of its list."""
+    shown = re.findall(r"^\d+\. (.+)$", prompt, flags=re.MULTILINE)
+    first = len(shown) + 1
+    return " " + "".join(("" if n == 0 else f"\n{first + n}. ") + item for n, item in enumerate(shown))
 
 
 def _instances_answer(prompt: str, rng: random.Random) -> ScriptedAnswer:

@@ -42,9 +42,10 @@ def print_summary(out: Path, summary: dict[str, Any]) -> None:
     for stage, s in (summary.get("requests") or {}).items():
         cost = f", ${s['cost']:.4f}" if s.get("cost") is not None else ""
         reused = f", reused {s['prompt_tokens_reused']}" if s.get("prompt_tokens_reused") else ""
+        unwaited = f", {s['unwaited']} not waited for" if s.get("unwaited") else ""
         lines.append(
             f"  requests[{stage}]: {s.get('sent', 0)} sent, {s.get('cached', 0)} from store, "
-            f"{s.get('retries', 0)} retries, {s.get('failed', 0)} failed, "
+            f"{s.get('retries', 0)} retries, {s.get('failed', 0)} failed{unwaited}, "
             f"{s.get('prompt_tokens', 0)}+{s.get('completion_tokens', 0)} tokens{reused}{cost}"
         )
     projection = summary.get("projection")

@@ -21,18 +21,22 @@ from selfinstruct.llm.types import Completion
 class StageStats:
     """What one stage cost.
 
-    Without a fatal error, requests == cached + duplicates + sent and sent == succeeded + failed.
-    Token counts are for answers received in this process; `cached_*_tokens` are those of
-    answers replayed from the store (paid for by an earlier run).
+    Without a fatal error, requests == cached + duplicates + sent + called_off and
+    sent == succeeded + failed + unwaited. Token counts are for answers received in this
+    process while the stage waited for them; `cached_*_tokens` are those of answers replayed
+    from the store (paid for by an earlier run).
     """
 
     requests: int = 0
     cached: int = 0  # answered from the store, not sent
     duplicates: int = 0  # same key as another request of the same batch, sent once
-    sent: int = 0
+    sent: int = 0  # requests that reached the backend (their first call was admitted)
     succeeded: int = 0
     failed: int = 0  # gave up after every retry (listed in failed.jsonl)
     cancelled: int = 0  # not finished because a fatal error stopped the batch
+    # The stage stopped waiting for answers it no longer needed (the bootstrap had its N):
+    unwaited: int = 0  # sent and still running then; an answer that came later was stored, not counted
+    called_off: int = 0  # not sent yet then, and never sent
     retries: int = 0
     hedged: int = 0  # extra copies sent beside a request that ran long (control/hedging.py)
     hedge_wins: int = 0  # of those, the ones that answered first
@@ -54,15 +58,25 @@ class StageStats:
 
 
 class StageBooks:
-    """The counts of one stage, each change taken under the accounting's lock."""
+    """The counts of one batch or stream of a stage, each change taken under the accounting's lock.
+
+    Once `ended`, they take no more changes: a call that the stage no longer waited for is
+    counted as `unwaited` when it ends, whatever becomes of it afterwards.
+    """
 
     def __init__(self, stats: StageStats, lock: threading.Lock) -> None:
         self.stats = stats
         self._lock = lock
+        self._to_send = 0  # of this batch's requests, those neither stored nor duplicates
+        self._sent = 0
+        self._settled = 0  # answered or failed
+        self._closed = False
 
     def looked_up(self, stored: Completion | None, duplicate: bool) -> None:
         """A request asked for: answered from the store, shared with one in flight, or to send."""
         with self._lock:
+            if self._closed:
+                return
             self.stats.requests += 1
             if duplicate:
                 self.stats.duplicates += 1
@@ -70,13 +84,21 @@ class StageBooks:
                 self.stats.cached += 1
                 self.stats.cached_prompt_tokens += stored.prompt_tokens
                 self.stats.cached_completion_tokens += stored.completion_tokens
+            else:
+                self._to_send += 1
 
     def sent(self, count: int = 1) -> None:
         with self._lock:
+            if self._closed:
+                return
             self.stats.sent += count
+            self._sent += count
 
     def answered(self, completion: Completion, prompt_chars: int = 0) -> None:
         with self._lock:
+            if self._closed:
+                return
+            self._settled += 1
             self.stats.succeeded += 1
             self.stats.prompt_tokens += completion.prompt_tokens
             self.stats.prompt_chars += prompt_chars
@@ -85,24 +107,32 @@ class StageBooks:
 
     def failed(self, reason: str) -> None:
         with self._lock:
+            if self._closed:
+                return
+            self._settled += 1
             self.stats.failed += 1
             self.stats.last_failure = reason
 
     def retried(self) -> None:
         with self._lock:
-            self.stats.retries += 1
+            if not self._closed:
+                self.stats.retries += 1
 
     def hedged(self) -> None:
         with self._lock:
-            self.stats.hedged += 1
+            if not self._closed:
+                self.stats.hedged += 1
 
     def hedge_won(self) -> None:
         with self._lock:
-            self.stats.hedge_wins += 1
+            if not self._closed:
+                self.stats.hedge_wins += 1
 
     def throttled(self, cut_limit: bool) -> None:
         """An answer saying the endpoint is saturated; `cut_limit` if it lowered the limit."""
         with self._lock:
+            if self._closed:
+                return
             self.stats.throttled += 1
             self.stats.throttle_events += cut_limit
 
@@ -111,9 +141,22 @@ class StageBooks:
         with self._lock:
             return self.stats.sent + self.stats.retries
 
-    def ended(self, elapsed_s: float, cancelled: int = 0, concurrency_limit: int | None = None) -> None:
-        """A batch or stream of the stage ended after `elapsed_s` seconds."""
+    def ended(
+        self,
+        elapsed_s: float,
+        cancelled: int = 0,
+        concurrency_limit: int | None = None,
+        stopped_waiting: bool = False,
+    ) -> None:
+        """A batch or stream of the stage ended after `elapsed_s` seconds; `stopped_waiting`:
+        its caller did not wait for every answer (what was still running is `unwaited`)."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if stopped_waiting:
+                self.stats.unwaited += self._sent - self._settled
+                self.stats.called_off += self._to_send - self._sent
             self.stats.cancelled += cancelled
             self.stats.elapsed_s += elapsed_s
             if concurrency_limit is not None:

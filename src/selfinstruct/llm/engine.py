@@ -139,9 +139,10 @@ class RequestEngine:
     def stream(self, stage: str, progress: bool = False, total: int | None = None) -> Iterator[RequestStream]:
         """A `RequestStream` for `stage`: submit requests one by one, read answers as they come.
 
-        Leaving the block waits for every request sent (their answers are stored even if the
-        caller no longer needs them) and raises a fatal error if one happened. If the block
-        raises, nothing more is sent; calls in flight settle first, except after Ctrl-C.
+        Leaving the block does not wait for answers the caller never read: those not sent
+        are not sent, those at a server are stored when they come (counted as `unwaited`),
+        and a local model's are called off (RequestStream.finish). If the block raises,
+        nothing more is sent; calls in flight settle first, except after Ctrl-C.
         """
         started = time.monotonic()
         books = self.accounting.stage(stage)
@@ -152,9 +153,11 @@ class RequestEngine:
             if stored is not None or duplicate:
                 bar.update(1)
 
-        def serve(key: str, request: CompletionRequest, abort: threading.Event) -> Completion | None:
+        def serve(
+            key: str, request: CompletionRequest, abort: threading.Event, dismissed: threading.Event
+        ) -> Completion | None:
             try:
-                return self._serve(key, request, stage, books, abort)
+                return self._serve(key, request, stage, books, abort, dismissed)
             finally:
                 bar.update(1)
 
@@ -174,7 +177,12 @@ class RequestEngine:
             raise
         finally:
             bar.close()
-            books.ended(time.monotonic() - started, stream.cancelled, self.router.limit)
+            books.ended(
+                time.monotonic() - started,
+                stream.cancelled,
+                self.router.limit,
+                stopped_waiting=stream.dismissed.is_set(),
+            )
 
     def complete_all(
         self, requests: Sequence[CompletionRequest], stage: str, progress: bool | None = None
@@ -205,7 +213,13 @@ class RequestEngine:
     # -- one request the store lacks: send it, then store the answer or record the failure --
 
     def _serve(
-        self, key: str, request: CompletionRequest, stage: str, books: StageBooks, abort: threading.Event
+        self,
+        key: str,
+        request: CompletionRequest,
+        stage: str,
+        books: StageBooks,
+        abort: threading.Event,
+        dismissed: threading.Event,
     ) -> Completion | None:
         if request.messages and not self.backend.chat:
             abort.set()
@@ -213,8 +227,7 @@ class RequestEngine:
                 f"{stage}: chat messages need a chat model: --backend openai --api chat "
                 f"(the {self._identity.get('kind', 'chosen')} backend completes text prompts)"
             )
-        books.sent()
-        outcome = self.sender.send(request, stage, books, abort)
+        outcome = self.sender.send(request, stage, books, abort, dismissed)
         if isinstance(outcome, GaveUp):
             self._reject(key, request, stage, books, outcome.reason, outcome.attempts)
             return None

@@ -16,7 +16,13 @@ timeout. An answer is stored only once complete, so nothing half-written is left
 
 A fatal error in one request (`BackendError`) stops the stream: queued requests are not
 sent, in-flight ones settle (and store what they got), and the error reaches the caller
-from `result()` or from the end of the `with` block.
+from `result()`.
+
+A caller that is done before reading every answer (the bootstrap, once it has its N
+instructions) is not kept waiting for the rest: `finish` then dismisses them. Requests
+not sent yet are not sent (no call, retry or twin starts); calls already at a server run
+on and store their answer when it comes, for a later, bigger run; a local model calls its
+sequences off, which would otherwise hold the CPU that the next stage needs.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from selfinstruct.llm.types import Completion, CompletionRequest, StreamAborted
 WORKERS_PER_SLOT = 4
 
 
-# (key, request, abort event) -> the stored completion, or None after every retry failed.
-CompleteFn = Callable[[str, CompletionRequest, threading.Event], Completion | None]
+# (key, request, abort event, dismissed event) -> the stored completion, or None after every
+# retry failed.
+CompleteFn = Callable[[str, CompletionRequest, threading.Event, threading.Event], Completion | None]
 # (key, request) -> the stored completion, if any.
 LookupFn = Callable[[str, CompletionRequest], Completion | None]
 
@@ -55,7 +62,11 @@ class RequestStream:
         # Calls that run long get twins (a remote server): a caller reading answers in order
         # may want more requests queued, to keep the server busy while one waits for its twin.
         self.hedged = hedged
+        # Set: send nothing more (a fatal error, the caller's failure, or dismissal).
         self.abort = threading.Event()
+        # Set when the caller stopped waiting for answers it never read (see the module doc).
+        self.dismissed = threading.Event()
+        self._read: set[Future[Completion | None]] = set()
         # More workers than calls allowed at once: a request waiting out its retry backoff
         # holds a worker but no admission slot, and must not keep others from being sent.
         self._pool = DaemonPool(WORKERS_PER_SLOT * self.concurrency)
@@ -81,6 +92,7 @@ class RequestStream:
 
     def result(self, future: Future[Completion | None]) -> Completion | None:
         """The future's completion; a fatal error anywhere in the stream is raised here."""
+        self._read.add(future)
         try:
             return future.result()
         except StreamAborted:
@@ -88,9 +100,18 @@ class RequestStream:
             raise
 
     def finish(self) -> None:
-        """Wait for everything sent; raise the first fatal error, if any."""
-        self._pool.shutdown(wait=True)
-        self._raise_fatal()
+        """The caller is done: dismiss the answers it never read that are still to come."""
+        if any(f not in self._read and not f.done() for f in self._in_flight.values()):
+            self.dismiss()
+        else:
+            self._pool.shutdown(wait=True)
+
+    def dismiss(self) -> None:
+        """Stop waiting: send nothing more; calls running finish on their own (or, on a local
+        model, are called off)."""
+        self.dismissed.set()
+        self.abort.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def stop(self, interrupted: bool) -> None:
         """The caller failed: send nothing more. In-flight calls settle first, except on Ctrl-C."""
@@ -100,7 +121,7 @@ class RequestStream:
     def _work(self, key: str, request: CompletionRequest) -> Completion | None:
         if self.abort.is_set():
             raise StreamAborted
-        return self._complete(key, request, self.abort)
+        return self._complete(key, request, self.abort, self.dismissed)
 
     def _raise_fatal(self) -> None:
         futures = list(self._in_flight.values())

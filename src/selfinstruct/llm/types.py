@@ -7,14 +7,16 @@ nothing of retries, caching or concurrency: that is the request engine's job.
 What a backend can do beyond that is declared, not guessed: every backend has the
 capabilities of `Backend` (mypy checks them; `BackendBase` gives the defaults of a local,
 text-only model), and a backend that talks to OpenAI-compatible servers is also an
-`HttpBackend`. The engine, the pipeline and the CLI ask `isinstance(backend, HttpBackend)`
-rather than probing for attributes.
+`HttpBackend`, and one that can call a running request off is a `CancellableBackend`. The
+engine, the pipeline and the CLI ask `isinstance(backend, HttpBackend)` rather than
+probing for attributes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -125,7 +127,8 @@ class Completion:
 
 
 class StreamAborted(Exception):
-    """Inside a worker: a fatal error elsewhere has stopped the requests this one came with."""
+    """Inside a worker: a fatal error elsewhere has stopped the requests this one came with,
+    or the caller no longer needs its answer (the stream was dismissed)."""
 
 
 class Backend(Protocol):
@@ -169,6 +172,19 @@ class BackendBase:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+@runtime_checkable
+class CancellableBackend(Backend, Protocol):
+    """A backend whose running calls can be called off: an in-process model, where a request
+    nobody waits for any more would go on using the CPU that the next stage needs. (A
+    server's answer is worth storing for a later run, so HTTP calls are left to finish.)"""
+
+    def complete_cancellable(
+        self, request: CompletionRequest, timeout: float, cancel: threading.Event
+    ) -> Completion:
+        """`complete`, or StreamAborted soon after `cancel` is set."""
+        ...
 
 
 @runtime_checkable

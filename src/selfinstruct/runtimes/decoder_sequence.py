@@ -7,6 +7,7 @@ create_completion does. The decoder owns the model calls, the slots and the timi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class DecoderSequence:
     timeout_s: float
     future: Future[Generation]
     stops: tuple[bytes, ...]
+    cancel: threading.Event | None = None  # set: nobody waits for the answer any more
     slot: int = -1
     started: bool = False  # its prompt's cells are planned (taken from the cache or read)
     fed: int = 0  # prompt tokens already in the KV cache
@@ -58,6 +60,9 @@ class DecoderSequence:
     charged_s: float = 0.0
     result: Generation | None = None
     error: BaseException | None = None
+
+    def called_off(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
 
     def next_position(self) -> int:
         return self.fed + len(self.generated) - 1 if self.pending is not None else self.fed

@@ -2,7 +2,9 @@
 
 Requests from the engine's threads go to one `BatchDecoder` (llama_decoder.py), which decodes
 up to `min(backend.concurrency, 16)` of them together, one llama.cpp step for all; with
-`concurrency: 1` it decodes one request at a time. A prompt that starts like an earlier
+`concurrency: 1` it decodes one request at a time, and no more at once than the tokens
+in flight allow (llama_decoder.MAX_TOKENS_IN_FLIGHT); a request nobody waits for any more
+is called off (`complete_cancellable`). A prompt that starts like an earlier
 one reads only the rest (prefix_cache.py; `backend.prefix_cache: false` turns this off);
 each completion says how many prompt tokens came from the cache,
 `extra["prompt_tokens_reused"]`. A request with `top_logprobs` gets the log-probabilities of
@@ -17,6 +19,7 @@ import importlib.metadata
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,11 +144,17 @@ class EmbeddedBackend(BackendBase):
         return len(self._decoder.tokenize(prompt))
 
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
+        return self.complete_cancellable(request, timeout, None)
+
+    def complete_cancellable(
+        self, request: CompletionRequest, timeout: float, cancel: threading.Event | None
+    ) -> Completion:
+        """`complete`; once `cancel` is set, the request leaves the decoder (StreamAborted)."""
         tokens = self._decoder.tokenize(request.prompt)
         params, extra = fit_to_window(len(tokens), self._n_ctx, request.params)
         # The timeout counts this request's share of the decode steps it is part of, from
         # the moment it has a slot: sharing the model with others is not the model being slow.
-        future = self._decoder.submit(tokens, params, request_seed(request), timeout)
+        future = self._decoder.submit(tokens, params, request_seed(request), timeout, cancel)
         generation = future.result()  # raises RetryableBackendError on timeout
         return Completion(
             text=generation.text,

@@ -30,6 +30,12 @@ depends on the shape of each call, hence on the other sequences. A prompt's logi
 Timeouts are charged by share: each call's wall time is split between its sequences by
 token count, and a request fails when its share passes its budget. Sharing the model, or
 waiting for a slot, never makes a request time out.
+
+Two limits keep the first answers coming soon. A waiting request starts only while the
+max_tokens of the sequences decoding add up to at most `max_tokens_in_flight` (one always
+may): 16 sequences allowed 3,072 tokens each share the model's speed so thinly that none
+ends for many minutes. And a request whose `cancel` event is set (nobody waits for its
+answer any more) leaves at the next step, queued or decoding, and frees its slot.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ import numpy as np
 
 from selfinstruct.config import GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.types import TokenLogprobs
+from selfinstruct.llm.types import StreamAborted, TokenLogprobs
 from selfinstruct.runtimes.decoder_sequence import DecoderSequence, Generation
 from selfinstruct.runtimes.llama_context import N_BATCH, LlamaContext
 from selfinstruct.runtimes.prefix_cache import Plan, PrefixCache
@@ -60,6 +66,17 @@ from selfinstruct.runtimes.sampling import choose_token, penalize, recent_tokens
 # More slots stop paying off on a CPU (embedded-model.md: 131 tok/s at 16, 114 at 8).
 # N_BATCH (llama_context.py) is the longest prompt chunk per call, and the prompt tokens read per step.
 MAX_SLOTS = 16
+# The max_tokens of the sequences decoding at once add up to at most this (one may always
+# start). No answer comes back before its sequence ends, and a base model rarely ends
+# before max_tokens: n sequences of M tokens decoding together end after n * M / (the
+# throughput at n), all at about the same time. Measured here (2 cores, Gemma 3 270M): 60,
+# 72, 107, 134 tok/s at 1, 2, 4, 8 sequences. 12,288 lets four of the alpaca preset's
+# 3,072-token answers decode at once: the first come back after ~2 minutes (4 x 3,072 /
+# 107), at 80 % of the 8-sequence throughput; eight of them together came back after ~3
+# minutes on an idle machine, none in 580 s on a busy one. 4,096 (one at a time, 51 s)
+# would halve a large alpaca run's throughput. The other presets' requests (1,024 tokens at
+# most) fill the default 8 slots.
+MAX_TOKENS_IN_FLIGHT = 12288
 
 
 _LIVE: weakref.WeakSet[BatchDecoder] = weakref.WeakSet()
@@ -83,8 +100,10 @@ class BatchDecoder:
         n_threads: int,
         prefix_cache: bool = True,
         adapter: Path | None = None,
+        max_tokens_in_flight: int = MAX_TOKENS_IN_FLIGHT,
     ) -> None:
         self.slots = max(1, min(slots, MAX_SLOTS))
+        self.max_tokens_in_flight = max_tokens_in_flight
         self.n_ctx = n_ctx
         # One row of logits per sequence and step (saves ~0.5 GB against one per batch entry).
         self._llama = LlamaContext(
@@ -99,6 +118,7 @@ class BatchDecoder:
         self._prefix = PrefixCache(self.slots, enabled=prefix_cache)
         self._closing = False
         self.steps_decoded = 0  # llama_decode calls so far (read by tests and benchmarks)
+        self.most_decoding = 0  # the most sequences decoding at once so far (read by tests)
         self._thread = threading.Thread(target=self._run, name="llama-decoder", daemon=True)
         self._thread.start()
         _LIVE.add(self)
@@ -118,10 +138,16 @@ class BatchDecoder:
             yield
 
     def submit(
-        self, prompt_tokens: Sequence[int], params: GenerationParams, seed: int, timeout_s: float
+        self,
+        prompt_tokens: Sequence[int],
+        params: GenerationParams,
+        seed: int,
+        timeout_s: float,
+        cancel: threading.Event | None = None,
     ) -> Future[Generation]:
         """Queue one request; the future gets a `Generation`, a `RetryableBackendError` when
-        its share of decode time passes `timeout_s`, or a `BackendError` if the decoder closes.
+        its share of decode time passes `timeout_s`, a `BackendError` if the decoder closes,
+        or `StreamAborted` once `cancel` is set.
         """
         if not prompt_tokens or len(prompt_tokens) + params.max_tokens > self.n_ctx:
             raise ValueError(f"{len(prompt_tokens)} prompt tokens + max_tokens do not fit {self.n_ctx}")
@@ -129,7 +155,7 @@ class BatchDecoder:
         stops = tuple(s.encode("utf-8") for s in params.stop if s)
         tokens = list(prompt_tokens)
         sequence = DecoderSequence(
-            tokens, np.asarray(tokens, np.int32), params, seeded_rng(seed), timeout_s, future, stops
+            tokens, np.asarray(tokens, np.int32), params, seeded_rng(seed), timeout_s, future, stops, cancel
         )
         with self._cond:
             if self._closing:
@@ -175,11 +201,21 @@ class BatchDecoder:
                 sequence.future.set_exception(failure)
 
     def _admit(self) -> None:
+        """Start waiting requests, in order, while slots and the token budget allow."""
+        for sequence in [s for s in self._queue if s.called_off()]:
+            self._queue.remove(sequence)
+            if sequence.future.set_running_or_notify_cancel():
+                sequence.future.set_exception(StreamAborted("called off before it started"))
+        budget = self.max_tokens_in_flight - sum(s.params.max_tokens for s in self._active)
         while self._queue and self._free_slots:
+            if self._active and self._queue[0].params.max_tokens > budget:
+                break
             sequence = self._queue.popleft()
             if sequence.future.set_running_or_notify_cancel():  # False: the caller gave up
                 sequence.slot = heapq.heappop(self._free_slots)
                 self._active.append(sequence)
+                budget -= sequence.params.max_tokens
+        self.most_decoding = max(self.most_decoding, len(self._active))
 
     def _step(self) -> None:
         """Chunks of waiting prompts (N_BATCH tokens in all), then a token for every generating sequence.
@@ -188,8 +224,11 @@ class BatchDecoder:
         alone: mixed with other sequences' tokens, llama.cpp would cut the prompt into pieces
         sized by them, which changes its logits (measured: by ~1).
         """
+        for sequence in self._active:
+            if sequence.called_off() and sequence.result is None and sequence.error is None:
+                sequence.error = StreamAborted("called off: nobody waits for its answer")
         budget = N_BATCH
-        for sequence in [s for s in self._active if s.fed < len(s.prompt)]:
+        for sequence in [s for s in self._active if s.fed < len(s.prompt) and s.error is None]:
             if budget <= 0:
                 break
             if not sequence.started:
@@ -288,7 +327,9 @@ class BatchDecoder:
         the prompt they read if a later prompt can reuse them (PrefixCache.keep_after).
         """
         for sequence in sequences:
-            keep = self._prefix.keep_after(sequence.slot, failed=sequence.error is not None)
+            # A request called off leaves cells as valid as a finished one's: they are kept.
+            failed = sequence.error is not None and not isinstance(sequence.error, StreamAborted)
+            keep = self._prefix.keep_after(sequence.slot, failed=failed)
             self._llama.forget(sequence.slot, keep)
             with self._cond:
                 self._active.remove(sequence)

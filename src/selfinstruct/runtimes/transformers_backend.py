@@ -5,9 +5,12 @@ This is how a model tuned by `selfinstruct finetune` is used: the base HF direct
 merged into its weights, so decoding costs the same as the base.
 
 Concurrent calls from the engine's threads are gathered by a small micro-batcher (up to
-`min(concurrency, 16)` requests, or whatever arrived within GATHER_S of the first) into one
-left-padded `generate` call: one forward pass per step serves every row, which matters
-because each step must read the 262k-vocabulary head (~3x the tokens/s at 8 rows).
+`min(concurrency, 16)` requests whose max_tokens add up to at most MAX_TOKENS_IN_FLIGHT, or
+whatever arrived within GATHER_S of the first) into one left-padded `generate` call: one
+forward pass per step serves every row, which matters because each step must read the
+262k-vocabulary head (~3x the tokens/s at 8 rows). A row whose caller no longer waits for
+it (`complete_cancellable`) ends at the next step (a batch whose rows have all ended
+stops), or leaves the queue without a batch.
 
 GenerationParams are applied per row by `_RowSampler`, a logits processor that picks each
 row's token itself (`generate` then runs greedy over its one-hot output). It hands the
@@ -43,7 +46,7 @@ from transformers import (
 
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError, RetryableBackendError
-from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest, TokenLogprobs
+from selfinstruct.llm.types import BackendBase, Completion, CompletionRequest, StreamAborted, TokenLogprobs
 from selfinstruct.runtimes.sampling import (
     choose_token,
     fit_to_window,
@@ -56,6 +59,11 @@ from selfinstruct.runtimes.sampling import (
 
 MAX_BATCH = 16
 GATHER_S = 0.01  # how long a batch waits for more requests after the first one
+# A batch's rows' max_tokens add up to at most this (one row may always start): the
+# embedded decoder's budget (llama_decoder.py, where it is measured). A batch ends when its
+# longest row does; here four 3,072-token rows take ~8 minutes at the 8-row speed (26
+# tok/s, embedded-model.md), where sixteen took ~30.
+MAX_TOKENS_IN_FLIGHT = 12288
 # -2: numpy sampling (sampling.py) draws unlike -1's torch sampler, so -1's stored answers are not reused.
 DECODER_VERSION = "hf-batched-2"
 
@@ -69,14 +77,18 @@ class _Job:
     params: GenerationParams
     seed: int
     timeout: float
+    cancel: threading.Event | None = None  # set: nobody waits for the answer any more
     future: Future[None] = field(default_factory=Future)  # set when the job's batch is done
     # Filled while generating:
     generated: list[int] = field(default_factory=list)
     # Per step, when params.top_logprobs asks: (token id, log-probability) of the likeliest.
     logprob_ids: list[list[tuple[int, float]]] = field(default_factory=list)
     text: str | None = None
-    finish: str | None = None  # "stop", "length" or "timeout"
+    finish: str | None = None  # "stop", "length", "timeout" or "cancelled"
     charged_s: float = 0.0
+
+    def called_off(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
 
 
 class _RowSampler(LogitsProcessor):
@@ -124,6 +136,9 @@ class _RowStops(StoppingCriteria):
 
     def _check(self, job: _Job, generated: list[int]) -> None:
         job.generated = generated
+        if job.called_off():
+            job.finish = "cancelled"
+            return
         if generated and generated[-1] in self.backend.eos_ids:
             job.generated, job.finish = generated[:-1], "stop"
             return
@@ -157,6 +172,7 @@ class TransformersBackend(BackendBase):
             torch.set_num_threads(config.n_threads)
         self._n_ctx = config.n_ctx
         self._max_batch = max(1, min(config.concurrency, MAX_BATCH))
+        self.max_tokens_in_flight = MAX_TOKENS_IN_FLIGHT
         self.tokenizer = load_tokenizer(model_dir)
         self.model = load_model(model_dir)
         if adapter_dir is not None:
@@ -214,16 +230,24 @@ class TransformersBackend(BackendBase):
         return dict(self._identity)
 
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
+        return self.complete_cancellable(request, timeout, None)
+
+    def complete_cancellable(
+        self, request: CompletionRequest, timeout: float, cancel: threading.Event | None
+    ) -> Completion:
+        """`complete`; once `cancel` is set, the request leaves its batch (StreamAborted)."""
         with self._tokenizer_lock:
             prompt_ids = self.tokenizer(request.prompt)["input_ids"]
         params, extra = fit_to_window(len(prompt_ids), self._n_ctx, request.params)
-        job = _Job(prompt_ids, params, request_seed(request), timeout)
+        job = _Job(prompt_ids, params, request_seed(request), timeout, cancel)
         with self._cond:
             if self._closed:
                 raise BackendError("the transformers backend is closed")
             self._queue.append(job)
             self._cond.notify()
         job.future.result()
+        if job.finish == "cancelled":
+            raise StreamAborted("called off: nobody waits for its answer")
         if job.finish == "timeout":
             raise RetryableBackendError(f"no answer within {timeout:.0f} s of model time", kind="timeout")
         text = job.text if job.text is not None else self.decode(job.generated)
@@ -276,7 +300,9 @@ class TransformersBackend(BackendBase):
                 deadline = time.monotonic() + GATHER_S
                 while len(self._queue) < self._max_batch and (left := deadline - time.monotonic()) > 0:
                     self._cond.wait(left)
-                jobs = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+                jobs = self._take_batch()
+            if not jobs:
+                continue
             try:
                 self._generate(jobs)
             except Exception as exc:  # a torch failure is not the caller's to retry
@@ -286,6 +312,24 @@ class TransformersBackend(BackendBase):
             for job in jobs:
                 if not job.future.done():
                     job.future.set_result(None)
+
+    def _take_batch(self) -> list[_Job]:
+        """The next rows, in order: up to the batch size and the token budget (one always may).
+        Rows called off while they waited end here, without a batch."""
+        jobs: list[_Job] = []
+        budget = self.max_tokens_in_flight
+        while self._queue and len(jobs) < self._max_batch:
+            job = self._queue[0]
+            if job.called_off():
+                self._queue.popleft()
+                job.finish = "cancelled"
+                job.future.set_result(None)
+                continue
+            if jobs and job.params.max_tokens > budget:
+                break
+            jobs.append(self._queue.popleft())
+            budget -= job.params.max_tokens
+        return jobs
 
     def _generate(self, jobs: list[_Job]) -> None:
         width = max(len(j.prompt_ids) for j in jobs)

@@ -47,6 +47,20 @@ from selfinstruct.stages.context import StageContext
 # prompt sent there costs compute that a small run may not need: 2 per slot.
 AHEAD_PER_SLOT = 4
 AHEAD_PER_SLOT_LOCAL = 2
+# Before the first answer, a prompt is taken to yield this many new instructions. From a
+# server, about what a good model's answer gives (the loopback stub's ~4.7): guessing high
+# sends too few prompts at first, which costs a round trip more, where guessing low (1, as
+# before) sent 1.5 x N at once and a small run paid for answers it never used (`-n 20` sent
+# 30 prompts where 5 answers sufficed). An in-process model is small (the packaged 270M
+# model gives 1-2 a prompt, about 1 on the alpaca prompt), costs no money, and calls off
+# what it decodes past the target; decoding more sequences together raises its throughput
+# (60 tok/s alone, 134 for 8 on 2 cores), so it gets what a yield of 1 needs at once: a
+# slow start there made `run --preset alpaca-2023 -n 5` (6 answers of ~2,500 tokens) wait
+# out rounds of two. The guess then counts as one answer among those observed
+# (GUESS_WEIGHT), so that an answer with little in it does not read as a yield of nothing.
+FIRST_GUESS_PER_PROMPT = 4
+FIRST_GUESS_PER_PROMPT_LOCAL = 1
+GUESS_WEIGHT = 1
 
 ITEM_SPLIT = re.compile(r"\n\d+\s?\. ")
 
@@ -132,6 +146,34 @@ def pool_basis(k: int, window: int | None, prompts_per_round: int) -> int:
     return max(0, k - window)
 
 
+def prompts_worth_sending(
+    target: int,
+    accepted: int,
+    filtered: int,
+    productive: int,
+    ceiling: int,
+    guess: float = FIRST_GUESS_PER_PROMPT,
+) -> int:
+    """How many prompts to have in flight: a slow start, then what the observed yield needs.
+
+    Before the first answer, enough for the target at `guess` instructions each. After
+    that, enough for what is left of the target at the yield seen so far (the guess counted
+    in), without a margin: an answer more than needed is paid for and thrown away, one fewer
+    costs a round trip at the end. And at most one more for each answer that brought a new
+    instruction (`productive`), so that the number in flight at most doubles per round trip,
+    as in TCP's slow start: a run of answers with nothing new in them (a small chat model
+    repeating its examples) would otherwise read as a yield near 0 and send the whole
+    ceiling at once, to find the yield back to normal after. Never more than `ceiling` (the
+    concurrency's worth), never fewer than one.
+    """
+    first = math.ceil(target / guess)
+    if filtered == 0:
+        return max(1, min(ceiling, first))
+    per_prompt = (accepted + guess * GUESS_WEIGHT) / (filtered + GUESS_WEIGHT)
+    needed = math.ceil((target - accepted) / max(per_prompt, 0.1))
+    return max(1, min(ceiling, needed, first + productive))
+
+
 def run_bootstrap_loop(
     ctx: StageContext,
     stage: str,
@@ -145,9 +187,10 @@ def run_bootstrap_loop(
     out as soon as the answers its pool depends on (`pool_basis`) are filtered. Answers
     are filtered strictly in prompt order, so the result depends only on the seed and the
     answers, never on the concurrency or on which answer came back first. How many are sent
-    ahead is further capped by the concurrency and by what the target still needs; answers
-    still in flight when the target is reached are stored (a later, bigger run uses them)
-    but not used.
+    ahead is further capped by the concurrency and by what the target still needs at the
+    yield seen so far (`prompts_worth_sending`). Once the target is reached the loop stops
+    waiting: answers still in flight are stored when they come (a later, bigger run uses
+    them) but nobody waits for them, and prompts not sent yet are not sent.
     """
     cfg = ctx.config.bootstrap
     filters = ctx.config.filters
@@ -161,6 +204,7 @@ def run_bootstrap_loop(
     funnel = Funnel()
     accepted_after = [0]  # accepted_after[j]: machine instructions once prompts 0..j-1 were filtered
     idle_prompts = 0
+    productive = 0  # prompts filtered whose answer brought at least one new instruction
     max_idle_prompts = cfg.max_idle_rounds * per_round
     waiting: deque[tuple[int, Future[Completion | None]]] = deque()
     failed = 0
@@ -173,26 +217,25 @@ def run_bootstrap_loop(
         params = cfg.generation.with_(seed=derive_seed(ctx.config.seed, stage, "sample", round_no, i))
         return build_prompt(step_rng(ctx.config.seed, stage, "context", round_no, i), pool, params)
 
-    def still_useful() -> int:
-        """Prompts worth having in flight: the remaining target at the yield seen so far,
-        with a margin (a few answers more than needed beat a half-idle server at the end)."""
-        filtered = len(accepted_after) - 1
-        per_prompt = len(machine) / filtered if filtered else 1.0
-        return max(1, math.ceil(1.5 * (target - len(machine)) / max(per_prompt, 0.1)))
-
     with (
         ctx.engine.stream(stage) as stream,
         _similarity_stats(index, cfg.similarity_stats_on(), cfg.most_similar_k) as stats,
     ):
         next_k = 0
+        per_slot = AHEAD_PER_SLOT if stream.hedged else AHEAD_PER_SLOT_LOCAL
+        guess = FIRST_GUESS_PER_PROMPT if stream.hedged else FIRST_GUESS_PER_PROMPT_LOCAL
         while len(machine) < target and idle_prompts < max_idle_prompts and not failed:
-            per_slot = AHEAD_PER_SLOT if stream.hedged else AHEAD_PER_SLOT_LOCAL
-            ahead = min(per_slot * stream.concurrency, still_useful())
-            while (
-                len(waiting) < ahead and pool_basis(next_k, cfg.window, per_round) <= len(accepted_after) - 1
-            ):
-                waiting.append((next_k, stream.submit(request(next_k))))
-                next_k += 1
+            # An answer already here (from the store, on a resumed run) is filtered before
+            # anything more is sent: it may be the last one needed.
+            if not (waiting and waiting[0][1].done()):
+                filtered = len(accepted_after) - 1
+                ahead = prompts_worth_sending(
+                    target, len(machine), filtered, productive, per_slot * stream.concurrency, guess
+                )
+                if len(waiting) < ahead and pool_basis(next_k, cfg.window, per_round) <= filtered:
+                    waiting.append((next_k, stream.submit(request(next_k))))
+                    next_k += 1
+                    continue
             k, future = waiting.popleft()
             completion = stream.result(future)
             if completion is None:  # failed after every retry: nothing after k can be built
@@ -232,6 +275,7 @@ def run_bootstrap_loop(
                 bar.update(len(machine) - accepted_before)
                 _show_projection(bar, ctx, stage, len(machine), target)
             idle_prompts = idle_prompts + 1 if len(machine) == accepted_before else 0
+            productive += len(machine) > accepted_before
     if bar is not None:
         bar.close()
     if failed:

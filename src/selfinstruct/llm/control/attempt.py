@@ -12,8 +12,14 @@
    that route's limit, gate and breaker.
 
 It stores nothing and logs nothing: the engine stores the answer, or records the failure,
-with what `send` returns. It counts what only it sees (retries, hedges, refusals) in the
-stage's books.
+with what `send` returns. It counts what only it sees in the stage's books: each call as
+it is admitted (a request's first as sent, later ones as retries, twins as hedges, so
+that the counts are what a server received), and refusals.
+
+A request whose stream is dismissed (nobody waits for its answer any more) starts no
+call, retry or twin; a call already running goes on and its answer is returned (the
+engine stores it), except on a backend that can call a running call off (a local model,
+`CancellableBackend`), which is told to.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from selfinstruct.llm.control.admission import AdmissionCancelled, Outcome, outc
 from selfinstruct.llm.control.hedging import HedgePolicy, LatencyWindow, race
 from selfinstruct.llm.control.retry import RetryPolicy
 from selfinstruct.llm.control.routing import Route, RoutedTicket, Router
-from selfinstruct.llm.types import Completion, CompletionRequest, StreamAborted
+from selfinstruct.llm.types import CancellableBackend, Completion, CompletionRequest, StreamAborted
 
 
 @dataclass(frozen=True)
@@ -48,9 +54,11 @@ class _Job:
     request: CompletionRequest
     stage: str
     books: StageBooks
-    abort: threading.Event  # set when a fatal error elsewhere stops the stream
+    abort: threading.Event  # set when the stream sends nothing more (a fatal error, or dismissed)
+    dismissed: threading.Event  # set when nobody waits for the answer any more
     window: LatencyWindow  # the stage's recent latencies (its hedge delay)
     failed_on: list[Route] = field(default_factory=list)  # routes that failed it: a retry goes elsewhere
+    calls: int = 0  # first calls and retries admitted so far (twins not counted)
 
 
 class _Abandoned(Exception):
@@ -74,25 +82,32 @@ class Sender:
         self._hedges_started: dict[str, int] = {}  # per stage, counted against the budget
 
     def send(
-        self, request: CompletionRequest, stage: str, books: StageBooks, abort: threading.Event
+        self,
+        request: CompletionRequest,
+        stage: str,
+        books: StageBooks,
+        abort: threading.Event,
+        dismissed: threading.Event | None = None,
     ) -> Completion | GaveUp:
         """The answer, or `GaveUp` once the retry policy allows no more tries.
 
         Raises `BackendError` (fatal: `abort` is set for the other requests) and
-        `StreamAborted` (another request's fatal error ended this one's wait).
+        `StreamAborted` (another request's fatal error ended this one's wait, or the stream
+        was dismissed before an answer came).
         """
         with self._lock:
             window = self._latencies.setdefault(stage, LatencyWindow())
-        job = _Job(request, stage, books, abort, window)
+        job = _Job(request, stage, books, abort, dismissed or threading.Event(), window)
         retries = 0
         while True:
             try:
                 return self._try(job)
             except RetryableBackendError as exc:
+                if job.dismissed.is_set():  # nobody waits for it: no retry, and no failure to record
+                    raise StreamAborted from None
                 if not self.retry_policy.allows_retry(retries):
                     return GaveUp(str(exc), retries + 1)
                 retries += 1
-                books.retried()
                 # A refusal backs off only while refusals are a pattern; a stray 503 from a
                 # server that answers the rest is a glitch (its Retry-After still holds).
                 overload = outcome_of(exc) is Outcome.OVERLOAD and self.router.overloaded()
@@ -111,6 +126,8 @@ class Sender:
 
         def may_hedge() -> bool:
             # Counted against the budget when decided; in `hedged` once really sent.
+            if job.abort.is_set():
+                return False
             tries = job.books.tries()
             with self._lock:
                 started = self._hedges_started.get(job.stage, 0)
@@ -131,6 +148,7 @@ class Sender:
                 job.books.hedge_won,
                 job.abort,
                 self.hedge.give_up,
+                dismissed=job.dismissed,
             )
         except RetryableBackendError as exc:
             lost = exc if exc.kind == "lost" else None
@@ -170,11 +188,18 @@ class Sender:
                     raise _Abandoned("admitted after its race was over")
                 if is_hedge:
                     job.books.hedged()
+                else:
+                    (job.books.retried if job.calls else job.books.sent)()
+                    job.calls += 1
                 if sent is not None:
                     sent()
                 started = time.monotonic()
+                backend = ticket.route.backend
                 try:
-                    completion = ticket.route.backend.complete(job.request, self.timeout_s)
+                    if isinstance(backend, CancellableBackend):
+                        completion = backend.complete_cancellable(job.request, self.timeout_s, job.dismissed)
+                    else:
+                        completion = backend.complete(job.request, self.timeout_s)
                 except RetryableBackendError as exc:
                     if abandoned is not None and abandoned.is_set():
                         # Its twin already answered: a timeout here is not the endpoint's load.

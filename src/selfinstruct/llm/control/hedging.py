@@ -91,6 +91,7 @@ def race(
     abort: threading.Event,
     give_up: float = 3.0,
     max_attempts: int = 3,
+    dismissed: threading.Event | None = None,
 ) -> T:
     """`attempt(abandoned, sent)` on a daemon thread, and twins of it while it runs long.
 
@@ -106,6 +107,10 @@ def race(
     The first result wins. A retryable error is raised only when every attempt failed or
     the first ran past `give_up` x the delay, any other error at once. `abandoned` is set
     when the race is over, so that a late loser knows nobody waits for it.
+
+    `abort` ends the race at once (StreamAborted), unless `dismissed` is set too: nobody
+    waits for the answer then, but it is still worth storing, so the attempts running go
+    on (the caller starts no twin once `abort` is set).
     """
     abandoned = threading.Event()
     sent_at: list[float] = []  # when the first attempt went out
@@ -131,7 +136,7 @@ def race(
                 error = exc
             if not running:
                 break
-            if abort.is_set():
+            if abort.is_set() and not (dismissed is not None and dismissed.is_set()):
                 raise StreamAborted
             timeout = _IDLE_CHECK_S
             after = delay() if sent_at else None

@@ -37,7 +37,7 @@ from selfinstruct.llm.control.admission import (
     retry_after_of,
 )
 from selfinstruct.llm.control.breaker import CircuitBreaker
-from selfinstruct.llm.types import Backend
+from selfinstruct.llm.types import Backend, StreamAborted
 
 # How often a waiting caller looks again without a notification.
 _POLL_S = 0.05
@@ -124,7 +124,7 @@ class Router:
         with self._cond:
             if outcome is Outcome.SUCCESS:
                 route.answered += 1
-            elif exc is not None:
+            elif exc is not None and not isinstance(exc, StreamAborted):  # a call called off is no error
                 route.errors += 1
             self._cond.notify_all()
 
