@@ -118,11 +118,14 @@ class ScriptedEngine:
         return {"projected_cost": None, "projected_tokens": None}
 
 
-def loop_context(engine: ScriptedEngine, seeds: list[str], n: int, window: int | None = 64) -> StageContext:
+def loop_context(
+    engine: ScriptedEngine, seeds: list[str], n: int, window: int | None = 64, machine_in_context: int = 2
+) -> StageContext:
     config = build_config(
         overrides={
             "bootstrap": {
                 "num_instructions": n,
+                "machine_in_context": machine_in_context,
                 "prompts_per_round": 2,
                 "max_idle_rounds": 2,
                 "window": window,
@@ -209,6 +212,30 @@ def test_each_prompt_shows_the_pool_as_its_window_allows(
     shown = {text for text in (TIDES, BIRDS) if text in engine.prompts[2]}
     assert shown == pool_of_prompt_2
     assert sum(seed in engine.prompts[2] for seed in SEEDS) == 3  # and every seed (fewer than 6 exist)
+
+
+@pytest.mark.parametrize(("machine_in_context", "most_in_flight"), [(2, 2), (0, 6)])
+def test_a_prompt_that_shows_no_machine_instruction_waits_for_no_round(
+    machine_in_context: int, most_in_flight: int
+) -> None:
+    # Rounds of 2 (window None): a prompt that shows the pool waits for its round's start,
+    # so at most 2 are in flight; Alpaca's prompts (no machine instruction shown) need no
+    # answer first, so all 6 that -n 6 needs at 1 a prompt go out at once.
+    answers = [
+        f" {task}"
+        for task in (
+            TIDES,
+            BIRDS,
+            "Translate the sentence into French.",
+            "Give three tips for a job interview.",
+            "Convert the temperature from Celsius to Fahrenheit.",
+            "Suggest a name for a bakery that sells bread.",
+        )
+    ]
+    engine = ScriptedEngine(answers, concurrency=8)
+    context = loop_context(engine, SEEDS, n=6, window=None, machine_in_context=machine_in_context)
+    assert len(bootstrap_instructions(context).records) == 6
+    assert engine.most_outstanding == most_in_flight
 
 
 def test_the_output_does_not_depend_on_how_many_prompts_are_sent_ahead() -> None:

@@ -135,12 +135,16 @@ PromptBuilder = Callable[[random.Random, Sequence[str], GenerationParams], Compl
 ResponseParser = Callable[[Completion], list[Candidate]]
 
 
-def pool_basis(k: int, window: int | None, prompts_per_round: int) -> int:
+def pool_basis(k: int, window: int | None, prompts_per_round: int, machine_in_context: int = 1) -> int:
     """How many prompts' answers the pool of prompt k holds (0-based k).
 
     With a window W, prompt k sees the pool as it stood after the first k - W prompts were
-    filtered; with None, the reference's rounds: the pool at the start of k's round.
+    filtered; with None, the reference's rounds: the pool at the start of k's round. A
+    prompt that shows no machine instruction (Alpaca's, `machine_in_context: 0`) depends on
+    no answer, so it waits for none: rounds would only leave the model idle between them.
     """
+    if machine_in_context == 0:
+        return 0
     if window is None:
         return k - k % prompts_per_round
     return max(0, k - window)
@@ -213,7 +217,7 @@ def run_bootstrap_loop(
 
     def request(k: int) -> CompletionRequest:
         round_no, i = divmod(k, per_round)
-        pool = machine[: accepted_after[pool_basis(k, cfg.window, per_round)]]
+        pool = machine[: accepted_after[pool_basis(k, cfg.window, per_round, cfg.machine_in_context)]]
         params = cfg.generation.with_(seed=derive_seed(ctx.config.seed, stage, "sample", round_no, i))
         return build_prompt(step_rng(ctx.config.seed, stage, "context", round_no, i), pool, params)
 
@@ -232,7 +236,8 @@ def run_bootstrap_loop(
                 ahead = prompts_worth_sending(
                     target, len(machine), filtered, productive, per_slot * stream.concurrency, guess
                 )
-                if len(waiting) < ahead and pool_basis(next_k, cfg.window, per_round) <= filtered:
+                basis = pool_basis(next_k, cfg.window, per_round, cfg.machine_in_context)
+                if len(waiting) < ahead and basis <= filtered:
                     waiting.append((next_k, stream.submit(request(next_k))))
                     next_k += 1
                     continue
