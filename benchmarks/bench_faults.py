@@ -94,16 +94,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         with stub(work, "clean", None) as clean, stub(work, "faulty", FAULTS) as faulty:
-            clean_s = run(clean, work / "clean", args.n, args.concurrency)
-            faulty_s = run(faulty, work / "faulty", args.n, args.concurrency)
+            # Both runs are called "run": the export names its datasets after the directory.
+            clean_s = run(clean, work / "clean" / "run", args.n, args.concurrency)
+            faulty_s = run(faulty, work / "faulty" / "run", args.n, args.concurrency)
             served = httpx.get(f"{faulty}/stub/stats", timeout=5).json()
-        requests = json.loads((work / "faulty" / "summary.json").read_text())["requests"]
-        clean_requests = json.loads((work / "clean" / "summary.json").read_text())["requests"]
+        requests = json.loads((work / "faulty" / "run" / "summary.json").read_text())["requests"]
+        clean_requests = json.loads((work / "clean" / "run" / "summary.json").read_text())["requests"]
         stage_s = {
             stage: [round(clean_requests[stage]["elapsed_s"], 2), round(stats["elapsed_s"], 2)]
             for stage, stats in requests.items()
         }
-        identical = outputs(work / "clean") == outputs(work / "faulty")
+        identical = outputs(work / "clean" / "run") == outputs(work / "faulty" / "run")
     totals = {
         k: sum(s.get(k, 0) for s in requests.values())
         for k in ("sent", "retries", "hedged", "hedge_wins", "failed")
