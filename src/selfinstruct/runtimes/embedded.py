@@ -35,8 +35,10 @@ from selfinstruct.runtimes.sampling import fit_to_window, request_seed
 # an earlier decoder are not taken for this one's. batched-2: a full-size sliding-window
 # KV cache (which prefix reuse needs to be exact) moves the logits of contexts past 1024
 # tokens a little (by up to ~4 over 250 tokens; the same greedy tokens where measured).
-# Prefix reuse itself changes no answer, so it is not part of the identity.
-DECODER_VERSION = "batched-2"
+# Prefix reuse itself changes no answer, so it is not part of the identity. batched-3:
+# batch-invariant logits (llama.cpp's tiled K-quant kernel off, no 1-token prompt reads),
+# which move the logits of calls of 8 or more rows a little.
+DECODER_VERSION = "batched-3"
 
 
 def embedded_identity(
