@@ -51,9 +51,9 @@ def embedded_identity(
     - n_ctx: a prompt that leaves less room than max_tokens has max_tokens lowered to fit;
     - the GGUF LoRA adapter's SHA-256, when there is one (absent otherwise, so that answers
       stored before adapters existed keep their keys).
-    Not prefix_cache (reuse changes no answer), n_threads, or the slot count: batching can
-    nudge the logits (README, "Resuming"), but which requests share a batch varies within
-    one run anyway, so naming the slot count would only throw stored answers away.
+    Not prefix_cache (reuse changes no answer), n_threads, or the slot count: the logits
+    are batch-invariant (llama_decoder.py), so which requests share a batch, and how many
+    may, changes no answer.
     """
     identity = {
         "kind": "embedded",

@@ -132,8 +132,8 @@ class BatchDecoder:
     def starting_together(self) -> Iterator[None]:
         """Requests submitted inside this block start in the same decode step.
 
-        Decoding pauses for the block. For tests and benchmarks that need a reproducible
-        batch composition, since the logits can depend on it (see the module doc).
+        Decoding pauses for the block. For tests and benchmarks that need a known batch
+        composition (the logits do not depend on it, but timings and slots do).
         """
         with self._cond:
             yield

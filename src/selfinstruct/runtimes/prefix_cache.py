@@ -24,7 +24,8 @@ are its positions in order, so the decoder needs a full-size sliding-window cach
 (`swa_full`). Without one, the window cache wraps around after n_swa + n_batch cells,
 a trimmed stream puts new tokens in other cells, and the logits moved by up to 1.1.
 Only prompt cells are reused: generated tokens' cells come from decode steps shared with
-other sequences, which are not batch-invariant.
+other sequences. A prompt is never read in a call of one token (MIN_READ), which takes
+another attention kernel: its cells would differ from a whole read's (by up to 1.1).
 """
 
 from __future__ import annotations
