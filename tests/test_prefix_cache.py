@@ -28,7 +28,7 @@ from selfinstruct.prompts import (
     load_prompt,
 )
 from selfinstruct.runtimes.llama_decoder import BatchDecoder, Generation
-from selfinstruct.runtimes.prefix_cache import MIN_REUSE, Plan, PrefixCache, common_prefix
+from selfinstruct.runtimes.prefix_cache import MIN_READ, MIN_REUSE, Plan, PrefixCache, common_prefix
 from selfinstruct.stages.classify import render_classify_prompt
 from selfinstruct.stages.instances import render_classification_prompt, render_generation_prompt
 
@@ -57,20 +57,22 @@ def test_an_empty_cache_reads_the_whole_prompt() -> None:
     assert PrefixCache(slots=2).plan(0, prompt(1)) == Plan(0, 0)
 
 
-def test_the_own_slot_is_trimmed_to_the_shared_prefix_and_the_last_token_is_always_read() -> None:
+def test_the_own_slot_is_trimmed_to_the_shared_prefix_and_the_last_two_tokens_are_always_read() -> None:
     cache = PrefixCache(slots=2)
-    cache.read(0, [*HEADER, 1, 2])
-    assert cache.plan(0, prompt(3)) == Plan(0, len(HEADER))
-    # The same prompt again: all but its last token, whose logits start the answer.
-    assert cache.plan(0, prompt(1, 2)) == Plan(0, len(HEADER) + 1)
+    cache.read(0, [*HEADER, 1, 2, 3])
+    assert cache.plan(0, prompt(4, 5)) == Plan(0, len(HEADER))
+    # The same prompt again: all but its last MIN_READ = 2 tokens (the last one's logits
+    # start the answer; a 1-token read would give its cells other bits).
+    assert MIN_READ == 2
+    assert cache.plan(0, prompt(1, 2, 3)) == Plan(0, len(HEADER) + 1)
 
 
 def test_another_slot_is_copied_only_when_it_holds_min_reuse_more_than_the_own_slot() -> None:
     cache = PrefixCache(slots=3)
     cache.read(2, [*HEADER, 1])
-    assert cache.plan(0, prompt(1, 5)) == Plan(2, len(HEADER) + 1)
+    assert cache.plan(0, prompt(1, 5, 6)) == Plan(2, len(HEADER) + 1)
     cache.read(0, HEADER[: len(HEADER) - MIN_REUSE + 2])  # the own slot holds almost as much
-    assert cache.plan(0, prompt(1, 5)) == Plan(0, len(HEADER) - MIN_REUSE + 2)
+    assert cache.plan(0, prompt(1, 5, 6)) == Plan(0, len(HEADER) - MIN_REUSE + 2)
 
 
 def test_less_than_min_reuse_in_common_is_not_reused() -> None:
@@ -82,10 +84,10 @@ def test_less_than_min_reuse_in_common_is_not_reused() -> None:
 
 def test_a_request_waits_for_a_leader_reading_a_longer_shared_prefix() -> None:
     cache = PrefixCache(slots=2)
-    assert cache.plan(1, prompt(2), leaders=[prompt(1)]) is None
+    assert cache.plan(1, prompt(2, 3), leaders=[prompt(1, 3)]) is None
     # Once the leader has read it, its slot is copied.
-    cache.read(0, [*HEADER, 1])
-    assert cache.plan(1, prompt(2), leaders=[]) == Plan(0, len(HEADER))
+    cache.read(0, [*HEADER, 1, 3])
+    assert cache.plan(1, prompt(2, 3), leaders=[]) == Plan(0, len(HEADER))
     # A leader with little in common is not waited for.
     assert PrefixCache(slots=2).plan(1, prompt(2), leaders=[tokens(*HEADER[:5], 9, 9)]) == Plan(1, 0)
 
@@ -121,7 +123,7 @@ def test_a_prefix_only_the_own_slot_holds_is_saved_to_an_empty_free_slot_before_
     assert cache.plan(0, other, free=[1, 2, 3]) == Plan(0, 0, save=3)  # empty, and the highest
     cache.took(0, Plan(0, 0, save=3))
     assert (cache.held(0), cache.held(3)) == (0, len(HEADER) + 1)
-    assert cache.plan(1, prompt(1, 2)) == Plan(3, len(HEADER) + 1)
+    assert cache.plan(1, prompt(1, 2, 3)) == Plan(3, len(HEADER) + 1)
 
 
 def test_nothing_is_saved_when_another_slot_holds_it_or_no_free_slot_is_expendable() -> None:

@@ -35,8 +35,10 @@ from selfinstruct.runtimes.sampling import fit_to_window, request_seed
 # an earlier decoder are not taken for this one's. batched-2: a full-size sliding-window
 # KV cache (which prefix reuse needs to be exact) moves the logits of contexts past 1024
 # tokens a little (by up to ~4 over 250 tokens; the same greedy tokens where measured).
-# Prefix reuse itself changes no answer, so it is not part of the identity.
-DECODER_VERSION = "batched-2"
+# Prefix reuse itself changes no answer, so it is not part of the identity. batched-3:
+# batch-invariant logits (llama.cpp's tiled K-quant kernel off, no 1-token prompt reads),
+# which move the logits of calls of 8 or more rows a little.
+DECODER_VERSION = "batched-3"
 
 
 def embedded_identity(
@@ -49,9 +51,9 @@ def embedded_identity(
     - n_ctx: a prompt that leaves less room than max_tokens has max_tokens lowered to fit;
     - the GGUF LoRA adapter's SHA-256, when there is one (absent otherwise, so that answers
       stored before adapters existed keep their keys).
-    Not prefix_cache (reuse changes no answer), n_threads, or the slot count: batching can
-    nudge the logits (README, "Resuming"), but which requests share a batch varies within
-    one run anyway, so naming the slot count would only throw stored answers away.
+    Not prefix_cache (reuse changes no answer), n_threads, or the slot count: the logits
+    are batch-invariant (llama_decoder.py), so which requests share a batch, and how many
+    may, changes no answer.
     """
     identity = {
         "kind": "embedded",

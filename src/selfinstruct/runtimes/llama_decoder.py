@@ -20,12 +20,13 @@ same window as alone, and attention reads only its own cells (8 sequences of 900
 Sampling happens on the decode thread, on each sequence's logits, with sampling.py's
 `penalize` and `choose_token` (shared with the transformers backend); each request has its
 own seeded generator, so the same logits always give the same draws. The logits themselves
-are not batch-invariant: the order of floating-point sums in llama.cpp's CPU kernels
-depends on the shape of each call, hence on the other sequences. A prompt's logits are
-(each prompt is read in calls of its own, cut as when alone), but later ones move by up to
-~1 (of a ~30 spread), so greedy choices within ~0.2 of each other can flip. Measured: of
-8 prompts started together, 3 kept their solo answer over 32 tokens, the others for 6 to
-24; clear continuations ("Monday, Tuesday,") never changed.
+are batch-invariant: a sequence gets the same bits alone and beside any others, in any
+slots, because the kernels that sum in another order at some call shapes are avoided
+(llama_context.py turns llama.cpp's tiled K-quant kernel off; before, of 8 prompts started
+together, 3 kept their solo answer over 32 tokens). A prompt is read in calls of its own,
+cut as when alone, and never in a call of one token (a reused prefix leaves at least
+MIN_READ tokens to read, and a chunk is cut short rather than leave one token over), so a
+prompt's cells are the same bits however much of it was reused.
 
 Timeouts are charged by share: each call's wall time is split between its sequences by
 token count, and a request fails when its share passes its budget. Sharing the model, or
@@ -60,7 +61,7 @@ from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.types import StreamAborted, TokenLogprobs
 from selfinstruct.runtimes.decoder_sequence import DecoderSequence, Generation
 from selfinstruct.runtimes.llama_context import N_BATCH, LlamaContext
-from selfinstruct.runtimes.prefix_cache import Plan, PrefixCache
+from selfinstruct.runtimes.prefix_cache import MIN_READ, Plan, PrefixCache
 from selfinstruct.runtimes.sampling import choose_token, penalize, recent_tokens, seeded_rng, top_logprobs
 
 # More slots stop paying off on a CPU (embedded-model.md: 131 tok/s at 16, 114 at 8).
@@ -131,8 +132,8 @@ class BatchDecoder:
     def starting_together(self) -> Iterator[None]:
         """Requests submitted inside this block start in the same decode step.
 
-        Decoding pauses for the block. For tests and benchmarks that need a reproducible
-        batch composition, since the logits can depend on it (see the module doc).
+        Decoding pauses for the block. For tests and benchmarks that need a known batch
+        composition (the logits do not depend on it, but timings and slots do).
         """
         with self._cond:
             yield
@@ -238,6 +239,8 @@ class BatchDecoder:
                     continue
                 self._take(sequence, plan)
             start, end = sequence.fed, min(len(sequence.prompt), sequence.fed + N_BATCH)
+            if 0 < len(sequence.prompt) - end < MIN_READ:  # no 1-token call after this one
+                end = len(sequence.prompt) - MIN_READ
             last = len(sequence.prompt) - 1
             self._decode([(sequence, sequence.prompt[p], p, p == last) for p in range(start, end)])
             if sequence.error is None:

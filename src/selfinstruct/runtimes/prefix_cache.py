@@ -24,7 +24,8 @@ are its positions in order, so the decoder needs a full-size sliding-window cach
 (`swa_full`). Without one, the window cache wraps around after n_swa + n_batch cells,
 a trimmed stream puts new tokens in other cells, and the logits moved by up to 1.1.
 Only prompt cells are reused: generated tokens' cells come from decode steps shared with
-other sequences, which are not batch-invariant.
+other sequences. A prompt is never read in a call of one token (MIN_READ), which takes
+another attention kernel: its cells would differ from a whole read's (by up to 1.1).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ import numpy as np
 
 # The least reuse worth a copy, a wait, or a mention: ~50 ms of reading on 2 cores.
 MIN_REUSE = 32
+
+# The fewest prompt tokens read after the reused ones (see `plan`), and the fewest in any
+# call that reads a prompt (llama_decoder.py cuts its chunks so).
+MIN_READ = 2
 
 
 @dataclass(frozen=True)
@@ -78,13 +83,15 @@ class PrefixCache:
 
         `leaders` are the prompts other requests are reading now: when one of them will give
         at least MIN_REUSE more tokens than any slot holds today, the answer is to wait.
-        At least the prompt's last token is always read (its logits start the answer).
+        At least the prompt's last two tokens are always read: the last one's logits start the
+        answer, and a call of one token takes another attention kernel than a call of two or
+        more, which would give its cells other bits than a read of the whole prompt (measured).
         When the prompt would overwrite a prefix that only `slot` holds, the plan saves it
         in one of the `free` slots that holds nothing of its own.
         """
         if not self.enabled:
             return Plan(slot, 0)
-        limit = len(prompt) - 1
+        limit = max(0, len(prompt) - MIN_READ)
         own = min(common_prefix(self._held[slot], prompt), limit)
         best = Plan(slot, own)
         for other, held in enumerate(self._held):  # a copy must beat the own slot by MIN_REUSE
