@@ -135,7 +135,7 @@ PromptBuilder = Callable[[random.Random, Sequence[str], GenerationParams], Compl
 ResponseParser = Callable[[Completion], list[Candidate]]
 
 
-def pool_basis(k: int, window: int | None, prompts_per_round: int, machine_in_context: int = 1) -> int:
+def pool_basis(k: int, window: int | None, prompts_per_round: int, machine_in_context: int) -> int:
     """How many prompts' answers the pool of prompt k holds (0-based k).
 
     With a window W, prompt k sees the pool as it stood after the first k - W prompts were
