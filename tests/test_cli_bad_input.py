@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from fixtures.analysis_run import make_run
@@ -326,18 +326,23 @@ def test_review_of_a_corrupt_ratings_file_stops_before_serving(tmp_path: Path) -
     ]
 
 
+def config_written_to(stdout: int | IO[str]) -> subprocess.CompletedProcess[str]:
+    """`selfinstruct config` with its standard output on `stdout` (stderr captured)."""
+    return subprocess.run(
+        [sys.executable, "-m", "selfinstruct", "config"],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_a_closed_stdout_pipe_ends_silently_with_the_sigpipe_status() -> None:
     # What `cat` or `seq` do when their reader is gone: stop, say nothing, status 128 + SIGPIPE.
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before anything is written (`| true`)
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "selfinstruct", "config"],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-        )
+        result = config_written_to(write_end)
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (141, "")
@@ -356,13 +361,7 @@ def test_config_piped_to_head_prints_its_first_line_and_succeeds() -> None:
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_stdout_that_cannot_be_written_is_one_line() -> None:
     with open("/dev/full", "w") as full:
-        result = subprocess.run(
-            [sys.executable, "-m", "selfinstruct", "config"],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-        )
+        result = config_written_to(full)
     assert result.returncode == 2
     assert result.stderr == "selfinstruct: error: cannot write to standard output (No space left on device)\n"
 
