@@ -148,6 +148,8 @@ class ScriptedModel(BackendBase):
         self.transient_every = transient_every
         self.attempts: dict[tuple[str, int | None], int] = {}
         self.order: dict[tuple[str, int | None], int] = {}
+        self.blips = 0  # transient failures raised
+        self.answered_after: dict[tuple[str, int | None], int] = {}  # request -> attempts before its answer
         self.lock = threading.Lock()
 
     def identity(self) -> dict[str, Any]:
@@ -167,6 +169,10 @@ class ScriptedModel(BackendBase):
         if self.fail_after is not None and calls > self.fail_after:
             raise RetryableBackendError("scripted outage")
         if self.transient_every and distinct % self.transient_every == 0 and attempt < 2:
+            with self.lock:
+                self.blips += 1
             raise RetryableBackendError("scripted blip")
         answer = scripted_answer(request.prompt, request.params.seed)
+        with self.lock:
+            self.answered_after.setdefault(key, attempt)
         return Completion(answer.text, answer.finish_reason, answer.prompt_tokens, answer.completion_tokens)
