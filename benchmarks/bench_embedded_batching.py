@@ -10,9 +10,9 @@ with EOS). Target: 8 concurrent requests give >= 1.6x the reference's tokens/s.
 Rounds alternate reference and ours, so that the load from other processes on a shared
 machine hits both alike. Printed: each round's ratio, and best vs best (the verdict: the
 best round of each is the one least slowed by other load). Also printed: ours at 1/4/8/16
-concurrent requests, and how many greedy texts equal our own one-at-a-time answer and the
-reference's (neither need be all: llama.cpp's kernels are not batch-invariant, and the
-reference loads the model with the CPU repack buffers; see runtimes/llama_context.py).
+concurrent requests, and how many greedy texts equal our own one-at-a-time answer (all must:
+our logits are batch-invariant, runtimes/llama_context.py) and the reference's (need not be
+all: the reference loads the model with the CPU repack buffers, which take other kernels).
 
 Run: .venv/bin/python benchmarks/bench_embedded_batching.py [--rounds 5] [--tokens 64] [--quick]
 """
@@ -174,7 +174,7 @@ def main() -> int:
     for backend in backends.values():
         backend.close()
     reference.llm.close()
-    return 0 if best >= TARGET else 1
+    return 0 if best >= TARGET and same_as_solo == len(texts) else 1
 
 
 def _spread(rates: list[float]) -> str:

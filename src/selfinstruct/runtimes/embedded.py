@@ -50,7 +50,8 @@ def embedded_identity(
     - the decoder (DECODER_VERSION) and llama.cpp's version, whose kernels make the logits;
     - n_ctx: a prompt that leaves less room than max_tokens has max_tokens lowered to fit;
     - the GGUF LoRA adapter's SHA-256, when there is one (absent otherwise, so that answers
-      stored before adapters existed keep their keys).
+      stored before adapters existed keep their keys);
+    - `tiled_mm`, only when GGML_CPU_TILED_MM=1 turned llama.cpp's tiled kernel back on.
     Not prefix_cache (reuse changes no answer), n_threads, or the slot count: the logits
     are batch-invariant (llama_decoder.py), so which requests share a batch, and how many
     may, changes no answer.
@@ -66,6 +67,8 @@ def embedded_identity(
     }
     if adapter is not None:
         identity["adapter_sha256"] = file_sha256(adapter, cache_dir)
+    if os.environ.get("GGML_CPU_TILED_MM", "0") != "0":  # other logits in calls of 8+ rows (llama_context.py)
+        identity["tiled_mm"] = True
     return identity
 
 
