@@ -38,10 +38,7 @@ def shared_data() -> Path:
 # beside them. The `model` tests are a group: two processes decoding or training on 2 cores slow
 # each other down more than they gain (llama.cpp's and torch's threads spin while they wait); so
 # are the `ray` tests (two local Ray clusters), and the tests of an `xdist_group` mark (a module
-# whose fixtures are expensive). Two `model` tests whose model runs in a server process (the
-# end-to-end runs on loopback, tests/test_e2e_embedded.py and test_chat_e2e.py) have groups of their
-# own: the `model` chain is the longest, and the other worker has time to spare for them (measured:
-# 525 s of tests in the chain, 392 s in the other worker). xdist's own loadgroup passes the group from the worker to the
+# whose fixtures are expensive). xdist's own loadgroup passes the group from the worker to the
 # scheduler inside the test's node id, which pytest 9.2 no longer lets it change
 # (pytest-dev/pytest-xdist#1386): here each worker writes its tests' groups to a file that the
 # scheduler reads instead.

@@ -19,9 +19,7 @@ from servers.llama_server import SMOLLM2_CHAT_FORMAT, llama_server, smollm2_mode
 from selfinstruct.parsing import instances_of_record
 from selfinstruct.rundir import CONFIG_FILE, INSTANCES_FILE, INSTRUCTIONS_FILE, SUMMARY_FILE
 
-# A model test (`-m "not model"` leaves it out), but not in the one-after-another `model` chain:
-# its model runs in a server process, and the other pytest worker has time to spare (conftest.py).
-pytestmark = [pytest.mark.model, pytest.mark.xdist_group("chat-server")]
+pytestmark = pytest.mark.model
 
 SMALL = """
 bootstrap:

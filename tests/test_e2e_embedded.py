@@ -26,7 +26,6 @@ instances:
 """
 
 
-@pytest.mark.xdist_group("gemma-server")  # beside the `model` chain, as test_chat_e2e (conftest.py)
 def test_all_stages_run_against_a_real_llama_cpp_server_on_loopback(tmp_path: Path) -> None:
     from servers.llama_server import llama_server, model_path_for_tests
 
