@@ -56,6 +56,20 @@ def test_the_identity_does_not_depend_on_where_the_file_lives(tmp_path: Path) ->
     assert str(tmp_path) not in json.dumps(identity)
 
 
+def test_the_tiled_kernel_turned_back_on_is_part_of_the_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GGML_CPU_TILED_MM=1 gives other logits in calls of 8 or more rows: those answers get keys
+    # of their own. Unset and "0" (what runtimes/llama_context.py sets) are the same identity.
+    path, config = model_file(tmp_path / "m"), BackendConfig()
+    monkeypatch.delenv("GGML_CPU_TILED_MM", raising=False)
+    unset = embedded_identity(path, config, tmp_path)
+    monkeypatch.setenv("GGML_CPU_TILED_MM", "0")
+    assert embedded_identity(path, config, tmp_path) == unset and "tiled_mm" not in unset
+    monkeypatch.setenv("GGML_CPU_TILED_MM", "1")
+    assert embedded_identity(path, config, tmp_path) == {**unset, "tiled_mm": True}
+
+
 def test_the_digest_is_computed_once_per_path_size_and_mtime(tmp_path: Path) -> None:
     path = model_file(tmp_path / "m")
     cache = tmp_path / "cache"
