@@ -5,7 +5,7 @@ sparse: only the words that are not zero). Each item token then updates a bit ve
 Hyyro's rule V' = (V + (V & M)) | (V & ~M), and the LCS is the count of V's zero bits: one
 word operation per item token when the query has at most 64 tokens, a carry chain over the
 words when it has more. `novelty_kernel.py` calls it for the few items its bounds leave;
-`pool_lcs` scores a query against the whole pool (the similarity stats).
+`pool_f_scores` scores a query against the whole pool (the similarity stats).
 
 Each function is compiled once, on first use (numba, cached in __pycache__). The kernel's
 compiled functions include these, and numba checks only the caller's own file for changes:
@@ -135,15 +135,26 @@ def lcs_length(
 
 
 @njit(cache=True, nogil=True)
-def pool_lcs(tokens: np.ndarray, items: int, s_start: np.ndarray, lengths: np.ndarray,
-             s_tok: np.ndarray) -> np.ndarray:  # fmt: skip
-    """The LCS of the query with each of the first `items` pool items."""
-    out = np.zeros(items, dtype=np.int64)
+def pool_f_scores(tokens: np.ndarray, items: int, s_start: np.ndarray, lengths: np.ndarray,
+                  s_tok: np.ndarray) -> np.ndarray:  # fmt: skip
+    """ROUGE-L F of the query against each of the first `items` pool items.
+
+    The arithmetic of rouge_score (and of numpy over the LCS array, as this was computed
+    before), operation for operation: precision = lcs / item length (1 for an empty item,
+    whose lcs is 0), recall = lcs / query length, F = 2 * precision * recall / (precision +
+    recall), 0 where both are 0. No fastmath, so the same float64 bits.
+    """
+    out = np.zeros(items, dtype=np.float64)
     lc = len(tokens)
     if lc == 0:
         return out
     masks = query_masks(tokens)
     for item in range(items):
-        start = s_start[item]
-        out[item] = lcs_length(masks, lc, s_tok[start : start + lengths[item]])
+        start, length = s_start[item], lengths[item]
+        lcs = lcs_length(masks, lc, s_tok[start : start + length])
+        if lcs == 0:
+            continue
+        precision = lcs / max(length, 1)
+        recall = lcs / lc
+        out[item] = 2 * precision * recall / (precision + recall)
     return out

@@ -324,15 +324,7 @@ class RougeNoveltyIndex:
             query = np.array([self._ids.get(t, 0) for t in tokens], dtype=np.int32)  # 0: in no item
             s_start, lengths, s_tok = self._s_start[:n], self._lengths[:n].copy(), self._s_tok
             texts = self._texts  # only ever appended to: items below n stay as they are
-        lcs = lcs_kernel.pool_lcs(query, n, s_start, lengths, s_tok)
-        if len(query):
-            # An empty item has lcs 0 and so F 0; the max(..., 1) only avoids 0 / 0.
-            precision, recall = lcs / np.maximum(lengths, 1), lcs / len(query)  # rounded as Python's
-            total = precision + recall
-            with np.errstate(invalid="ignore"):
-                scores = np.where(total > 0, 2 * precision * recall / total, 0.0)
-        else:
-            scores = np.zeros(n)
+        scores = lcs_kernel.pool_f_scores(query, n, s_start, lengths, s_tok)
         top: list[int] = np.argsort(scores)[-k:][::-1].tolist() if k > 0 else []
         return [(texts[i], float(scores[i])) for i in top], float(np.mean(scores))
 

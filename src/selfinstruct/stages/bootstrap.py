@@ -18,12 +18,12 @@ order answers arrive in, or the moment it was interrupted.
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,10 +221,9 @@ def run_bootstrap_loop(
         params = cfg.generation.with_(seed=derive_seed(ctx.config.seed, stage, "sample", round_no, i))
         return build_prompt(step_rng(ctx.config.seed, stage, "context", round_no, i), pool, params)
 
-    with (
-        ctx.engine.stream(stage) as stream,
-        _similarity_stats(index, cfg.similarity_stats_on(), cfg.most_similar_k) as stats,
-    ):
+    stats_on = cfg.similarity_stats_on()
+    pool_sizes: list[int] = []  # per accepted record with stats: the pool's size at its acceptance
+    with ctx.engine.stream(stage) as stream:
         next_k = 0
         per_slot = AHEAD_PER_SLOT if stream.hedged else AHEAD_PER_SLOT_LOCAL
         guess = FIRST_GUESS_PER_PROMPT if stream.hedged else FIRST_GUESS_PER_PROMPT_LOCAL
@@ -263,8 +262,9 @@ def run_bootstrap_loop(
                     funnel.reject(reason)
                     continue
                 record: dict[str, Any] = {"instruction": candidate.instruction, **candidate.extra}
-                if stats is not None:
-                    stats.score(record, candidate.instruction)
+                if stats_on:  # the keys' place in the record; filled in after the loop
+                    record["most_similar"], record["avg_similarity_score"] = {}, 0.0
+                    pool_sizes.append(len(index))
                 record["metadata"] = {
                     "round": round_no,
                     "prompt_index": i,
@@ -283,6 +283,8 @@ def run_bootstrap_loop(
             productive += len(machine) > accepted_before
     if bar is not None:
         bar.close()
+    if stats_on and not failed:
+        fill_similarity_stats(ctx, stage, index, records, pool_sizes, cfg.most_similar_k)
     if failed:
         raise RequestsFailedError(
             f"{stage}: a request failed after retries (see {FAILED_FILE}); "
@@ -291,46 +293,41 @@ def run_bootstrap_loop(
     return BootstrapResult(records=records, funnel=funnel, complete=len(machine) >= target)
 
 
-class _SimilarityScorer:
-    """`most_similar` and `avg_similarity_score` of accepted instructions, on a thread of their own.
+def fill_similarity_stats(
+    ctx: StageContext,
+    stage: str,
+    index: RougeNoveltyIndex,
+    records: list[dict[str, Any]],
+    pool_sizes: list[int],
+    k: int,
+) -> None:
+    """`most_similar` and `avg_similarity_score` of the accepted instructions, in one pass after the loop.
 
-    They take a full comparison against the pool (the mean needs every score), the one part
-    of the filter that grows with the pool for every accepted instruction. Each is scored
-    against the pool as it stood at its acceptance, so the values are the same as in line;
-    the loop goes on filtering meanwhile (rapidfuzz releases the GIL), and `finish` fills
-    the records in.
+    Each is a full comparison against the pool (the mean needs every score), the one part of
+    the filter that grows with the pool for every instruction: N instructions cost about
+    0.1 us x N^2 of CPU. Done while the loop runs, it took the cores the loop and the HTTP
+    threads need (at 10K instructions the bootstrap sent at less than half the rate); done
+    here, it costs the server nothing and runs on every core (the LCS kernel releases the
+    GIL). Each record is scored against the pool as it stood at its acceptance (its first
+    `pool_sizes[i]` items: the index only ever grows), so the values are those of scoring
+    in line.
     """
-
-    def __init__(self, index: RougeNoveltyIndex, k: int, pool: ThreadPoolExecutor) -> None:
-        self.index, self.k, self.pool = index, k, pool
-        self.pending: list[tuple[dict[str, Any], Future[tuple[list[tuple[str, float]], float]]]] = []
-
-    def score(self, record: dict[str, Any], instruction: str) -> None:
-        record["most_similar"] = {}  # the keys' place in the record; filled in by finish()
-        record["avg_similarity_score"] = 0.0
-        job = self.pool.submit(self.index.similarity_stats, instruction, self.k, len(self.index))
-        self.pending.append((record, job))
-
-    def finish(self) -> None:
-        for record, job in self.pending:
-            top, mean = job.result()
+    if not records:
+        return
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    bar = _progress(ctx, f"{stage}: similarity", len(records))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="similarity-stats") as pool:
+        jobs = pool.map(
+            lambda job: index.similarity_stats(job[0]["instruction"], k, job[1]),
+            zip(records, pool_sizes, strict=True),
+        )
+        for record, (top, mean) in zip(records, jobs, strict=True):
             record["most_similar"] = dict(top)
             record["avg_similarity_score"] = mean
-        self.pending.clear()
-
-
-@contextmanager
-def _similarity_stats(index: RougeNoveltyIndex, enabled: bool, k: int) -> Iterator[_SimilarityScorer | None]:
-    if not enabled:
-        yield None
-        return
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="similarity-stats")
-    scorer = _SimilarityScorer(index, k, pool)
-    try:
-        yield scorer
-        scorer.finish()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
 
 
 def bootstrap_instructions(ctx: StageContext) -> BootstrapResult:
