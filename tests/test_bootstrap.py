@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -14,11 +15,13 @@ from selfinstruct.config import CompatConfig, build_config
 from selfinstruct.filters.novelty_index import RougeNoveltyIndex
 from selfinstruct.llm.types import Completion, CompletionRequest
 from selfinstruct.records import Instance, SeedTask
+from selfinstruct.stages import bootstrap as bootstrap_module
 from selfinstruct.stages.bootstrap import (
     AHEAD_PER_SLOT,
     AHEAD_PER_SLOT_LOCAL,
     bootstrap_instructions,
     capitalize_first,
+    fill_similarity_stats,
     parse_bootstrap_response,
     prompts_worth_sending,
     render_bootstrap_prompt,
@@ -192,6 +195,45 @@ def test_similarity_stats_score_each_instruction_against_the_pool_at_its_accepta
         assert record["most_similar"] == dict(top) and record["avg_similarity_score"] == mean
     # The keys keep the reference's order, whatever thread filled them in.
     assert list(result.records[0])[:3] == ["instruction", "most_similar", "avg_similarity_score"]
+
+
+def test_ctrl_c_during_the_similarity_pass_scores_no_more_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pass after the loop can take minutes (52K instructions: 160 s); Ctrl-C must end it
+    # at once rather than score every record still queued.
+    class SlowIndex:
+        calls = 0
+
+        def similarity_stats(
+            self, text: str, k: int, pool_size: int
+        ) -> tuple[list[tuple[str, float]], float]:
+            SlowIndex.calls += 1
+            time.sleep(0.005)
+            return [], 0.0
+
+    class InterruptingBar:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def update(self, _: int) -> None:
+            self.n += 1
+            if self.n == 3:
+                raise KeyboardInterrupt
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(bootstrap_module, "_progress", lambda *_: InterruptingBar())
+    records = [{"instruction": f"task {i}"} for i in range(1000)]
+    with pytest.raises(KeyboardInterrupt):
+        fill_similarity_stats(
+            cast(StageContext, None),
+            "bootstrap",
+            cast(RougeNoveltyIndex, SlowIndex()),
+            records,
+            [1] * 1000,
+            10,
+        )
+    assert SlowIndex.calls < 100  # 1000 with the executor's own exit, which runs every queued job
 
 
 @pytest.mark.parametrize(

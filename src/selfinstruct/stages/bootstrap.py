@@ -316,7 +316,8 @@ def fill_similarity_stats(
         return
     workers = max(1, min(os.cpu_count() or 1, 8))
     bar = _progress(ctx, f"{stage}: similarity", len(records))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="similarity-stats") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="similarity-stats")
+    try:
         jobs = pool.map(
             lambda job: index.similarity_stats(job[0]["instruction"], k, job[1]),
             zip(records, pool_sizes, strict=True),
@@ -326,8 +327,11 @@ def fill_similarity_stats(
             record["avg_similarity_score"] = mean
             if bar is not None:
                 bar.update(1)
-    if bar is not None:
-        bar.close()
+    finally:
+        # On Ctrl-C, drop the records not started (a `with` block would score them all first).
+        pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
 
 
 def bootstrap_instructions(ctx: StageContext) -> BootstrapResult:
