@@ -203,6 +203,9 @@ def test_ctrl_c_during_the_similarity_pass_scores_no_more_records(monkeypatch: p
     class SlowIndex:
         calls = 0
 
+        def __len__(self) -> int:
+            return 1000  # the records alone
+
         def similarity_stats(
             self, text: str, k: int, pool_size: int
         ) -> tuple[list[tuple[str, float]], float]:
@@ -230,7 +233,6 @@ def test_ctrl_c_during_the_similarity_pass_scores_no_more_records(monkeypatch: p
             "bootstrap",
             cast(RougeNoveltyIndex, SlowIndex()),
             records,
-            [1] * 1000,
             10,
         )
     assert SlowIndex.calls < 100  # 1000 with the executor's own exit, which runs every queued job

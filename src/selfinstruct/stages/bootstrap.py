@@ -222,7 +222,6 @@ def run_bootstrap_loop(
         return build_prompt(step_rng(ctx.config.seed, stage, "context", round_no, i), pool, params)
 
     stats_on = cfg.similarity_stats_on()
-    pool_sizes: list[int] = []  # per accepted record with stats: the pool's size at its acceptance
     with ctx.engine.stream(stage) as stream:
         next_k = 0
         per_slot = AHEAD_PER_SLOT if stream.hedged else AHEAD_PER_SLOT_LOCAL
@@ -264,7 +263,6 @@ def run_bootstrap_loop(
                 record: dict[str, Any] = {"instruction": candidate.instruction, **candidate.extra}
                 if stats_on:  # the keys' place in the record; filled in after the loop
                     record["most_similar"], record["avg_similarity_score"] = {}, 0.0
-                    pool_sizes.append(len(index))
                 record["metadata"] = {
                     "round": round_no,
                     "prompt_index": i,
@@ -284,7 +282,7 @@ def run_bootstrap_loop(
     if bar is not None:
         bar.close()
     if stats_on and not failed:
-        fill_similarity_stats(ctx, stage, index, records, pool_sizes, cfg.most_similar_k)
+        fill_similarity_stats(ctx, stage, index, records, cfg.most_similar_k)
     if failed:
         raise RequestsFailedError(
             f"{stage}: a request failed after retries (see {FAILED_FILE}); "
@@ -298,7 +296,6 @@ def fill_similarity_stats(
     stage: str,
     index: RougeNoveltyIndex,
     records: list[dict[str, Any]],
-    pool_sizes: list[int],
     k: int,
 ) -> None:
     """`most_similar` and `avg_similarity_score` of the accepted instructions, in one pass after the loop.
@@ -308,19 +305,21 @@ def fill_similarity_stats(
     0.1 us x N^2 of CPU. Done while the loop runs, it took the cores the loop and the HTTP
     threads need (at 10K instructions the bootstrap sent at less than half the rate); done
     here, it costs the server nothing and runs on every core (the LCS kernel releases the
-    GIL). Each record is scored against the pool as it stood at its acceptance (its first
-    `pool_sizes[i]` items: the index only ever grows), so the values are those of scoring
-    in line.
+    GIL). Each record is scored against the pool as it stood at its acceptance, so the values
+    are those of scoring in line: the index holds the seeds, then each record in order (the
+    loop adds exactly the records it keeps), so record i's pool is its first
+    len(index) - len(records) + i items.
     """
     if not records:
         return
+    first = len(index) - len(records)
     workers = max(1, min(os.cpu_count() or 1, 8))
     bar = _progress(ctx, f"{stage}: similarity", len(records))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="similarity-stats")
     try:
         jobs = pool.map(
             lambda job: index.similarity_stats(job[0]["instruction"], k, job[1]),
-            zip(records, pool_sizes, strict=True),
+            zip(records, range(first, len(index)), strict=True),
         )
         for record, (top, mean) in zip(records, jobs, strict=True):
             record["most_similar"] = dict(top)
