@@ -22,34 +22,16 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from bench_bootstrap import bootstrap
 from bench_engine import fixed_delay_server
 
-from selfinstruct.config import build_config
-from selfinstruct.pipeline import Run
 from selfinstruct.rundir import INSTRUCTIONS_FILE
 
 DELAY_S, SLOTS, TARGET = 0.2, 64, 0.80
 SIMILARITY_FIELDS = ("most_similar", "avg_similarity_score")
-
-
-def bootstrap(base_url: str, out: Path, n: int, stats: bool) -> dict[str, Any]:
-    config = build_config(
-        overrides={
-            "bootstrap": {"num_instructions": n, "similarity_stats": stats},
-            "backend": {"kind": "openai", "base_url": base_url, "model": "bench-model", "concurrency": SLOTS},
-        }
-    )
-    run = Run(out, config, progress=False, log=lambda _: None)
-    started = time.perf_counter()
-    with run.opened():
-        run.bootstrap()
-    wall = time.perf_counter() - started
-    requests = run.summary()["requests"]["bootstrap"]
-    return {"sent": requests["sent"], "seconds": requests["elapsed_s"], "wall": wall}
 
 
 def without_similarity(path: Path) -> list[dict[str, Any]]:
@@ -69,7 +51,9 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 work, measured = Path(tmp), {}
                 for stats in (True, False):
-                    result = bootstrap(server.base_url, work / str(stats) / "run", n, stats)
+                    result = bootstrap(
+                        server.base_url, work / str(stats) / "run", n, SLOTS, similarity_stats=stats
+                    )
                     measured[stats] = result
                     share = result["sent"] / result["seconds"] / ideal
                     print(
