@@ -1,7 +1,7 @@
 """A backend for any OpenAI-compatible HTTP server (OpenAI itself, llama.cpp, vLLM, ...).
 
-Synchronous `httpx` clients with one keep-alive connection each, lent to the engine's
-worker threads one per call (`_ClientPool` says why not one shared client). Every failure
+Keep-alive connections lent to the engine's worker threads one per call (llm/http.py, which
+says why not `httpx`). Every failure
 is classified once, here: what another try might fix becomes `RetryableBackendError`, with a `kind` the
 admission controller reads (a 429, a 503 and a timeout mean the server is saturated);
 everything else `BackendError`; a 200 becomes a `Completion` only if it is a usable answer
@@ -16,18 +16,14 @@ import ipaddress
 import json
 import os
 import re
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.http import Connections, HttpResponse, TransportError, TransportTimeout
 from selfinstruct.llm.openai.answer import parse_answer
 from selfinstruct.llm.openai.output_modes import PROBE_TIMEOUT_S, PROBED_MODES, probe_outcome, probe_request
 from selfinstruct.llm.openai.wire import http_request
@@ -56,7 +52,7 @@ class OpenAIBackend:
         if self._key is None and not _is_loopback(self._base_url):
             raise BackendError("no API key: set OPENAI_API_KEY or backend.api_key_file")
         self._timeout_s = config.timeout_s
-        self._clients = _ClientPool(self.headers(), config.timeout_s)
+        self._connections = Connections(self._base_url, self.headers(), config.timeout_s)
         # The model ids the server listed at check(); None = not checked, or no list.
         self._listed_models: list[str] | None = None
         # How a response_schema is sent (output_modes.py); "auto" until probe_output_mode().
@@ -95,11 +91,10 @@ class OpenAIBackend:
         # from a missing route when a completion is refused with a 404 (_status_error).
         self._listed_models = _model_ids(response)
 
-    def _get_models(self, base_url: str) -> httpx.Response:
+    def _get_models(self, base_url: str) -> HttpResponse:
         try:
-            with self._clients.lend() as client:
-                return client.get(f"{base_url}/models", timeout=10.0)
-        except httpx.TransportError as exc:
+            return self._connections.get(f"{base_url}/models", timeout=10.0)
+        except TransportError as exc:
             raise BackendError(f"cannot reach {base_url}: {self._describe(exc)}") from None
 
     def _not_an_api(self) -> str:
@@ -122,13 +117,12 @@ class OpenAIBackend:
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
         path, body = self.request_body(request)
         try:
-            with self._clients.lend() as client:
-                response = client.post(f"{self._base_url}{path}", json=body, timeout=timeout)
-        except httpx.TimeoutException:
+            response = self._connections.post(f"{self._base_url}{path}", json=body, timeout=timeout)
+        except TransportTimeout:
             raise RetryableBackendError(
                 f"no answer from {self._base_url} within {timeout:g} s", kind="timeout"
             ) from None
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             raise RetryableBackendError(
                 f"cannot reach {self._base_url}: {self._describe(exc)}", kind="connection"
             ) from None
@@ -151,12 +145,11 @@ class OpenAIBackend:
         for mode in PROBED_MODES:
             path, body = self.request_body(request, mode)
             try:
-                with self._clients.lend() as client:
-                    response = client.post(f"{self._base_url}{path}", json=body, timeout=timeout)
-            except httpx.TimeoutException:
+                response = self._connections.post(f"{self._base_url}{path}", json=body, timeout=timeout)
+            except TransportTimeout:
                 unknown.append(f"{mode}: no answer within {timeout:g} s")
                 continue
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 unknown.append(f"{mode}: {self._describe(exc)}")
                 continue
             verdict = probe_outcome(response, self._api)
@@ -177,7 +170,7 @@ class OpenAIBackend:
         return "text"
 
     def close(self) -> None:
-        self._clients.close()
+        self._connections.close()
 
     # -- request and response mapping ------------------------------------------------------
 
@@ -188,7 +181,7 @@ class OpenAIBackend:
             raise BackendError(f"chat messages cannot go to {self._base_url}/completions: use --api chat")
         return http_request(request, self._model, self._api, mode or self.output_mode)
 
-    def _parse(self, response: httpx.Response) -> Completion:
+    def _parse(self, response: HttpResponse) -> Completion:
         try:
             return parse_answer(response.content, self._api)
         except RetryableBackendError as exc:
@@ -199,7 +192,7 @@ class OpenAIBackend:
 
     # -- error classification --------------------------------------------------------------
 
-    def _status_error(self, response: httpx.Response) -> Exception:
+    def _status_error(self, response: HttpResponse) -> Exception:
         status = response.status_code
         message = self._redact(_server_message(response))
         if status in (401, 403):
@@ -224,59 +217,11 @@ class OpenAIBackend:
         return BackendError(f"unexpected HTTP {status} from {self._base_url}: {message}".rstrip(": "))
 
     def _describe(self, exc: Exception) -> str:
-        if isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower():
-            return "connection refused"
         return self._redact(_one_line(str(exc)) or type(exc).__name__)
 
     def _redact(self, text: str) -> str:
         # Some servers echo the Authorization header or the key in their error text.
         return text.replace(self._key, "***") if self._key else text
-
-
-class _ClientPool:
-    """Single-connection HTTP clients, one per concurrent call, reused last-in first-out.
-
-    One shared `httpx.Client` would be thread-safe too, but its connection pool scans every
-    connection and every waiting request on each call, so its CPU cost grows with the
-    concurrency (measured at 64 in flight: ~0.55 ms per request, against ~0.4 ms here, where a
-    call costs a pop and a push). As many clients exist as calls ever ran at once; each
-    keeps its connection alive between calls.
-    """
-
-    def __init__(self, headers: dict[str, str], timeout_s: float) -> None:
-        self._headers = headers
-        self._timeout_s = timeout_s
-        self._free: list[httpx.Client] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        # Built once and shared: a new context per client would load the CA bundle (~20 ms) each time.
-        self._ssl = httpx.create_ssl_context()
-
-    @contextmanager
-    def lend(self) -> Iterator[httpx.Client]:
-        with self._lock:
-            client = self._free.pop() if self._free else None
-        if client is None:
-            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-            client = httpx.Client(
-                headers=self._headers, timeout=self._timeout_s, verify=self._ssl, limits=limits
-            )
-        try:
-            yield client
-        finally:
-            with self._lock:
-                keep = not self._closed
-                if keep:
-                    self._free.append(client)
-            if not keep:
-                client.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            clients, self._free = self._free, []
-        for client in clients:
-            client.close()
 
 
 def _read_api_key(api_key_file: str | None) -> str | None:
@@ -308,7 +253,7 @@ def _is_loopback(base_url: str) -> bool:
         return False
 
 
-def _model_ids(response: httpx.Response) -> list[str] | None:
+def _model_ids(response: HttpResponse) -> list[str] | None:
     """The model ids of an OpenAI models list ({"data": [{"id": ...}, ...]}), or None."""
     if response.status_code != 200:
         return None
@@ -349,7 +294,7 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _server_message(response: httpx.Response) -> str:
+def _server_message(response: HttpResponse) -> str:
     """The server's error message, one line, at most ~200 characters."""
     try:
         data = response.json()

@@ -16,10 +16,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import RetryableBackendError
+from selfinstruct.llm.http import HttpResponse
 from selfinstruct.llm.openai.answer import parse_answer
 from selfinstruct.llm.types import ChatMessage, CompletionRequest
 
@@ -58,7 +57,7 @@ def probe_request() -> CompletionRequest:
     )
 
 
-def probe_outcome(response: httpx.Response, api: str) -> bool | None:
+def probe_outcome(response: HttpResponse, api: str) -> bool | None:
     """Whether the server honoured the probe's form (True), refused or ignored it (False), or
     answered in a way that says nothing about it (None: see _NO_VERDICT)."""
     if response.status_code in _NO_VERDICT:
