@@ -148,6 +148,8 @@ def test_answers_stored_under_an_older_url_key_are_not_paid_for_again(
 
     for request in requests(5):
         store.put(request.key(old_identity), "s", {}, Completion("stored before", "stop"))
+    store.close()  # an older version's run ended; this one opens its store
+    store = ResponseStore(tmp_path / "store.sqlite")
     engine = RequestEngine(OpenAIBackend(config), store, tmp_path / "failed.jsonl", 2, 0, 5.0, progress=False)
     assert [r.text for r in engine.run(requests(5), "s") if r] == ["stored before"] * 5
     assert servers[0].stats()["completions"] == 0

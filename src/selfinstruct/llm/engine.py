@@ -40,7 +40,7 @@ from selfinstruct.llm.executors.base import Executor, hand_over
 from selfinstruct.llm.failures import FailureLog
 from selfinstruct.llm.store import ResponseStore
 from selfinstruct.llm.stream import RequestStream
-from selfinstruct.llm.types import Backend, Completion, CompletionRequest
+from selfinstruct.llm.types import Backend, Completion, CompletionRequest, params_json
 
 
 class RequestEngine:
@@ -112,7 +112,7 @@ class RequestEngine:
         again under its current key, so it is looked up only once; it is never paid for twice.
         """
         stored = self.store.get(key)
-        if stored is not None or not self._legacy_identities:
+        if stored is not None or not self._legacy_identities or self.store.opened_empty:
             return stored
         for identity in self._legacy_identities:
             stored = self.store.get(request.key(identity))
@@ -292,7 +292,7 @@ class RequestEngine:
     def _request_meta(self, request: CompletionRequest) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "prompt": request.prompt,
-            "params": request.params.model_dump(mode="json"),
+            "params": params_json(request.params),
             "sample_index": request.sample_index,
             "backend": self._identity,
         }

@@ -72,6 +72,9 @@ class ResponseStore:
         if columns != _COLUMNS:
             self._db.close()
             raise InputFileError(f"{self.path}: not a response store (unexpected columns {columns})")
+        # A store that was empty when opened holds only rows this version wrote, under the keys
+        # it computes: nothing in it can be under an older version's key (engine.lookup).
+        self.opened_empty = self._db.execute("SELECT 1 FROM responses LIMIT 1").fetchone() is None
         # Lookups have a connection of their own: in WAL mode a reader never waits for a
         # writer, so a lookup does not queue behind a commit's fsync.
         self._read_lock = threading.Lock()

@@ -14,14 +14,25 @@ probing for attributes.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
 from selfinstruct.config import GenerationParams
+
+
+@lru_cache(maxsize=64)
+def params_json(params: GenerationParams) -> dict[str, Any]:
+    """`params` as the store key and the store's request record show them. A stage sends
+    thousands of requests with a handful of parameter sets: each is dumped once. The dict is
+    shared: callers must not change it."""
+    dumped: dict[str, Any] = params.model_dump(mode="json")
+    return dumped
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,7 @@ class CompletionRequest:
         payload: dict[str, Any] = {
             "backend": backend_identity,
             "prompt": self.prompt,
-            "params": self.params.model_dump(mode="json"),
+            "params": params_json(self.params),
             "sample_index": self.sample_index,
         }
         # Only when set, so that every text request keeps the key it always had.
@@ -107,8 +118,14 @@ class Completion:
     logprobs: tuple[TokenLogprobs, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("logprobs")
+        # By hand, not dataclasses.asdict (which deep-copies every field): once per answer stored.
+        data: dict[str, Any] = {
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "extra": copy.deepcopy(self.extra) if self.extra else {},
+        }
         # Only when there are some, so that every other stored answer reads as it always did.
         if self.logprobs:
             data["logprobs"] = [[t.token, t.top] for t in self.logprobs]

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.accounting import StageBooks
@@ -196,8 +197,8 @@ class Sender:
                 started = time.monotonic()
                 backend = ticket.route.backend
                 try:
-                    if isinstance(backend, CancellableBackend):
-                        completion = backend.complete_cancellable(job.request, self.timeout_s, job.dismissed)
+                    if ticket.route.cancellable:
+                        completion = cast(CancellableBackend, backend).complete_cancellable(job.request, self.timeout_s, job.dismissed)
                     else:
                         completion = backend.complete(job.request, self.timeout_s)
                 except RetryableBackendError as exc:

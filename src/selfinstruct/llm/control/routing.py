@@ -37,7 +37,7 @@ from selfinstruct.llm.control.admission import (
     retry_after_of,
 )
 from selfinstruct.llm.control.breaker import CircuitBreaker
-from selfinstruct.llm.types import Backend, StreamAborted
+from selfinstruct.llm.types import Backend, CancellableBackend, StreamAborted
 
 # How often a waiting caller looks again without a notification.
 _POLL_S = 0.05
@@ -54,6 +54,11 @@ class Route:
     weight: float = 1.0
     answered: int = 0  # requests it answered
     errors: int = 0  # retryable failures it returned
+    # Asked once here, not per call: isinstance on a Protocol walks its attributes (~65 µs).
+    cancellable: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cancellable = isinstance(self.backend, CancellableBackend)
 
 
 @dataclass
