@@ -18,7 +18,13 @@ Measured, all in one run:
 The concurrent runs follow a 64-request warm-up on the same engine (connections open),
 which is not counted: a real run's steady state is what matters over thousands of requests.
 
+--against REV measures the engine CPU per request of this tree and of the commit REV side by
+side: each in a child process of its own (REV's `src/` from `git archive`), against a server of
+its own, alternating, `--rounds` times; it prints the best and the median of each and their
+ratio. The machine is shared: the best of several rounds is the least disturbed.
+
 Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_engine.py [--n 640] [--seq-n 25] [--profile]
+     PYTHONPATH=src .venv/bin/python benchmarks/bench_engine.py --against fdab44b [--rounds 5] [--n 1280]
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ import argparse
 import contextlib
 import cProfile
 import io
+import json
 import os
 import pstats
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,6 +144,55 @@ def measure(
     return Measured(n, wall, cpu, server_used, engine.stats()[tag])
 
 
+def child(n: int, concurrency: int, delay: float) -> None:
+    """One concurrent run after a warm-up, with whichever `selfinstruct` is on the path; prints JSON."""
+    with tempfile.TemporaryDirectory() as tmp, fixed_delay_server(delay, concurrency) as server:
+        workdir = Path(tmp)
+        with ResponseStore(workdir / "responses.sqlite") as store:
+            engine = make_engine(server, store, workdir, concurrency)
+            measure(engine, server, "warmup", concurrency)
+            run = measure(engine, server, "concurrent", n)
+            engine.backend.close()
+    print(json.dumps({"cpu_ms": run.cpu_s / n * 1000, "rate": n / run.wall_s}))
+
+
+def against(rev: str, rounds: int, n: int, concurrency: int, delay: float) -> None:
+    """This tree's engine and REV's, side by side (see the module's docstring)."""
+    root = HERE.parent
+    ideal = concurrency / delay
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(root), "archive", rev, "src"], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        paths = {"old": str(Path(tmp) / "src"), "new": str(root / "src")}
+        results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+        argv = [sys.executable, __file__, "--child", "--n", str(n), "--concurrency", str(concurrency)]
+        argv += ["--delay", str(delay)]
+        for round_no in range(rounds):
+            for variant in ("old", "new") if round_no % 2 == 0 else ("new", "old"):
+                env = {**os.environ, "PYTHONPATH": paths[variant]}
+                out = subprocess.run(argv, capture_output=True, text=True, env=env, check=True).stdout
+                results[variant].append(json.loads(out.splitlines()[-1]))
+                got = results[variant][-1]
+                print(
+                    f"  round {round_no + 1} {variant}: {got['cpu_ms']:.3f} ms per request, {got['rate']:.0f} req/s"
+                )
+    print(
+        f"\nengine CPU per request, {n} requests at concurrency {concurrency} (ideal {ideal:.0f} req/s), "
+        f"{rounds} rounds each, old = {rev}:"
+    )
+    best = {v: min(r["cpu_ms"] for r in results[v]) for v in results}
+    median = {v: statistics.median(r["cpu_ms"] for r in results[v]) for v in results}
+    rate = {v: max(r["rate"] for r in results[v]) for v in results}
+    for v in ("old", "new"):
+        print(
+            f"  {v}: best {best[v]:.3f} ms, median {median[v]:.3f} ms; best rate {rate[v] / ideal:.1%} of ideal"
+        )
+    print(f"  new / old: best {best['new'] / best['old']:.2f}, median {median['new'] / median['old']:.2f}")
+    print(f"  target <= 1 ms per request: {'met' if median['new'] <= 1.0 else 'NOT met'} (median of new)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=640, help="requests in the concurrent run")
@@ -144,8 +201,15 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.2, help="the server's seconds per answer")
     parser.add_argument("--no-overload", action="store_true", help="skip part 4")
     parser.add_argument("--profile", action="store_true", help="cProfile the concurrent run (top 25)")
+    parser.add_argument("--against", metavar="REV", help="compare the engine CPU with commit REV's")
+    parser.add_argument("--rounds", type=int, default=5, help="with --against: runs of each")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     c, delay = args.concurrency, args.delay
+    if args.child:
+        return child(args.n, c, delay)
+    if args.against:
+        return against(args.against, args.rounds, args.n, c, delay)
     ideal = c / delay
 
     print(f"engine benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, wait
 
-from selfinstruct.llm.threads import DaemonPool
+from selfinstruct.llm.threads import DaemonPool, WakingEvent
 from selfinstruct.llm.types import Completion, CompletionRequest, StreamAborted
 
 WORKERS_PER_SLOT = 4
@@ -63,7 +63,7 @@ class RequestStream:
         # may want more requests queued, to keep the server busy while one waits for its twin.
         self.hedged = hedged
         # Set: send nothing more (a fatal error, the caller's failure, or dismissal).
-        self.abort = threading.Event()
+        self.abort = WakingEvent()
         # Set when the caller stopped waiting for answers it never read (see the module doc).
         self.dismissed = threading.Event()
         self._read: set[Future[Completion | None]] = set()

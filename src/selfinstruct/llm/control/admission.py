@@ -39,10 +39,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from selfinstruct.errors import RetryableBackendError
+from selfinstruct.llm.threads import WakingEvent
 
 # Failure kinds that mean "the endpoint has more than it can handle" (see RetryableBackendError.kind).
 OVERLOAD_KINDS = frozenset({"rate_limit", "overloaded", "timeout"})
-# How often a caller waiting with a cancel event looks at it (cancellation is not a notify).
+# How often a caller waiting with a plain cancel event looks at it (a WakingEvent notifies).
 _CANCEL_POLL_S = 0.1
 
 
@@ -146,6 +147,10 @@ class AdmissionController:
 
     def acquire(self, cancel: threading.Event | None = None) -> Ticket:
         """Wait until a request may start; `cancel` set while waiting raises AdmissionCancelled."""
+        # A WakingEvent wakes this wait when it is set; another event is looked at now and then.
+        poll = cancel is not None and not isinstance(cancel, WakingEvent)
+        if isinstance(cancel, WakingEvent):
+            cancel.watch(self._cond)
         with self._cond:
             while True:
                 if cancel is not None and cancel.is_set():
@@ -158,7 +163,7 @@ class AdmissionController:
                 gate_left = self._gate_until - self._clock()
                 if gate_left > 0:
                     timeout = gate_left
-                if cancel is not None:
+                if poll:
                     timeout = _CANCEL_POLL_S if timeout is None else min(timeout, _CANCEL_POLL_S)
                 self._cond.wait(timeout)
 

@@ -198,7 +198,9 @@ class Sender:
                 backend = ticket.route.backend
                 try:
                     if ticket.route.cancellable:
-                        completion = cast(CancellableBackend, backend).complete_cancellable(job.request, self.timeout_s, job.dismissed)
+                        completion = cast(CancellableBackend, backend).complete_cancellable(
+                            job.request, self.timeout_s, job.dismissed
+                        )
                     else:
                         completion = backend.complete(job.request, self.timeout_s)
                 except RetryableBackendError as exc:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -114,16 +114,25 @@ def race(
     """
     abandoned = threading.Event()
     sent_at: list[float] = []  # when the first attempt went out
+    # Set by whatever the loop must look at: an attempt that ended, the first one sent.
+    changed = threading.Event()
 
     def first_sent() -> None:
         sent_at.append(time.monotonic())
+        changed.set()
 
-    first: Future[T] = run_in_daemon_thread(attempt, abandoned, first_sent)
+    def start(sent: Callable[[], None]) -> Future[T]:
+        future: Future[T] = run_in_daemon_thread(attempt, abandoned, sent)
+        future.add_done_callback(lambda _: changed.set())
+        return future
+
+    first = start(first_sent)
     running = [first]
     twin_started: dict[Future[T], float] = {}
     error: BaseException | None = None
     try:
         while running:
+            changed.clear()  # before looking: whatever happens from here on wakes the wait below
             for ended in [a for a in running if a.done()]:
                 running.remove(ended)
                 exc = ended.exception()
@@ -153,14 +162,15 @@ def race(
                 if now - newest < after:
                     timeout = min(timeout, newest + after - now)
                 elif len(running) < max_attempts and may_hedge():
-                    twin = run_in_daemon_thread(attempt, abandoned, _not_timed)
+                    twin = start(_not_timed)
                     running.append(twin)
                     twin_started[twin] = now
                     timeout = min(timeout, after)
                 timeout = min(timeout, max(0.0, give_up * after - elapsed))
-            # Wakes at an answer, when the next twin is due, or now and then to look at the
-            # delay (still unknown at a stage's start), the budget and the abort event.
-            wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+            # Wakes when an attempt ends or the first is sent, when the next twin is due, or now
+            # and then to look at the delay (still unknown at a stage's start), the budget and
+            # the abort event.
+            changed.wait(timeout)
     finally:
         abandoned.set()
     assert error is not None
