@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.config import SIMILARITY_STATS_AUTO_MAX, RunConfig, cache_dir, dump_config
+from selfinstruct.config import RunConfig, cache_dir, dump_config
 from selfinstruct.errors import BackendError, InputFileError
 from selfinstruct.files import make_dir, remove_partial_writes, write_atomic
 from selfinstruct.records import read_records, write_json, write_jsonl
@@ -167,12 +167,6 @@ class Run:
         else:
             from selfinstruct.stages.bootstrap import bootstrap_instructions
 
-            cfg = self.config.bootstrap
-            if cfg.similarity_stats is None and not cfg.similarity_stats_on():
-                self.log(
-                    f"bootstrap: most_similar and avg_similarity_score are off above {SIMILARITY_STATS_AUTO_MAX:,} "
-                    "instructions (a full comparison with the pool each); bootstrap.similarity_stats: true keeps them"
-                )
             result = bootstrap_instructions(self.context())
         write_jsonl(self.out / INSTRUCTIONS_FILE, result.records)
         if not result.complete:

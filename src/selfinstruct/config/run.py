@@ -17,9 +17,6 @@ from selfinstruct.config.strict import Strict
 PRESETS = ("selfinstruct-2022", "alpaca-2023")
 DEFAULT_PRESET = "selfinstruct-2022"
 
-# Above this many instructions, similarity_stats is off unless asked for (BootstrapConfig).
-SIMILARITY_STATS_AUTO_MAX = 20_000
-
 
 class BootstrapConfig(Strict):
     """Stage 1: instruction bootstrap (method.md 1.1)."""
@@ -41,16 +38,14 @@ class BootstrapConfig(Strict):
     # Keep `most_similar` (top-k) and `avg_similarity_score` per instruction. Each is a full
     # comparison against the pool (the mean needs every score), computed in one pass after
     # the loop on every core (stages/bootstrap.py: fill_similarity_stats): measured on 2
-    # cores, 6 s for 10K, 160 s for 52K. None = on up to SIMILARITY_STATS_AUTO_MAX
-    # instructions, off above (see similarity_stats_on).
+    # cores, 6 s for 10K, 160 s for 52K, a small share of any run on a real model. None (what
+    # configs recorded before it was on at any size say) = on.
     similarity_stats: bool | None = None
     most_similar_k: int = Field(default=10, ge=1)
     generation: GenerationParams
 
     def similarity_stats_on(self) -> bool:
-        if self.similarity_stats is not None:
-            return self.similarity_stats
-        return self.num_instructions <= SIMILARITY_STATS_AUTO_MAX
+        return self.similarity_stats is not False
 
 
 class ClassifyConfig(Strict):
