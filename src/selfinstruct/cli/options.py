@@ -75,8 +75,9 @@ BACKEND_FLAGS = (
         "backend",
         "backend.kind",
         {
-            "choices": ["embedded", "openai", "transformers"],
-            "help": "embedded llama.cpp model, an OpenAI-compatible server, or a Hugging Face model (transformers)",
+            "choices": ["embedded", "openai", "anthropic", "transformers"],
+            "help": "embedded llama.cpp model, an OpenAI-compatible server, Anthropic's Messages API (Claude), "
+            "or a Hugging Face model (transformers)",
         },
     ),
     ConfigFlag(
@@ -115,9 +116,10 @@ BACKEND_FLAGS = (
             "metavar": "URL",
             "action": "append",
             "help": "openai: base URL, e.g. http://127.0.0.1:8080/v1; give it again for more servers "
-            "with the same model (each request goes to the least busy one)",
+            "with the same model (each request goes to the least busy one); anthropic: default "
+            "https://api.anthropic.com/v1",
         },
-        backends=("openai",),
+        backends=("openai", "anthropic"),
     ),
     ConfigFlag(
         ("--executor",),
@@ -162,8 +164,12 @@ BACKEND_FLAGS = (
         ("--api-key-file",),
         "api_key_file",
         "backend.api_key_file",
-        {"metavar": "PATH", "help": "openai: file holding the API key; used instead of $OPENAI_API_KEY"},
-        backends=("openai",),
+        {
+            "metavar": "PATH",
+            "help": "openai, anthropic: file holding the API key; used instead of $OPENAI_API_KEY "
+            "($ANTHROPIC_API_KEY)",
+        },
+        backends=("openai", "anthropic"),
     ),
     ConfigFlag(
         ("--concurrency",),

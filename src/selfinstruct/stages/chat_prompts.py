@@ -107,9 +107,14 @@ def _request(
     turns: Sequence[ChatMessage],
     params: GenerationParams,
     schema: str,
+    fixed_demonstrations: bool = False,
 ) -> CompletionRequest:
+    """The system message, then `turns`. With `fixed_demonstrations` every request of the stage
+    shows the same ones, so all but the last turn (the question) are a prefix the requests
+    share (a provider's prompt cache can serve it); else only the system message is."""
     messages = [ChatMessage("system", stage.system_message(json_mode)), *turns]
-    return CompletionRequest.chat(messages, params, schema if json_mode else None)
+    shared = len(messages) - 1 if fixed_demonstrations else 1
+    return CompletionRequest.chat(messages, params, schema if json_mode else None, shared_prefix=shared)
 
 
 # -- stage 1 and the one-stage variant: examples as the assistant's earlier answers ---------
@@ -209,7 +214,14 @@ def classify_request(
         shown.append((demo.task, answer))
     turns = _few_shot_turns(stage, shown, instruction)
     # Room for the JSON object, or for a chat model's "No." with its end of turn.
-    return _request(stage, json_mode, turns, chat_params(params, min_tokens=16), CLASSIFY_SCHEMA)
+    return _request(
+        stage,
+        json_mode,
+        turns,
+        chat_params(params, min_tokens=16),
+        CLASSIFY_SCHEMA,
+        fixed_demonstrations=True,
+    )
 
 
 def _generation_answer(demo: GenerationInstanceDemo, json_mode: bool) -> str:
@@ -249,7 +261,7 @@ def instances_request(
         shown = [(d.task, _generation_answer(d, json_mode)) for d in demos.demonstrations[: stage.shots]]
     turns = _few_shot_turns(stage, shown, instruction)
     schema = instances_schema(isinstance(demos, InstancesClassificationPrompt), max_instances)
-    return _request(stage, json_mode, turns, chat_instance_params(params), schema)
+    return _request(stage, json_mode, turns, chat_instance_params(params), schema, fixed_demonstrations=True)
 
 
 # -- relabel and the judge: one task in the user message ------------------------------------
