@@ -96,6 +96,7 @@ def build_engine(
         timeout_s=config.timeout_s,
         price_per_1k_input=config.price_per_1k_input,
         price_per_1k_output=config.price_per_1k_output,
+        cache_price_factors=(config.cache_read_price_factor, config.cache_write_price_factor),
         progress=progress,
         retry_policy=RetryPolicy(max_retries=config.max_retries, base_s=config.retry_base_s),
         hedge=HedgePolicy(budget=config.hedge_budget),

@@ -9,6 +9,7 @@ in failed.jsonl with this reason if it persists:
 - a finish reason that says the text is not a finished answer: `content_filter`, `error`,
   a tool call, or none at all ("not_an_answer").
 An answer cut by `max_tokens` ("length") is a real answer: the stages drop its last item.
+Of its prompt tokens, those the server's prefix cache served are `cache_read_tokens`.
 Token log-probabilities, when the answer has them, are read by answer_logprobs.py.
 """
 
@@ -51,7 +52,19 @@ def parse_answer(body: bytes | str, api: str) -> Completion:
         prompt_tokens=token_count(usage, "prompt_tokens"),
         completion_tokens=token_count(usage, "completion_tokens"),
         logprobs=parse_logprobs(choice, api),
+        cache_read_tokens=_cached_tokens(usage),
     )
+
+
+def _cached_tokens(usage: dict[str, Any]) -> int:
+    """The prompt tokens the server's prefix cache served (OpenAI and vLLM report them in
+    `usage.prompt_tokens_details.cached_tokens`; included in `prompt_tokens`)."""
+    details = usage.get("prompt_tokens_details")
+    if details is None:
+        return 0
+    if not isinstance(details, dict):
+        raise garbled(f"usage.prompt_tokens_details is {kind_of(details)}, not an object")
+    return token_count(details, "cached_tokens")
 
 
 def _first_choice(data: Any) -> dict[str, Any]:
