@@ -29,7 +29,7 @@ Faults (`faults=MessageFaults(...)`): a share of `POST /v1/messages` requests, d
 (seed, body, attempt), get 429 `rate_limit_error` with `retry-after`, 529 `overloaded_error`,
 500 `api_error`, a dropped connection, a hang (`hang_s`), or a refusal (a 200 with
 `stop_reason: refusal`); after `max_in_a_row` the same body is answered. `refuse(params)`
-refuses a request every time.
+refuses a request every time. `delay_s=(lo, hi)`: each message waits that long first.
 """
 
 from __future__ import annotations
@@ -161,6 +161,7 @@ class AnthropicFake:
         cache_ttl_s: float = 300.0,
         refuse: Callable[[dict[str, Any]], bool] | None = None,
         answer: Callable[[dict[str, Any]], str | tuple[str, str]] | None = None,
+        delay_s: tuple[float, float] = (0.0, 0.0),
         port: int = 0,
     ) -> None:
         self.models = models
@@ -170,6 +171,7 @@ class AnthropicFake:
         self.cache_ttl_s = cache_ttl_s
         self.refuse = refuse
         self.answer = answer
+        self.delay_s = delay_s  # every message waits a random time in [lo, hi] seconds first
         self.port = port
         self.received: list[FakeRequest] = []
         self.served: Counter[str] = Counter()  # fault kind -> times served
@@ -339,6 +341,8 @@ class AnthropicFake:
                 if fault is not None:  # a hang, then the answer (to a client that no longer waits)
                     self._stopping.wait(None if math.isinf(fault.hang_s) else fault.hang_s)
                 refused = kind == "refusal"
+        if max(self.delay_s) > 0:
+            self._stopping.wait(random.uniform(*self.delay_s))
         return self.message(request.body, refused=refused)
 
     def _models_route(self, request: FakeRequest, match: re.Match[str]) -> FakeResponse:
@@ -405,6 +409,14 @@ class AnthropicFake:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def prefix_tokens(params: dict[str, Any]) -> list[int]:
+    """The stand-in tokens of the prefix up to each cache breakpoint of a request body."""
+    blocks = _blocks_of(params)
+    return [
+        sum(b.tokens() for b in blocks[:end]) for end, block in enumerate(blocks, start=1) if block.breakpoint
+    ]
 
 
 def _text(content: Any) -> str:
