@@ -112,7 +112,9 @@ def test_a_url_that_is_not_the_api_is_named_with_the_one_that_is(fake: Anthropic
 
 
 def test_a_dead_server_fails_the_check(tmp_path: Path) -> None:
-    with pytest.raises(BackendError, match=re.escape("cannot reach http://127.0.0.1:9/v1: connection refused")):
+    with pytest.raises(
+        BackendError, match=re.escape("cannot reach http://127.0.0.1:9/v1: connection refused")
+    ):
         backend_for("http://127.0.0.1:9/v1", tmp_path=tmp_path).check()
 
 

@@ -91,15 +91,46 @@ def test_the_anthropic_backend_defaults_to_anthropics_url_chat_prompts_and_text_
     assert backend.base_url == "https://api.anthropic.com/v1"
     assert (backend.api, backend.output_mode, backend.chat_prompts()) == ("chat", "text", True)
     # A run's config.yaml written by an openai run names OpenAI's URL: never the Anthropic key's target.
-    recorded = {"kind": "anthropic", "base_url": "https://api.openai.com/v1", "api": "chat"}
-    assert build_config(overrides={"backend": recorded}).backend.base_url == "https://api.anthropic.com/v1"
+    recorded = {"kind": "anthropic", "base_url": "https://api.openai.com/v1", "api": "completions"}
+    backend = build_config(overrides={"backend": recorded}).backend
+    assert (backend.base_url, backend.api) == ("https://api.anthropic.com/v1", "chat")
+
+
+def test_a_claude_judge_of_a_run_made_elsewhere_does_not_inherit_its_server(tmp_path: Path) -> None:
+    import argparse
+
+    from selfinstruct.cli.options import config_with_other_model
+    from selfinstruct.config import dump_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    made_with = {
+        "kind": "openai",
+        "base_url": "http://10.0.0.1:8000/v1",
+        "api": "chat",
+        "output_mode": "json_object",
+    }
+    made_with["api_key_file"] = str(tmp_path / "vllm.key")
+    (run / CONFIG_FILE).write_text(dump_config(build_config(overrides={"backend": made_with})))
+    flags = argparse.Namespace(config=None, backend="anthropic", model="claude-sonnet-4-5")
+    judge = config_with_other_model(run, flags)[0].backend
+    assert (judge.kind, judge.base_url, judge.api_key_file) == (
+        "anthropic",
+        "https://api.anthropic.com/v1",
+        None,
+    )
+    assert (judge.api, judge.output_mode, judge.endpoints) == ("chat", "text", ())
+    # A judge of the run's own kind keeps its server.
+    same = config_with_other_model(run, argparse.Namespace(config=None, backend="openai", model="other"))[
+        0
+    ].backend
+    assert same.base_url == "http://10.0.0.1:8000/v1"
 
 
 @pytest.mark.parametrize(
     ("backend", "needle"),
     [
-        ({"api": "completions"}, "backend.api: completions"),
-        ({"api": "chat", "output_mode": "json_schema"}, "backend.output_mode: json_schema"),
+        ({"output_mode": "json_schema"}, "backend.output_mode: json_schema does not apply"),
         ({"base_url": ["http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"]}, "takes one --base-url, not 2"),
     ],
 )

@@ -290,15 +290,16 @@ class BackendConfig(ExecutorChoice, Pricing, RequestPolicy, InProcessRuntime, Ht
     @model_validator(mode="before")
     @classmethod
     def _anthropic_defaults(cls, data: Any) -> Any:
-        # The Messages API is a chat API whose answers are read as text, at Anthropic's URL.
-        # A URL left at OpenAI's default (from a run's config.yaml, written by an openai run)
-        # is taken for no URL: the Anthropic key must not go to OpenAI.
+        # The Messages API is a chat API (`api` names an OpenAI endpoint: chat here, always)
+        # whose answers are read as text, at Anthropic's URL. A URL left at OpenAI's default
+        # (from a run's config.yaml, written by an openai run) is taken for no URL: the
+        # Anthropic key must not go to OpenAI.
         if not isinstance(data, dict) or data.get("kind") != "anthropic":
             return data
         data = dict(data)
         if data.get("base_url") in (None, OPENAI_URL):
             data["base_url"] = ANTHROPIC_URL
-        data.setdefault("api", "chat")
+        data["api"] = "chat"  # `api` picks an OpenAI endpoint; the Messages API is a chat API
         if data.get("output_mode") in (None, "auto"):
             data["output_mode"] = "text"
         return data
@@ -319,10 +320,10 @@ class BackendConfig(ExecutorChoice, Pricing, RequestPolicy, InProcessRuntime, Ht
                 "--batch and --executor ray (backend.batch, backend.executor) both send the "
                 "stateless stages' requests: choose one"
             )
-        if self.kind == "anthropic" and (self.api != "chat" or self.output_mode != "text"):
+        if self.kind == "anthropic" and self.output_mode != "text":
             return (
-                "--backend anthropic (backend.kind) speaks the Messages API, a chat API whose answers are "
-                f"read as text: backend.api: {self.api} and backend.output_mode: {self.output_mode} do not apply"
+                "--backend anthropic (backend.kind): the Messages API's answers are read as text, "
+                f"backend.output_mode: {self.output_mode} does not apply"
             )
         if self.kind == "anthropic" and len(self.endpoints) > 1:
             return f"--backend anthropic (backend.kind) takes one --base-url, not {len(self.endpoints)}"

@@ -8,6 +8,11 @@ question. When the server constrains answers to a schema (`output_mode` json_sch
 json_object) the request carries the schema and the demonstrations answer in JSON;
 otherwise they answer in the text layout that `parsing.chat_answers` reads.
 
+Each request says how many of its first messages the stage's requests share word for word
+(`CompletionRequest.shared_prefix`): the system message and, where every request shows the
+same demonstrations (classification, instance generation), those too; a provider's prompt
+cache serves that part (Anthropic's needs the end marked: llm/anthropic/wire.py).
+
 Stop sequences are left out: the completion prompts' stops ("\\n\\n", "Task:") end a list
 continuation, and would cut a chat reply after its preamble; the chat template's end of
 turn ends the reply instead.
