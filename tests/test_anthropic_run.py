@@ -22,12 +22,13 @@ from selfinstruct.errors import ConfigError
 from selfinstruct.rundir import CONFIG_FILE, SUMMARY_FILE
 
 MODEL = "claude-fake"
+KEY = "sk-ant-run-test-5XQ2-distinctive"
 
 
 @pytest.fixture
 def fake() -> Iterator[AnthropicFake]:
     # A minimum the packaged prompts' shared prefixes reach (see the fake's tokenizer).
-    with AnthropicFake((MODEL,), min_cache_tokens=500) as server:
+    with AnthropicFake((MODEL,), api_key=KEY, min_cache_tokens=500) as server:
         yield server
 
 
@@ -39,7 +40,7 @@ def selfinstruct_run(
     config.write_text(json.dumps({"seed": 42, "backend": settings}))
     args = ["run", "--out", str(out), "--config", str(config), "-n", str(n), "--no-progress"]
     args += ["--backend", "anthropic", "--base-url", fake.base_url, "--model", MODEL]
-    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"} | {"ANTHROPIC_API_KEY": KEY}
     return subprocess.run(
         [sys.executable, "-m", "selfinstruct", *args], capture_output=True, text=True, env=env, timeout=120
     )
@@ -53,7 +54,7 @@ def test_a_run_with_faults_writes_the_same_files_as_one_without_and_resumes_from
     clean = selfinstruct_run(fake, clean_run, tmp_path, n=10)
     assert clean.returncode == 0, clean.stderr
 
-    with AnthropicFake((MODEL,), min_cache_tokens=500) as faulty:
+    with AnthropicFake((MODEL,), api_key=KEY, min_cache_tokens=500) as faulty:
         faulty.faults = MessageFaults(share=0.3, seed=1, max_in_a_row=3, retry_after="0.05", hang_s=2.0)
         result = selfinstruct_run(faulty, faulty_run, tmp_path, n=10, timeout_s=1.0, max_retries=8)
         assert result.returncode == 0, result.stderr
@@ -81,6 +82,10 @@ def test_a_run_with_faults_writes_the_same_files_as_one_without_and_resumes_from
     assert run_outputs(clean_run) == clean_files
     config = (clean_run / CONFIG_FILE).read_text()
     assert "kind: anthropic" in config and "api: chat" in config and "output_mode: text" in config
+    # The key went in x-api-key (the fake refuses anything else) and nowhere else.
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or KEY.encode() not in path.read_bytes(), path
+    assert KEY not in clean.stderr + result.stderr + again.stderr
 
 
 # -- the backend's flags and config -----------------------------------------------------------
