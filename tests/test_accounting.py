@@ -9,6 +9,7 @@ from fixtures.engine_parts import make_engine, requests_for
 from servers.openai_stub import (
     OpenAIStub,
     server_error,
+    usage_of,
 )
 
 from selfinstruct.llm.engine import RequestEngine
@@ -94,3 +95,35 @@ def test_projection_before_the_first_unit_has_no_estimate(
     assert p["cost_so_far"] == 0 and p["projected_cost"] is None and p["projected_tokens"] is None
     with pytest.raises(ValueError):
         engine.project("s", done_units=-1, total_units=5)
+
+
+def test_an_openai_answers_cached_prompt_tokens_are_counted_and_priced_at_the_read_rate(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    # OpenAI and vLLM report the prefix their cache served inside prompt_tokens.
+    usage = {"prompt_tokens": 1200, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": 1024}}
+    stub.plan("cached", usage_of(usage))
+    stub.plan(
+        "details null", usage_of({"prompt_tokens": 5, "completion_tokens": 1, "prompt_tokens_details": None})
+    )
+    engine = make_engine(stub, store, tmp_path, price_per_1k_input=2.0, price_per_1k_output=4.0)
+    cached, plain = engine.complete_all(requests_for("cached", "details null"), "s")
+    assert (cached.prompt_tokens, cached.cache_read_tokens, cached.cache_write_tokens) == (1200, 1024, 0)
+    assert plain.cache_read_tokens == 0
+    s = engine.stats()["s"]
+    assert (s["prompt_tokens"], s["prompt_tokens_cache_read"], s["prompt_tokens_cache_write"]) == (
+        1205,
+        1024,
+        0,
+    )
+    assert s["cost"] == pytest.approx((181 + 1024 * 0.1) / 1000 * 2.0 + 11 / 1000 * 4.0)
+    assert s["uncached_cost"] == pytest.approx(1205 / 1000 * 2.0 + 11 / 1000 * 4.0)
+
+
+def test_malformed_cached_token_details_are_a_garbled_answer(
+    stub: OpenAIStub, store: ResponseStore, tmp_path: Path
+) -> None:
+    stub.plan("bad", usage_of({"prompt_tokens": 5, "completion_tokens": 1, "prompt_tokens_details": [3]}))
+    engine = make_engine(stub, store, tmp_path, max_retries=0)
+    assert engine.run(requests_for("bad"), "s") == [None]
+    assert "prompt_tokens_details is a list" in (engine.stats()["s"]["last_failure"] or "")

@@ -1,7 +1,8 @@
 """Choosing a backend from the config, and the request engine around it.
 
-`make_backend` is the one place that picks a backend: the HTTP client (llm/openai/client.py,
-or llm/openai/endpoint_pool.py for several servers) or an in-process runtime (runtimes/).
+`make_backend` is the one place that picks a backend: an HTTP client (llm/openai/client.py,
+or llm/openai/endpoint_pool.py for several servers; llm/anthropic/client.py for Anthropic's
+Messages API) or an in-process runtime (runtimes/).
 Each backend module is imported only when chosen, so that an unused heavy dependency
 (llama_cpp, torch) is never loaded and `selfinstruct --help` stays fast. This lives above
 both llm/ and runtimes/: the runtimes import llm.types, so the factory inside llm/ would
@@ -36,6 +37,10 @@ def make_backend(config: BackendConfig, cache_dir: Path) -> Backend:
         from selfinstruct.llm.openai.client import OpenAIBackend
 
         return OpenAIBackend(config.model_copy(update={"base_url": endpoints[0].url}))
+    if config.kind == "anthropic":  # one URL: BackendConfig.conflict refuses several
+        from selfinstruct.llm.anthropic.client import AnthropicBackend
+
+        return AnthropicBackend(config)
     if config.kind == "transformers":
         try:
             from selfinstruct.runtimes.transformers_backend import TransformersBackend
@@ -91,6 +96,7 @@ def build_engine(
         timeout_s=config.timeout_s,
         price_per_1k_input=config.price_per_1k_input,
         price_per_1k_output=config.price_per_1k_output,
+        cache_price_factors=(config.cache_read_price_factor, config.cache_write_price_factor),
         progress=progress,
         retry_policy=RetryPolicy(max_retries=config.max_retries, base_s=config.retry_base_s),
         hedge=HedgePolicy(budget=config.hedge_budget),

@@ -75,8 +75,9 @@ BACKEND_FLAGS = (
         "backend",
         "backend.kind",
         {
-            "choices": ["embedded", "openai", "transformers"],
-            "help": "embedded llama.cpp model, an OpenAI-compatible server, or a Hugging Face model (transformers)",
+            "choices": ["embedded", "openai", "anthropic", "transformers"],
+            "help": "embedded llama.cpp model, an OpenAI-compatible server, Anthropic's Messages API (Claude), "
+            "or a Hugging Face model (transformers)",
         },
     ),
     ConfigFlag(
@@ -115,9 +116,10 @@ BACKEND_FLAGS = (
             "metavar": "URL",
             "action": "append",
             "help": "openai: base URL, e.g. http://127.0.0.1:8080/v1; give it again for more servers "
-            "with the same model (each request goes to the least busy one)",
+            "with the same model (each request goes to the least busy one); anthropic: default "
+            "https://api.anthropic.com/v1",
         },
-        backends=("openai",),
+        backends=("openai", "anthropic"),
     ),
     ConfigFlag(
         ("--executor",),
@@ -162,8 +164,12 @@ BACKEND_FLAGS = (
         ("--api-key-file",),
         "api_key_file",
         "backend.api_key_file",
-        {"metavar": "PATH", "help": "openai: file holding the API key; used instead of $OPENAI_API_KEY"},
-        backends=("openai",),
+        {
+            "metavar": "PATH",
+            "help": "openai, anthropic: file holding the API key; used instead of $OPENAI_API_KEY "
+            "($ANTHROPIC_API_KEY)",
+        },
+        backends=("openai", "anthropic"),
     ),
     ConfigFlag(
         ("--concurrency",),
@@ -313,6 +319,25 @@ def config_with_other_model(run: Path, args: argparse.Namespace) -> tuple[Any, d
             raise InputFileError(f"{args.config}: config file not found")
         other = read_yaml_mapping(read_user_file(args.config), str(args.config))
     given = deep_merge(other, backend_overrides(args))
-    config = build_config(config_file=run_config, overrides=given)
+    config = build_config(config_file=run_config, overrides=_own_server(given, run))
     check_backend_flags(args, config.backend)
     return config, given
+
+
+# What names the run's server and how it is reached: not carried over to a model of another kind.
+_SERVER_KEYS = ("base_url", "endpoints", "api", "output_mode", "api_key_file")
+
+
+def _own_server(given: dict[str, Any], run: Path) -> dict[str, Any]:
+    """`given`, where it names another backend kind than the run's, with the server settings it
+    leaves out at their defaults: a Claude judge of a run made against a vLLM server must not
+    send the Anthropic key to that server, nor read the run's OpenAI key file."""
+    from selfinstruct.config import BackendConfig
+    from selfinstruct.rundir_reader import recorded_backend
+
+    backend = given.get("backend", {})
+    recorded = recorded_backend(run) or {}
+    if "kind" not in backend or backend["kind"] == recorded.get("kind"):
+        return given
+    defaults = {key: BackendConfig.model_fields[key].default for key in _SERVER_KEYS if key not in backend}
+    return {**given, "backend": {**defaults, **backend}}

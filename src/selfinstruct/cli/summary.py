@@ -42,6 +42,12 @@ def print_summary(out: Path, summary: dict[str, Any]) -> None:
     for stage, s in (summary.get("requests") or {}).items():
         cost = f", ${s['cost']:.4f}" if s.get("cost") is not None else ""
         reused = f", reused {s['prompt_tokens_reused']}" if s.get("prompt_tokens_reused") else ""
+        if s.get("prompt_tokens_cache_read") or s.get("prompt_tokens_cache_write"):
+            share = s.get("prompt_tokens_cache_read", 0) / max(1, s.get("prompt_tokens", 0))
+            reused += (
+                f", prompt cache: {s.get('prompt_tokens_cache_read', 0)} read ({share:.0%} of input), "
+                f"{s.get('prompt_tokens_cache_write', 0)} written"
+            )
         unwaited = f", {s['unwaited']} not waited for" if s.get("unwaited") else ""
         lines.append(
             f"  requests[{stage}]: {s.get('sent', 0)} sent, {s.get('cached', 0)} from store, "
@@ -58,12 +64,20 @@ def print_summary(out: Path, summary: dict[str, Any]) -> None:
 
 
 def projection_line(p: dict[str, Any]) -> str:
-    """`~$5.80 for 100 instructions, every stage ($9.10 online); classify, instances estimated`."""
+    """`~$5.80 for 100 instructions, every stage ($9.10 online); classify, instances estimated`;
+    a run whose prompts a provider's cache served adds what they would cost without it."""
     if p.get("projected_cost") is not None:
         figure = f"~${p['projected_cost']:.4f}"
-        online = p.get("projected_online_cost")
-        if online is not None and abs(online - p["projected_cost"]) > 1e-9:
-            figure += f" (${online:.4f} online)"
+        others = []  # what the discounts saved: the same tokens sent online, or not served by a cache
+        for key, label in (
+            ("projected_online_cost", "online"),
+            ("projected_uncached_cost", "without prompt caching"),
+        ):
+            other = p.get(key)
+            if other is not None and abs(other - p["projected_cost"]) > 1e-9:
+                others.append(f"${other:.4f} {label}")
+        if others:
+            figure += f" ({'; '.join(others)})"
     else:
         figure = f"~{p['projected_tokens']:,} tokens"
     line = f"{figure} for {p.get('instructions')} instructions, every stage"

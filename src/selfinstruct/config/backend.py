@@ -48,7 +48,7 @@ def _url_without_credentials(value: str, parts: SplitResult) -> str:
     bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     raise ValueError(
         f"credentials in the URL are not accepted, they would be stored and logged: use {bare} "
-        "and give the key with --api-key-file (backend.api_key_file) or OPENAI_API_KEY"
+        "and give the key with --api-key-file (backend.api_key_file) or OPENAI_API_KEY (ANTHROPIC_API_KEY)"
     )
 
 
@@ -104,8 +104,9 @@ class RayConfig(Strict):
 class ModelChoice(Strict):
     """Which backend runs which model (and which LoRA adapter on it)."""
 
-    kind: Literal["embedded", "openai", "transformers"] = "embedded"
-    # Model name sent to an OpenAI-compatible server; for the embedded backend a label only.
+    # "anthropic": Anthropic's Messages API (Claude), with the chat prompts.
+    kind: Literal["embedded", "openai", "anthropic", "transformers"] = "embedded"
+    # Model name sent to the server; for the embedded backend a label only.
     model: str = "gemma-3-270m"
     # Embedded: a GGUF path; default = the packaged Gemma 3 270M, assembled into the cache.
     # Transformers: a Hugging Face model folder; None or "embedded" = the packaged model, converted.
@@ -116,11 +117,16 @@ class ModelChoice(Strict):
     adapter_path: str | None = None
 
 
-class HttpServer(Strict):
-    """`kind: openai`: the OpenAI-compatible server(s), how to talk to them, and the key."""
+OPENAI_URL = "https://api.openai.com/v1"
+ANTHROPIC_URL = "https://api.anthropic.com/v1"
 
-    # Base URL up to and including /v1; checked by _server_url.
-    base_url: str = "https://api.openai.com/v1"
+
+class HttpServer(Strict):
+    """`kind: openai` or `anthropic`: the server(s), how to talk to them, and the key."""
+
+    # Base URL up to and including /v1; checked by _server_url. `kind: anthropic` without
+    # one gets ANTHROPIC_URL (BackendConfig._anthropic_defaults).
+    base_url: str = OPENAI_URL
     # Several servers with the same model behind them (vLLM replicas, llama.cpp servers):
     # each request goes to the one with the least outstanding work. When set, base_url is
     # only the first of them (messages, the recorded output mode).
@@ -132,8 +138,9 @@ class HttpServer(Strict):
     # or "text" (parsed from the reply). "auto" probes the server once, at the run's start, and
     # config.yaml records what it found, so later stages and resumes ask the same way.
     output_mode: Literal["auto", "json_schema", "json_object", "text"] = "auto"
-    # Where the API key is read from; OPENAI_API_KEY only when this is unset (a key file
-    # named for this endpoint beats an ambient OpenAI key). The key is never stored anywhere.
+    # Where the API key is read from; OPENAI_API_KEY (kind anthropic: ANTHROPIC_API_KEY) only
+    # when this is unset (a key file named for this endpoint beats an ambient key). The key
+    # is never stored anywhere.
     api_key_file: str | None = None
 
     @model_validator(mode="before")
@@ -221,6 +228,12 @@ class Pricing(Strict):
     # The share taken off the price of requests sent through a provider's Batch API
     # (backend.batch; OpenAI: 50 %).
     batch_discount: float = Field(default=0.5, ge=0.0, le=1.0)
+    # What an input token costs, as a share of price_per_1k_input, when the provider's prompt
+    # cache serves it (a read) or stores it (a write). The defaults are Anthropic's published
+    # multipliers for its 5-minute cache (0.1 and 1.25); OpenAI writes for free (set 1.0) and
+    # reads at 0.1 to 0.5 depending on the model (its pricing page).
+    cache_read_price_factor: float = Field(default=0.1, ge=0.0)
+    cache_write_price_factor: float = Field(default=1.25, ge=0.0)
 
 
 class ExecutorChoice(Strict):
@@ -274,9 +287,26 @@ _RECORDED_ORDER = (
 class BackendConfig(ExecutorChoice, Pricing, RequestPolicy, InProcessRuntime, HttpServer, ModelChoice):
     """The `backend:` section: every group's fields, flat (see the module doc)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _anthropic_defaults(cls, data: Any) -> Any:
+        # The Messages API is a chat API (`api` names an OpenAI endpoint: chat here, always)
+        # whose answers are read as text, at Anthropic's URL. A URL left at OpenAI's default
+        # (from a run's config.yaml, written by an openai run) is taken for no URL: the
+        # Anthropic key must not go to OpenAI.
+        if not isinstance(data, dict) or data.get("kind") != "anthropic":
+            return data
+        data = dict(data)
+        if data.get("base_url") in (None, OPENAI_URL):
+            data["base_url"] = ANTHROPIC_URL
+        data["api"] = "chat"  # `api` picks an OpenAI endpoint; the Messages API is a chat API
+        if data.get("output_mode") in (None, "auto"):
+            data["output_mode"] = "text"
+        return data
+
     def chat_prompts(self) -> bool:
         """Whether the stages talk to this backend with chat prompts (prompts/chat.yaml)."""
-        return self.kind == "openai" and self.api == "chat"
+        return self.kind == "anthropic" or (self.kind == "openai" and self.api == "chat")
 
     def conflict(self) -> str | None:
         """Why these settings cannot run together (each names its flag and its key), or None.
@@ -290,6 +320,13 @@ class BackendConfig(ExecutorChoice, Pricing, RequestPolicy, InProcessRuntime, Ht
                 "--batch and --executor ray (backend.batch, backend.executor) both send the "
                 "stateless stages' requests: choose one"
             )
+        if self.kind == "anthropic" and self.output_mode != "text":
+            return (
+                "--backend anthropic (backend.kind): the Messages API's answers are read as text, "
+                f"backend.output_mode: {self.output_mode} does not apply"
+            )
+        if self.kind == "anthropic" and len(self.endpoints) > 1:
+            return f"--backend anthropic (backend.kind) takes one --base-url, not {len(self.endpoints)}"
         if self.batch and self.kind != "openai":
             return (
                 "--batch (backend.batch) sends requests through a provider's Batch API: it needs "

@@ -6,10 +6,15 @@
 - store: the SQLite response store; accounting: counts, tokens, cost; failures: failed.jsonl;
 - control/: admission, breaker, routing, hedging, retry, and one request's attempts;
 - openai/: the HTTP client for OpenAI-compatible servers, the endpoint pool, batches;
+- anthropic/: the HTTP client for Anthropic's Messages API (prompt caching);
+- http: the HTTP/1.1 transport both clients send through; api_access, answer_checks: what
+  else they share (the key, where the API is, what an error status means; the checks on an
+  answer's body);
 - executors/: Ray Data and a provider's Batch API, sending a stage's requests elsewhere.
 
-Imports run one way (pyproject.toml's contracts): engine -> executors | stream -> openai ->
-control -> accounting | store | failures | threads -> types.
+Imports run one way (pyproject.toml's contracts): engine -> executors | stream -> openai |
+anthropic -> control | api_access | answer_checks -> accounting | store | failures | threads
+| http -> types.
 
 The in-process runtimes live in `selfinstruct.runtimes` and import this package (for
 `Completion` and `CompletionRequest`); this package never imports them. Choosing a backend

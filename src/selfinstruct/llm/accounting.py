@@ -23,8 +23,10 @@ class StageStats:
 
     Without a fatal error, requests == cached + duplicates + sent + called_off and
     sent == succeeded + failed + unwaited. Token counts are for answers received in this
-    process while the stage waited for them; `cached_*_tokens` are those of answers replayed
-    from the store (paid for by an earlier run).
+    process while the stage waited for them; `cached_*` counts are those of answers replayed
+    from the store (paid for by an earlier run). Of the prompt tokens, `*_cache_read` are
+    those a provider's prompt cache served and `*_cache_write` those it stored: priced at
+    their own rates (`Accounting`).
     """
 
     requests: int = 0
@@ -48,8 +50,12 @@ class StageStats:
     # tokens per character, which estimates a stage not yet run (stages/projection.py).
     prompt_chars: int = 0
     prompt_tokens_reused: int = 0
+    prompt_tokens_cache_read: int = 0
+    prompt_tokens_cache_write: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
+    cached_prompt_tokens_cache_read: int = 0
+    cached_prompt_tokens_cache_write: int = 0
     cached_completion_tokens: int = 0
     elapsed_s: float = 0.0
     # The share of the online price its answers cost (a provider batch: 1 - batch_discount).
@@ -83,6 +89,8 @@ class StageBooks:
             elif stored is not None:
                 self.stats.cached += 1
                 self.stats.cached_prompt_tokens += stored.prompt_tokens
+                self.stats.cached_prompt_tokens_cache_read += stored.cache_read_tokens
+                self.stats.cached_prompt_tokens_cache_write += stored.cache_write_tokens
                 self.stats.cached_completion_tokens += stored.completion_tokens
             else:
                 self._to_send += 1
@@ -103,6 +111,8 @@ class StageBooks:
             self.stats.prompt_tokens += completion.prompt_tokens
             self.stats.prompt_chars += prompt_chars
             self.stats.prompt_tokens_reused += int(completion.extra.get("prompt_tokens_reused", 0))
+            self.stats.prompt_tokens_cache_read += completion.cache_read_tokens
+            self.stats.prompt_tokens_cache_write += completion.cache_write_tokens
             self.stats.completion_tokens += completion.completion_tokens
 
     def failed(self, reason: str) -> None:
@@ -168,10 +178,57 @@ class StageBooks:
             self.stats.price_factor = factor
 
 
+@dataclass(frozen=True)
+class InputTokens:
+    """A number of prompt tokens, and of those, how many a provider's prompt cache served
+    (`cache_read`) and stored (`cache_write`)."""
+
+    total: float
+    cache_read: float = 0.0
+    cache_write: float = 0.0
+
+    def scaled(self, factor: float) -> InputTokens:
+        return InputTokens(self.total * factor, self.cache_read * factor, self.cache_write * factor)
+
+    def __add__(self, other: InputTokens) -> InputTokens:
+        return InputTokens(
+            self.total + other.total, self.cache_read + other.cache_read, self.cache_write + other.cache_write
+        )
+
+
+def input_tokens(stats: StageStats, replayed: bool = True) -> InputTokens:
+    """The stage's prompt tokens received in this process, and with `replayed` also those of
+    answers replayed from the store."""
+    sent = InputTokens(stats.prompt_tokens, stats.prompt_tokens_cache_read, stats.prompt_tokens_cache_write)
+    if not replayed:
+        return sent
+    stored = InputTokens(
+        stats.cached_prompt_tokens,
+        stats.cached_prompt_tokens_cache_read,
+        stats.cached_prompt_tokens_cache_write,
+    )
+    return sent + stored
+
+
 class Accounting:
-    def __init__(self, price_per_1k_input: float | None, price_per_1k_output: float | None) -> None:
+    """The books of every stage, and what their tokens cost.
+
+    An input token costs `price_per_1k_input` / 1000; one that a provider's prompt cache
+    served or stored costs `cache_read_price_factor` or `cache_write_price_factor` of that
+    (backend config; Anthropic's published 0.1 and 1.25 by default).
+    """
+
+    def __init__(
+        self,
+        price_per_1k_input: float | None,
+        price_per_1k_output: float | None,
+        cache_read_price_factor: float = 0.1,
+        cache_write_price_factor: float = 1.25,
+    ) -> None:
         self.price_per_1k_input = price_per_1k_input
         self.price_per_1k_output = price_per_1k_output
+        self.cache_read_price_factor = cache_read_price_factor
+        self.cache_write_price_factor = cache_write_price_factor
         self.lock = threading.Lock()
         self._stages: dict[str, StageStats] = {}
 
@@ -186,9 +243,9 @@ class Accounting:
             stats = self._stages.get(stage)
             return None if stats is None else StageStats(**asdict(stats))
 
-    def price(self, prompt_tokens: float, completion_tokens: float) -> float | None:
+    def price(self, prompt: InputTokens, completion_tokens: float) -> float | None:
         """The online price of these tokens; None without prices."""
-        return self._cost(prompt_tokens, completion_tokens) if self._priced else None
+        return self._cost(prompt, completion_tokens) if self._priced else None
 
     def report(self) -> dict[str, dict[str, Any]]:
         """Per stage: counts, tokens, elapsed seconds, and cost when prices are known."""
@@ -197,10 +254,14 @@ class Accounting:
             for stage, stats in self._stages.items():
                 entry = asdict(stats)
                 if self._priced:
-                    online = self._cost(stats.prompt_tokens, stats.completion_tokens)
+                    prompt = input_tokens(stats, replayed=False)
+                    online = self._cost(prompt, stats.completion_tokens)
                     entry["cost"] = online * stats.price_factor
                     if stats.price_factor != 1.0:  # a batch discount: what it saved
                         entry["online_cost"] = online
+                    if prompt.cache_read or prompt.cache_write:  # what the prompt cache saved
+                        uncached = self._cost(InputTokens(prompt.total), stats.completion_tokens)
+                        entry["uncached_cost"] = uncached * stats.price_factor
                 out[stage] = entry
         return out
 
@@ -217,19 +278,18 @@ class Accounting:
             raise ValueError(f"unit counts must not be negative ({done_units}, {total_units})")
         with self.lock:
             stats = self._stages.get(stage, StageStats())
-            spent_tokens = (stats.prompt_tokens, stats.completion_tokens)
-            all_tokens = (
-                stats.prompt_tokens + stats.cached_prompt_tokens,
-                stats.completion_tokens + stats.cached_completion_tokens,
-            )
+            spent_tokens = (input_tokens(stats, replayed=False), stats.completion_tokens)
+            all_tokens = (input_tokens(stats), stats.completion_tokens + stats.cached_completion_tokens)
         scale = total_units / done_units if done_units else None
-        projected_tokens = None if scale is None else [round(t * scale) for t in all_tokens]
+        tokens_so_far = all_tokens[0].total + all_tokens[1]
         result: dict[str, Any] = {
             "stage": stage,
             "done_units": done_units,
             "total_units": total_units,
-            "tokens_so_far": sum(all_tokens),
-            "projected_tokens": None if projected_tokens is None else sum(projected_tokens),
+            "tokens_so_far": tokens_so_far,
+            "projected_tokens": None
+            if scale is None
+            else round(all_tokens[0].total * scale) + round(all_tokens[1] * scale),
             "cost_this_run": None,
             "cost_so_far": None,
             "cost_per_unit": None,
@@ -254,7 +314,13 @@ class Accounting:
     def _priced(self) -> bool:
         return self.price_per_1k_input is not None or self.price_per_1k_output is not None
 
-    def _cost(self, prompt_tokens: float, completion_tokens: float) -> float:
-        return prompt_tokens / 1000 * (self.price_per_1k_input or 0.0) + completion_tokens / 1000 * (
+    def _cost(self, prompt: InputTokens, completion_tokens: float) -> float:
+        uncached = prompt.total - prompt.cache_read - prompt.cache_write
+        weighted_input = (
+            uncached
+            + prompt.cache_read * self.cache_read_price_factor
+            + prompt.cache_write * self.cache_write_price_factor
+        )
+        return weighted_input / 1000 * (self.price_per_1k_input or 0.0) + completion_tokens / 1000 * (
             self.price_per_1k_output or 0.0
         )

@@ -56,6 +56,7 @@ class RequestEngine:
         timeout_s: float,
         price_per_1k_input: float | None = None,
         price_per_1k_output: float | None = None,
+        cache_price_factors: tuple[float, float] = (0.1, 1.25),
         progress: bool = True,
         retry_policy: RetryPolicy | None = None,
         admission: AdmissionController | None = None,
@@ -91,7 +92,8 @@ class RequestEngine:
         # Hedging only pays against a remote endpoint; a local model would compete with itself.
         self.hedge = hedge if hedge is not None and backend.hedgeable else HedgePolicy(0.0)
         self.sender = Sender(self.router, self.retry_policy, self.hedge, timeout_s)
-        self.accounting = Accounting(price_per_1k_input, price_per_1k_output)
+        # (read, write): what a prompt-cache token costs, as a share of the input price.
+        self.accounting = Accounting(price_per_1k_input, price_per_1k_output, *cache_price_factors)
         # Sends the stateless stages' pending requests elsewhere (a Ray job, a provider's
         # batch); None = here. Only `run` hands requests over: a stage that streams (the
         # bootstrap, whose every prompt depends on the answers before it) is always served here.

@@ -49,6 +49,11 @@ class CompletionRequest:
     with `CompletionRequest.chat`) is answered by a chat model; its `prompt` is a readable
     rendering of the messages, for logs and people reading the store. `response_schema`
     (JSON text of a JSON Schema) asks a server that supports it for an answer of that shape.
+
+    `shared_prefix` says how many of the first messages many requests of the stage share
+    word for word (the system message, a fixed set of demonstrations): a provider whose
+    prompt cache must be told where a reusable prefix ends (Anthropic's `cache_control`)
+    marks it there. It changes no text the model reads, so it is not part of the key.
     """
 
     prompt: str
@@ -57,6 +62,7 @@ class CompletionRequest:
     sample_index: int = 0
     messages: tuple[ChatMessage, ...] = ()
     response_schema: str | None = None
+    shared_prefix: int = 0
 
     @classmethod
     def chat(
@@ -65,9 +71,15 @@ class CompletionRequest:
         params: GenerationParams,
         response_schema: str | None = None,
         sample_index: int = 0,
+        shared_prefix: int | None = None,
     ) -> CompletionRequest:
+        """A chat request; by default its system message, if it has one, is the shared prefix."""
         rendered = "\n\n".join(f"[{m.role}]\n{m.content}" for m in messages)
-        return cls(rendered, params, sample_index, tuple(messages), response_schema)
+        if shared_prefix is None:
+            shared_prefix = 1 if messages and messages[0].role == "system" else 0
+        if not 0 <= shared_prefix <= len(messages):
+            raise ValueError(f"shared_prefix {shared_prefix} of {len(messages)} messages")
+        return cls(rendered, params, sample_index, tuple(messages), response_schema, shared_prefix)
 
     def text_length(self) -> int:
         """The characters the model reads: the prompt, or the messages' text (not their roles)."""
@@ -106,6 +118,9 @@ class TokenLogprobs:
 class Completion:
     """One model response. `finish_reason` is "stop" or "length" (as OpenAI reports it).
 
+    `prompt_tokens` counts every token the model read. Of those, a provider's prompt cache
+    served `cache_read_tokens` (billed at a fraction of the input price) and wrote
+    `cache_write_tokens` (Anthropic bills a write above the input price; OpenAI writes for free).
     `logprobs` has one entry per generated token when the request asked for them
     (`GenerationParams.top_logprobs`) and the backend could give them; else it is empty.
     """
@@ -116,6 +131,8 @@ class Completion:
     completion_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     logprobs: tuple[TokenLogprobs, ...] = ()
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def to_json(self) -> dict[str, Any]:
         # By hand, not dataclasses.asdict (which deep-copies every field): once per answer stored.
@@ -129,6 +146,10 @@ class Completion:
         # Only when there are some, so that every other stored answer reads as it always did.
         if self.logprobs:
             data["logprobs"] = [[t.token, t.top] for t in self.logprobs]
+        if self.cache_read_tokens:
+            data["cache_read_tokens"] = self.cache_read_tokens
+        if self.cache_write_tokens:
+            data["cache_write_tokens"] = self.cache_write_tokens
         return data
 
     @classmethod
@@ -140,6 +161,8 @@ class Completion:
             completion_tokens=int(data.get("completion_tokens", 0)),
             extra=dict(data.get("extra") or {}),
             logprobs=tuple(TokenLogprobs(str(token), dict(top)) for token, top in data.get("logprobs") or ()),
+            cache_read_tokens=int(data.get("cache_read_tokens", 0)),
+            cache_write_tokens=int(data.get("cache_write_tokens", 0)),
         )
 
 

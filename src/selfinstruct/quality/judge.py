@@ -95,8 +95,10 @@ class JudgePrompts:
         for demo in self.completion.demonstrations[: self.chat.shots]:
             messages.append(ChatMessage("user", self._chat_row(demo.instruction, demo.input, demo.output)))
             messages.append(ChatMessage("assistant", _answers(demo)))
+        # Every request shows the same demonstrations: all but the row asked are shared.
+        shared = len(messages)
         messages.append(ChatMessage("user", self._chat_row(triple.instruction, triple.input, triple.output)))
-        return CompletionRequest.chat(messages, CHAT_PARAMS)
+        return CompletionRequest.chat(messages, CHAT_PARAMS, shared_prefix=shared)
 
     def _chat_row(self, instruction: str, task_input: str, output: str) -> str:
         assert self.chat is not None

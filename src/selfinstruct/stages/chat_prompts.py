@@ -8,6 +8,11 @@ question. When the server constrains answers to a schema (`output_mode` json_sch
 json_object) the request carries the schema and the demonstrations answer in JSON;
 otherwise they answer in the text layout that `parsing.chat_answers` reads.
 
+Each request says how many of its first messages the stage's requests share word for word
+(`CompletionRequest.shared_prefix`): the system message and, where every request shows the
+same demonstrations (classification, instance generation), those too; a provider's prompt
+cache serves that part (Anthropic's needs the end marked: llm/anthropic/wire.py).
+
 Stop sequences are left out: the completion prompts' stops ("\\n\\n", "Task:") end a list
 continuation, and would cut a chat reply after its preamble; the chat template's end of
 turn ends the reply instead.
@@ -107,9 +112,14 @@ def _request(
     turns: Sequence[ChatMessage],
     params: GenerationParams,
     schema: str,
+    fixed_demonstrations: bool = False,
 ) -> CompletionRequest:
+    """The system message, then `turns`. With `fixed_demonstrations` every request of the stage
+    shows the same ones, so all but the last turn (the question) are a prefix the requests
+    share (a provider's prompt cache can serve it); else only the system message is."""
     messages = [ChatMessage("system", stage.system_message(json_mode)), *turns]
-    return CompletionRequest.chat(messages, params, schema if json_mode else None)
+    shared = len(messages) - 1 if fixed_demonstrations else 1
+    return CompletionRequest.chat(messages, params, schema if json_mode else None, shared_prefix=shared)
 
 
 # -- stage 1 and the one-stage variant: examples as the assistant's earlier answers ---------
@@ -209,7 +219,14 @@ def classify_request(
         shown.append((demo.task, answer))
     turns = _few_shot_turns(stage, shown, instruction)
     # Room for the JSON object, or for a chat model's "No." with its end of turn.
-    return _request(stage, json_mode, turns, chat_params(params, min_tokens=16), CLASSIFY_SCHEMA)
+    return _request(
+        stage,
+        json_mode,
+        turns,
+        chat_params(params, min_tokens=16),
+        CLASSIFY_SCHEMA,
+        fixed_demonstrations=True,
+    )
 
 
 def _generation_answer(demo: GenerationInstanceDemo, json_mode: bool) -> str:
@@ -249,7 +266,7 @@ def instances_request(
         shown = [(d.task, _generation_answer(d, json_mode)) for d in demos.demonstrations[: stage.shots]]
     turns = _few_shot_turns(stage, shown, instruction)
     schema = instances_schema(isinstance(demos, InstancesClassificationPrompt), max_instances)
-    return _request(stage, json_mode, turns, chat_instance_params(params), schema)
+    return _request(stage, json_mode, turns, chat_instance_params(params), schema, fixed_demonstrations=True)
 
 
 # -- relabel and the judge: one task in the user message ------------------------------------

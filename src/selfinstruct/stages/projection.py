@@ -15,8 +15,11 @@ After each stage the pipeline projects the run to the N instructions asked for
 
 Each stage is priced at its own rate: the online price, or the executor's for the stages
 that go through one (a provider's batch: 1 - `batch_discount`); the bootstrap is always sent
-online. `projected_cost` is what the run will cost, `projected_online_cost` what the same
-tokens would cost online.
+online. Prompt tokens that a provider's cache served or stored in the answers seen are
+priced at the cache's rates (`backend.cache_read_price_factor`, `cache_write_price_factor`);
+a stage still to come is taken to get no cache hits. `projected_cost` is what the run will
+cost, `projected_online_cost` what the same tokens would cost online, and
+`projected_uncached_cost` what they would cost if no prompt cache served any.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from selfinstruct.llm.accounting import InputTokens, input_tokens
 from selfinstruct.llm.types import CompletionRequest
 from selfinstruct.stages.classify import classify_requests
 from selfinstruct.stages.context import StageContext
@@ -46,8 +50,15 @@ class StageProjection:
     prompt_tokens: int
     completion_tokens: int
     price_factor: float  # its share of the online price
+    # Of prompt_tokens, those a provider's prompt cache served and stored.
+    prompt_tokens_cache_read: int = 0
+    prompt_tokens_cache_write: int = 0
     cost: float | None = None  # None without prices
     online_cost: float | None = None
+    uncached_cost: float | None = None  # the cost if no prompt cache had served any
+
+    def input_tokens(self) -> InputTokens:
+        return InputTokens(self.prompt_tokens, self.prompt_tokens_cache_read, self.prompt_tokens_cache_write)
 
 
 def stages_of(ctx: StageContext) -> tuple[str, ...]:
@@ -81,18 +92,24 @@ def project_run(
         if seen is None and stage in ("classify", "instances") and instructions:
             seen = _estimate(ctx, stage, instructions, labels, total, tokens_per_char)
         if seen is not None:
-            online = accounting.price(seen.prompt_tokens, seen.completion_tokens)
-            cost = None if online is None else online * seen.price_factor
-            stages[stage] = StageProjection(**{**asdict(seen), "cost": cost, "online_cost": online})
+            online = accounting.price(seen.input_tokens(), seen.completion_tokens)
+            uncached = accounting.price(InputTokens(seen.prompt_tokens), seen.completion_tokens)
+            priced = {
+                "cost": None if online is None else online * seen.price_factor,
+                "online_cost": online,
+                "uncached_cost": None if uncached is None else uncached * seen.price_factor,
+            }
+            stages[stage] = StageProjection(**{**asdict(seen), **priced})
     known = list(stages.values())
-    priced = bool(known) and all(s.cost is not None for s in known)
+    priced_all = bool(known) and all(s.cost is not None for s in known)
     return {
         "instructions": total,
         "stages": {name: asdict(s) for name, s in stages.items()},
         "tokens_per_char": round(tokens_per_char, 4),
         "projected_tokens": sum(s.prompt_tokens + s.completion_tokens for s in known) if known else None,
-        "projected_cost": sum(s.cost or 0.0 for s in known) if priced else None,
-        "projected_online_cost": sum(s.online_cost or 0.0 for s in known) if priced else None,
+        "projected_cost": sum(s.cost or 0.0 for s in known) if priced_all else None,
+        "projected_online_cost": sum(s.online_cost or 0.0 for s in known) if priced_all else None,
+        "projected_uncached_cost": sum(s.uncached_cost or 0.0 for s in known) if priced_all else None,
     }
 
 
@@ -103,12 +120,15 @@ def _seen(ctx: StageContext, stage: str, covered: int, total: int) -> StageProje
     if stats is None or covered <= 0:
         return None
     scale = total / covered
+    prompt = input_tokens(stats).scaled(scale)
     return StageProjection(
         basis="seen",
         requests=round((stats.requests - stats.duplicates) * scale),
-        prompt_tokens=round((stats.prompt_tokens + stats.cached_prompt_tokens) * scale),
+        prompt_tokens=round(prompt.total),
         completion_tokens=round((stats.completion_tokens + stats.cached_completion_tokens) * scale),
         price_factor=stats.price_factor,
+        prompt_tokens_cache_read=round(prompt.cache_read),
+        prompt_tokens_cache_write=round(prompt.cache_write),
     )
 
 
@@ -126,6 +146,9 @@ def _seen_earlier(earlier: dict[str, Any], stage: str, total: int) -> StageProje
             prompt_tokens=round(entry["prompt_tokens"] * scale),
             completion_tokens=round(entry["completion_tokens"] * scale),
             price_factor=float(entry["price_factor"]),
+            # Absent from a summary written before the prompt cache was counted.
+            prompt_tokens_cache_read=round(entry.get("prompt_tokens_cache_read", 0) * scale),
+            prompt_tokens_cache_write=round(entry.get("prompt_tokens_cache_write", 0) * scale),
         )
     except (KeyError, TypeError, ValueError):  # an older or hand-edited summary: estimate instead
         return None

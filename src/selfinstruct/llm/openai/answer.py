@@ -9,23 +9,23 @@ in failed.jsonl with this reason if it persists:
 - a finish reason that says the text is not a finished answer: `content_filter`, `error`,
   a tool call, or none at all ("not_an_answer").
 An answer cut by `max_tokens` ("length") is a real answer: the stages drop its last item.
+Of its prompt tokens, those the server's prefix cache served are `cache_read_tokens`.
 Token log-probabilities, when the answer has them, are read by answer_logprobs.py.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from selfinstruct.errors import RetryableBackendError
+from selfinstruct.llm.answer_checks import garbled, kind_of, short, token_count
 from selfinstruct.llm.openai.answer_logprobs import parse_logprobs
 from selfinstruct.llm.types import Completion
 
 # Finish reasons of a text that ended normally or at max_tokens, as the pipeline records them.
 # Hugging Face TGI reports a natural stop as "eos_token" or "stop_sequence".
 _FINISH_REASONS = {"stop": "stop", "length": "length", "eos_token": "stop", "stop_sequence": "stop"}
-_DETAIL_LIMIT = 120
 
 
 def parse_answer(body: bytes | str, api: str) -> Completion:
@@ -37,7 +37,7 @@ def parse_answer(body: bytes | str, api: str) -> Completion:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise _garbled(f"not JSON ({type(exc).__name__})") from None
+        raise garbled(f"not JSON ({type(exc).__name__})") from None
     choice = _first_choice(data)
     text = _text_of(choice, api)
     finish_reason = _finish_reason_of(choice)
@@ -45,25 +45,37 @@ def parse_answer(body: bytes | str, api: str) -> Completion:
     if usage is None:
         usage = {}  # servers may leave usage out; it is accounting, not the answer
     if not isinstance(usage, dict):
-        raise _garbled(f"usage is {_kind_of(usage)}, not an object")
+        raise garbled(f"usage is {kind_of(usage)}, not an object")
     return Completion(
         text=text,
         finish_reason=finish_reason,
-        prompt_tokens=_count(usage, "prompt_tokens"),
-        completion_tokens=_count(usage, "completion_tokens"),
+        prompt_tokens=token_count(usage, "prompt_tokens"),
+        completion_tokens=token_count(usage, "completion_tokens"),
         logprobs=parse_logprobs(choice, api),
+        cache_read_tokens=_cached_tokens(usage),
     )
+
+
+def _cached_tokens(usage: dict[str, Any]) -> int:
+    """The prompt tokens the server's prefix cache served (OpenAI and vLLM report them in
+    `usage.prompt_tokens_details.cached_tokens`; included in `prompt_tokens`)."""
+    details = usage.get("prompt_tokens_details")
+    if details is None:
+        return 0
+    if not isinstance(details, dict):
+        raise garbled(f"usage.prompt_tokens_details is {kind_of(details)}, not an object")
+    return token_count(details, "cached_tokens")
 
 
 def _first_choice(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise _garbled(f"the body is {_kind_of(data)}, not an object")
+        raise garbled(f"the body is {kind_of(data)}, not an object")
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
-        raise _garbled("no choices")
+        raise garbled("no choices")
     choice = choices[0]
     if not isinstance(choice, dict):
-        raise _garbled(f"choices[0] is {_kind_of(choice)}, not an object")
+        raise garbled(f"choices[0] is {kind_of(choice)}, not an object")
     return choice
 
 
@@ -73,25 +85,25 @@ def _text_of(choice: dict[str, Any], api: str) -> str:
         if text is None:
             raise RetryableBackendError("the answer has no text", kind="no_content")
         if not isinstance(text, str):
-            raise _garbled(f"text is {_kind_of(text)}, not a string")
+            raise garbled(f"text is {kind_of(text)}, not a string")
         return text
     message = choice.get("message")
     if not isinstance(message, dict):
-        raise _garbled(f"message is {_kind_of(message)}, not an object")
+        raise garbled(f"message is {kind_of(message)}, not an object")
     content = message.get("content")
     if content is None:
         raise RetryableBackendError(
             f"the answer has no content: {_why_no_content(message)}", kind="no_content"
         )
     if not isinstance(content, str):
-        raise _garbled(f"message.content is {_kind_of(content)}, not a string")
+        raise garbled(f"message.content is {kind_of(content)}, not a string")
     return content
 
 
 def _why_no_content(message: dict[str, Any]) -> str:
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal.strip():
-        return f"refused ({_one_line(refusal)})"
+        return f"refused ({short(refusal)})"
     if message.get("tool_calls") or message.get("function_call"):
         return "a tool call"
     if message.get("reasoning_content") or message.get("reasoning"):
@@ -106,42 +118,9 @@ def _finish_reason_of(choice: dict[str, Any]) -> str:
         # text that may be unfinished must not be stored as a finished one.
         raise RetryableBackendError("the answer has no finish_reason", kind="not_an_answer")
     if not isinstance(reason, str):
-        raise _garbled(f"finish_reason is {_kind_of(reason)}, not a string")
+        raise garbled(f"finish_reason is {kind_of(reason)}, not a string")
     if reason not in _FINISH_REASONS:
         raise RetryableBackendError(
-            f"the answer ended with finish_reason {_one_line(reason)!r}", kind="not_an_answer"
+            f"the answer ended with finish_reason {short(reason)!r}", kind="not_an_answer"
         )
     return _FINISH_REASONS[reason]
-
-
-def _count(usage: dict[str, Any], name: str) -> int:
-    value = usage.get(name)
-    if value is None:
-        return 0
-    # bool is an int in Python, and JSON floats such as 12.0 or NaN come from sloppy servers.
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _garbled(f"usage.{name} is {_describe(value)}, not a token count")
-    return value
-
-
-def _garbled(detail: str) -> RetryableBackendError:
-    return RetryableBackendError(f"malformed response ({detail})", kind="garbled")
-
-
-def _describe(value: Any) -> str:
-    """A short rendering of a JSON value for a message: scalars as written, containers by kind."""
-    if isinstance(value, (dict, list)):
-        return _kind_of(value)
-    return _one_line(json.dumps(value))
-
-
-def _kind_of(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def _one_line(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= _DETAIL_LIMIT else line[: _DETAIL_LIMIT - 3] + "..."

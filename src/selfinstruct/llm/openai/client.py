@@ -11,29 +11,30 @@ nowhere else: not into messages, identity() or the store.
 
 from __future__ import annotations
 
-import email.utils
-import ipaddress
-import json
-import os
 import re
-import time
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.api_access import (
+    api_base_guess,
+    is_loopback,
+    model_ids,
+    one_line,
+    parse_retry_after,
+    read_api_key,
+    retryable_kind,
+    server_message,
+)
 from selfinstruct.llm.http import Connections, HttpResponse, TransportError, TransportTimeout
 from selfinstruct.llm.openai.answer import parse_answer
 from selfinstruct.llm.openai.output_modes import PROBE_TIMEOUT_S, PROBED_MODES, probe_outcome, probe_request
 from selfinstruct.llm.openai.wire import http_request
 from selfinstruct.llm.types import Completion, CompletionRequest
 
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
-# What a retryable status says about the server (RetryableBackendError.kind); any other is "server".
-_STATUS_KINDS = {429: "rate_limit", 503: "overloaded", 504: "timeout"}
+__all__ = ["OpenAIBackend", "parse_retry_after"]
+
 _MODEL_MISSING = re.compile(r"model_not_found|model\b.{0,80}\b(does not exist|not found)", re.I | re.S)
-_MESSAGE_LIMIT = 200
 
 
 class OpenAIBackend:
@@ -48,8 +49,8 @@ class OpenAIBackend:
         self.chat = config.api == "chat"
         self._model = config.model
         self._base_url = config.base_url.rstrip("/")
-        self._key = _read_api_key(config.api_key_file)
-        if self._key is None and not _is_loopback(self._base_url):
+        self._key = read_api_key(config.api_key_file, "OPENAI_API_KEY")
+        if self._key is None and not is_loopback(self._base_url):
             raise BackendError("no API key: set OPENAI_API_KEY or backend.api_key_file")
         self._timeout_s = config.timeout_s
         self._connections = Connections(self._base_url, self.headers(), config.timeout_s)
@@ -89,7 +90,7 @@ class OpenAIBackend:
             raise BackendError(self._not_an_api())
         # Any other answer proves the server is there. What it lists tells an unknown model
         # from a missing route when a completion is refused with a 404 (_status_error).
-        self._listed_models = _model_ids(response)
+        self._listed_models = model_ids(response)
 
     def _get_models(self, base_url: str) -> HttpResponse:
         try:
@@ -104,10 +105,10 @@ class OpenAIBackend:
             f"{self._base_url} does not look like an OpenAI-compatible API "
             f"(GET {self._base_url}/models: HTTP 404)"
         )
-        guess = _api_base_guess(self._base_url)
+        guess = api_base_guess(self._base_url)
         if guess is not None:
             try:
-                answers = _model_ids(self._get_models(guess)) is not None
+                answers = model_ids(self._get_models(guess)) is not None
             except BackendError:
                 answers = False
             if answers:
@@ -194,14 +195,15 @@ class OpenAIBackend:
 
     def _status_error(self, response: HttpResponse) -> Exception:
         status = response.status_code
-        message = self._redact(_server_message(response))
+        message = self._redact(server_message(response))
         if status in (401, 403):
             return BackendError(f"authentication failed (HTTP {status}) at {self._base_url}")
-        if status in RETRYABLE_STATUS or status >= 500:
+        kind = retryable_kind(status)
+        if kind is not None:
             return RetryableBackendError(
                 f"HTTP {status} from {self._base_url}: {message}".rstrip(": "),
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
-                kind=_STATUS_KINDS.get(status, "server"),
+                kind=kind,
             )
         # "Unknown model" only where the server says so, or lists its models without this one:
         # a 404 also comes from a wrong route, and llama.cpp's servers answer any model name.
@@ -217,98 +219,8 @@ class OpenAIBackend:
         return BackendError(f"unexpected HTTP {status} from {self._base_url}: {message}".rstrip(": "))
 
     def _describe(self, exc: Exception) -> str:
-        return self._redact(_one_line(str(exc)) or type(exc).__name__)
+        return self._redact(one_line(str(exc)) or type(exc).__name__)
 
     def _redact(self, text: str) -> str:
         # Some servers echo the Authorization header or the key in their error text.
         return text.replace(self._key, "***") if self._key else text
-
-
-def _read_api_key(api_key_file: str | None) -> str | None:
-    """The key file's key when one is configured, else $OPENAI_API_KEY, else None.
-
-    The file comes first: it was named for this endpoint (--api-key-file or the config),
-    while OPENAI_API_KEY is often exported for OpenAI itself and would otherwise be sent to
-    whatever --base-url points at (another provider, a judge, a proxy).
-    """
-    if api_key_file:
-        path = Path(api_key_file).expanduser()
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise BackendError(f"{path}: cannot read the API key file ({exc.strerror})") from None
-        if not key:
-            raise BackendError(f"{path}: the API key file is empty")
-        return key
-    return os.environ.get("OPENAI_API_KEY", "").strip() or None
-
-
-def _is_loopback(base_url: str) -> bool:
-    host = urlsplit(base_url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _model_ids(response: HttpResponse) -> list[str] | None:
-    """The model ids of an OpenAI models list ({"data": [{"id": ...}, ...]}), or None."""
-    if response.status_code != 200:
-        return None
-    try:
-        data = response.json()
-    except ValueError:
-        return None
-    entries = data.get("data") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        return None
-    return [str(e["id"]) for e in entries if isinstance(e, dict) and "id" in e]
-
-
-def _api_base_guess(base_url: str) -> str | None:
-    """Where the API probably is when `base_url` is not it: up to /v1 when a route follows
-    it (…/v1/completions), else `base_url` + /v1; None when it already ends in /v1."""
-    parts = urlsplit(base_url)
-    path = parts.path.rstrip("/")
-    if path.endswith("/v1"):
-        return None
-    head, found, _ = path.partition("/v1/")
-    path = head + "/v1" if found else path + "/v1"
-    return parts._replace(path=path).geturl()
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _server_message(response: HttpResponse) -> str:
-    """The server's error message, one line, at most ~200 characters."""
-    try:
-        data = response.json()
-    except ValueError:
-        return _one_line(response.text)
-    if isinstance(data, dict):
-        error = data.get("error", data.get("detail", data.get("message")))
-        if isinstance(error, dict):
-            error = error.get("message", error)
-        if error is not None:
-            return _one_line(error if isinstance(error, str) else json.dumps(error))
-    return _one_line(json.dumps(data))
-
-
-def _one_line(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= _MESSAGE_LIMIT else line[: _MESSAGE_LIMIT - 3] + "..."
