@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import sys
 import time
-from functools import partial
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
