@@ -63,10 +63,10 @@ class BatchApi(Protocol):
         """Make the batch of `lines` (prepared as `ref`); its id."""
         ...
 
-    def find(self, ref: str, size: int, tried_at: Sequence[float], claimed: Collection[str]) -> str | None:
-        """The id of a batch made for `ref` (of `size` requests, asked for at the wall-clock
-        times `tried_at`) whose answer was lost, or None. `claimed`: batch ids that belong
-        to other entries of the journal."""
+    def find(self, ref: str, tried: Sequence[tuple[float, int]], claimed: Collection[str]) -> str | None:
+        """The id of a batch made for `ref` whose answer was lost, or None. `tried`: (wall
+        clock, requests) of each create sent for it; `claimed`: batch ids that belong to
+        other entries of the journal."""
         ...
 
     def poll(self, batch_id: str) -> BatchState: ...

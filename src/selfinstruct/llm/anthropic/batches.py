@@ -21,6 +21,7 @@ The key goes in `x-api-key` (the backend's headers) to this API's own origin onl
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -80,11 +81,12 @@ class MessageBatches:
         body = b'{"requests":[' + b",".join(lines) + b"]}"
         return str(self._call("POST", "/messages/batches", body)["id"])
 
-    def find(self, ref: str, size: int, tried_at: Sequence[float], claimed: Collection[str]) -> str | None:
-        """The unclaimed batch of `size` requests made nearest to a recorded create; see the module doc."""
-        if not tried_at:
+    def find(self, ref: str, tried: Sequence[tuple[float, int]], claimed: Collection[str]) -> str | None:
+        """The unclaimed batch made nearest to a recorded create, with as many requests as it
+        sent; see the module doc."""
+        if not tried:
             return None  # no create was ever sent
-        oldest = min(tried_at) - CREATED_WITHIN_S
+        oldest = min(at for at, _ in tried) - CREATED_WITHIN_S
         best: tuple[float, str] | None = None
         after: str | None = None
         while True:
@@ -93,9 +95,11 @@ class MessageBatches:
             data = [b for b in page.get("data") or [] if isinstance(b, dict)]
             for batch in data:
                 created = _timestamp(batch.get("created_at"))
-                if created is None or str(batch.get("id")) in claimed or _size(batch) != size:
+                if created is None or str(batch.get("id")) in claimed:
                     continue
-                distance = min(abs(created - t) for t in tried_at)
+                size = _size(batch)
+                distances = [abs(created - at) for at, sent in tried if sent == size]
+                distance = min(distances, default=math.inf)
                 if distance <= CREATED_WITHIN_S and (best is None or distance < best[0]):
                     best = (distance, str(batch["id"]))
             times = [t for t in (_timestamp(b.get("created_at")) for b in data) if t is not None]

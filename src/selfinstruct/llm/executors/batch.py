@@ -149,9 +149,9 @@ class BatchExecutor:
             try:
                 batch_id = None
                 if attempt or not fresh:  # an earlier create may have gone through, its answer lost
-                    batch_id = self._api.find(entry.ref, len(lines), entry.tried_at, journal.batch_ids())
+                    batch_id = self._api.find(entry.ref, entry.tried, journal.batch_ids())
                 if batch_id is None:
-                    journal.creating(entry, time.time())
+                    journal.creating(entry, time.time(), len(lines))
                     batch_id = self._api.create(entry.ref, entry.stage, lines)
             except RetryableBackendError:
                 if attempt == _ATTEMPTS - 1:

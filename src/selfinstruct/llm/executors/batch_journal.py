@@ -5,7 +5,8 @@ a crash, SIGKILL) leaves a journal that says which batches exist and which are s
 
     {"event": "prepared", "stage", "ref", "keys"}   the requests have a ref (OpenAI: the
                                                     uploaded file's id), before any batch
-    {"event": "creating", "ref", "at"}              a create is about to be sent (wall clock)
+    {"event": "creating", "ref", "at", "size"}      a create of `size` requests is about to be
+                                                    sent (`at`: the wall clock)
     {"event": "created", "ref", "batch_id"}         the batch exists: poll it, never make another
     {"event": "collected", "ref"}                   its answers are stored
 
@@ -30,8 +31,8 @@ class JournalBatch:
     keys: list[str]
     batch_id: str | None = None
     collected: bool = False
-    # When a create was sent (time.time()): a batch whose id was lost was made near one of them.
-    tried_at: list[float] = field(default_factory=list)
+    # (when, how many requests) of each create sent: a batch whose id was lost is one of them.
+    tried: list[tuple[float, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -58,8 +59,8 @@ class BatchJournal:
     def prepared(self, stage: str, ref: str, keys: list[str]) -> JournalBatch:
         return self._write({"event": "prepared", "stage": stage, "ref": ref, "keys": keys})
 
-    def creating(self, entry: JournalBatch, at: float) -> None:
-        self._write({"event": "creating", "ref": entry.ref, "at": at})
+    def creating(self, entry: JournalBatch, at: float, size: int) -> None:
+        self._write({"event": "creating", "ref": entry.ref, "at": at, "size": size})
 
     def created(self, entry: JournalBatch, batch_id: str) -> None:
         self._write({"event": "created", "ref": entry.ref, "batch_id": batch_id})
@@ -79,7 +80,7 @@ class BatchJournal:
             return entry
         entry = self.batches[ref]
         if event["event"] == "creating":
-            entry.tried_at.append(float(event["at"]))
+            entry.tried.append((float(event["at"]), int(event["size"])))
         elif event["event"] == "created":
             entry.batch_id = event["batch_id"]
         elif event["event"] == "collected":

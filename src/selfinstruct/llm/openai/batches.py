@@ -92,7 +92,7 @@ class OpenAIBatches:
         metadata = {"selfinstruct_stage": stage, "selfinstruct_file": ref}
         return str(self._client.create(ref, self._endpoint, metadata)["id"])
 
-    def find(self, ref: str, size: int, tried_at: Sequence[float], claimed: Collection[str]) -> str | None:
+    def find(self, ref: str, tried: Sequence[tuple[float, int]], claimed: Collection[str]) -> str | None:
         """The batch made from the file `ref`: a batch names its input file."""
         found = self._client.find(ref)
         return None if found is None else str(found["id"])
