@@ -200,6 +200,21 @@ def test_batch_answers_are_priced_at_the_discount(fake: BatchApiFake, tmp_path: 
     assert projection["projected_online_cost"] == pytest.approx(stats["online_cost"] * 2)
 
 
+def test_a_journal_written_before_the_anthropic_batches_is_read_the_same(tmp_path: Path) -> None:
+    lines = [
+        {"event": "uploaded", "stage": "classify", "file_id": "file-1", "keys": ["a", "b"]},
+        {"event": "created", "file_id": "file-1", "batch_id": "batch_2"},
+        {"event": "uploaded", "stage": "classify", "file_id": "file-3", "keys": ["c"]},
+        {"event": "created", "file_id": "file-3", "batch_id": "batch_4"},
+        {"event": "collected", "file_id": "file-3"},
+    ]
+    (tmp_path / "batches.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    journal = BatchJournal(tmp_path / "batches.jsonl")
+    [open_entry] = journal.open_for("classify")
+    assert (open_entry.ref, open_entry.keys, open_entry.batch_id) == ("file-1", ["a", "b"], "batch_2")
+    assert journal.batch_ids() == {"batch_2", "batch_4"}
+
+
 # -- the JSONL, pure ------------------------------------------------------------------------
 
 
