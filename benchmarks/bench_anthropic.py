@@ -9,11 +9,15 @@
    4.5's prices ($3 / $15 per million input / output tokens; read 0.1x, write 1.25x), with
    and without caching, for N and scaled to 1,000 instructions. Token counts are the fake's
    stand-in tokenizer (about 3.5 characters a token, 3 per message), not Claude's.
+   Then the same run with `--batch` (Message Batches, tests/servers/anthropic_batches_fake.py):
+   the cached shares inside the batches, the projected cost with the batch discount and
+   caching, online, and without caching, and whether its files are the online run's.
 2. Faults. `run -n F` (default 300) against a fake whose answers take 50-150 ms, without
    faults and with 30 % faults (429 with retry-after, 529, 500, dropped and hung connections,
    refusals): both times, their ratio (target <= 3) and whether the files are identical.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/bench_anthropic.py [--n 200] [--faults-n 300]
+     [--part caching|faults|all]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from servers.anthropic_batches_fake import MessageBatchesFake  # noqa: E402
 from servers.anthropic_fake import AnthropicFake, MessageFaults, prefix_tokens  # noqa: E402
 
 from selfinstruct.rundir import BOOKKEEPING_FILES  # noqa: E402
@@ -41,12 +46,22 @@ PRICES = {"price_per_1k_input": 0.003, "price_per_1k_output": 0.015}
 MINIMUMS = (0, 1024)
 
 
-def selfinstruct_run(url: str, out: Path, n: int, concurrency: int, **backend: Any) -> float:
+def selfinstruct_run(url: str, out: Path, n: int, concurrency: int, *flags: str, **backend: Any) -> float:
     out.parent.mkdir(parents=True, exist_ok=True)
     config = out.parent / f"{out.name}.json"  # JSON is YAML
     config.write_text(json.dumps({"seed": 42, "backend": {**PRICES, "concurrency": concurrency, **backend}}))
     command = [sys.executable, "-m", "selfinstruct", "run", "--out", str(out), "-n", str(n), "--no-progress"]
-    command += ["--config", str(config), "--backend", "anthropic", "--base-url", url, "--model", MODEL]
+    command += [
+        "--config",
+        str(config),
+        "--backend",
+        "anthropic",
+        "--base-url",
+        url,
+        "--model",
+        MODEL,
+        *flags,
+    ]
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -92,23 +107,32 @@ def caching(workdir: Path, n: int, concurrency: int) -> None:
     print(f"1. prompt caching, run -n {n} (stand-in tokenizer; prices of Claude Sonnet 4.5)")
     print(f"  shared prefixes, tokens: {shared_prefixes()}")
     for minimum in MINIMUMS:
-        out = workdir / f"cache-{minimum}"
-        with AnthropicFake((MODEL,), min_cache_tokens=minimum) as fake:
-            seconds = selfinstruct_run(fake.base_url, out, n, concurrency)
-        summary = json.loads((out / "summary.json").read_text())
-        shares = []
-        for stage in ("bootstrap", "classify", "instances"):
-            s = summary["requests"][stage]
-            share = s["prompt_tokens_cache_read"] / max(1, s["prompt_tokens"])
-            shares.append(f"{stage} {share:.0%} of {s['prompt_tokens']:,}")
-        p = summary["projection"]
-        with_cache, without = p["projected_cost"], p["projected_uncached_cost"]
-        scale = 1000 / n
-        print(
-            f"  minimum {minimum:>5} tokens: cached input: {', '.join(shares)}; projected ${with_cache:.3f} "
-            f"(${without:.3f} without caching, {1 - with_cache / without:.0%} less); for 1,000 instructions "
-            f"${with_cache * scale:.2f} against ${without * scale:.2f}  [{seconds:.1f} s]"
+        for mode in ("online", "batch"):
+            out = workdir / mode / f"cache-{minimum}"
+            flags = ("--batch",) if mode == "batch" else ()
+            with MessageBatchesFake((MODEL,), min_cache_tokens=minimum) as fake:
+                seconds = selfinstruct_run(fake.base_url, out, n, concurrency, *flags, batch_poll_s=0.05)
+            print(f"  minimum {minimum:>5} tokens, {mode}: {cost_line(out, n)}  [{seconds:.1f} s]")
+        same = outputs(workdir / "online" / f"cache-{minimum}") == outputs(
+            workdir / "batch" / f"cache-{minimum}"
         )
+        print(f"    --batch wrote the online run's files: {same}")
+
+
+def cost_line(out: Path, n: int) -> str:
+    summary = json.loads((out / "summary.json").read_text())
+    shares = []
+    for stage in ("bootstrap", "classify", "instances"):
+        s = summary["requests"][stage]
+        share = s["prompt_tokens_cache_read"] / max(1, s["prompt_tokens"])
+        shares.append(f"{stage} {share:.0%} of {s['prompt_tokens']:,}")
+    p = summary["projection"]
+    cost, online, uncached = p["projected_cost"], p["projected_online_cost"], p["projected_uncached_cost"]
+    scale = 1000 / n
+    return (
+        f"cached input: {', '.join(shares)}; projected ${cost:.3f} (online ${online:.3f}, without caching "
+        f"${uncached:.3f}); for 1,000 instructions ${cost * scale:.2f}"
+    )
 
 
 def faults(workdir: Path, n: int, concurrency: int) -> None:
@@ -136,10 +160,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--faults-n", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--part", choices=("caching", "faults", "all"), default="all")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        caching(Path(tmp), args.n, args.concurrency)
-        faults(Path(tmp), args.faults_n, args.concurrency)
+        if args.part in ("caching", "all"):
+            caching(Path(tmp), args.n, args.concurrency)
+        if args.part in ("faults", "all"):
+            faults(Path(tmp), args.faults_n, args.concurrency)
 
 
 if __name__ == "__main__":

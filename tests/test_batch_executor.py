@@ -19,9 +19,11 @@ from servers.batch_api_fake import BatchApiFake
 
 from selfinstruct.config import BackendConfig, GenerationParams
 from selfinstruct.errors import BackendError
+from selfinstruct.llm.batch_api import split_within
 from selfinstruct.llm.engine import RequestEngine
-from selfinstruct.llm.executors.batch import BatchExecutor, BatchJournal
-from selfinstruct.llm.openai.batches import BatchClient, batch_line, read_results, split_into_files
+from selfinstruct.llm.executors.batch import BatchExecutor
+from selfinstruct.llm.executors.batch_journal import BatchJournal
+from selfinstruct.llm.openai.batches import BatchClient, batch_line, read_results
 from selfinstruct.llm.openai.client import OpenAIBackend
 from selfinstruct.llm.store import ResponseStore
 from selfinstruct.llm.types import CompletionRequest
@@ -76,7 +78,7 @@ def test_every_answer_comes_back_by_custom_id_and_is_stored(fake: BatchApiFake, 
     stats = fake.stats()
     assert (stats["uploads"], stats["batches"], stats["paid_twice"]) == (1, 1, [])
     events = [json.loads(line)["event"] for line in (tmp_path / "batches.jsonl").read_text().splitlines()]
-    assert events == ["uploaded", "created", "collected"]
+    assert events == ["prepared", "creating", "created", "collected"]
     again = engine_for(fake, tmp_path).run(requests(10), "classify")  # all from the store
     assert texts(again) == texts(results) and fake.stats()["batches"] == 1
 
@@ -198,16 +200,31 @@ def test_batch_answers_are_priced_at_the_discount(fake: BatchApiFake, tmp_path: 
     assert projection["projected_online_cost"] == pytest.approx(stats["online_cost"] * 2)
 
 
+def test_a_journal_written_before_the_anthropic_batches_is_read_the_same(tmp_path: Path) -> None:
+    lines = [
+        {"event": "uploaded", "stage": "classify", "file_id": "file-1", "keys": ["a", "b"]},
+        {"event": "created", "file_id": "file-1", "batch_id": "batch_2"},
+        {"event": "uploaded", "stage": "classify", "file_id": "file-3", "keys": ["c"]},
+        {"event": "created", "file_id": "file-3", "batch_id": "batch_4"},
+        {"event": "collected", "file_id": "file-3"},
+    ]
+    (tmp_path / "batches.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    journal = BatchJournal(tmp_path / "batches.jsonl")
+    [open_entry] = journal.open_for("classify")
+    assert (open_entry.ref, open_entry.keys, open_entry.batch_id) == ("file-1", ["a", "b"], "batch_2")
+    assert journal.batch_ids() == {"batch_2", "batch_4"}
+
+
 # -- the JSONL, pure ------------------------------------------------------------------------
 
 
-def test_files_are_cut_at_either_limit_in_order() -> None:
+def test_batches_are_cut_at_either_limit_in_order() -> None:
     lines = [batch_line(f"k{i}", "/completions", {"prompt": "x" * 10}) for i in range(7)]
-    assert [len(f) for f in split_into_files(lines, max_requests=3)] == [3, 3, 1]
-    by_bytes = split_into_files(lines, max_bytes=len(lines[0]) * 2)
+    assert [len(f) for f in split_within(lines, max_requests=3, max_bytes=10**6)] == [3, 3, 1]
+    by_bytes = split_within(lines, max_requests=100, max_bytes=len(lines[0]) * 2)
     assert [len(f) for f in by_bytes] == [2, 2, 2, 1] and [line for f in by_bytes for line in f] == lines
-    with pytest.raises(BackendError, match="over the file limit"):
-        split_into_files(lines, max_bytes=10)
+    with pytest.raises(BackendError, match="over the batch limit"):
+        split_within(lines, max_requests=100, max_bytes=10)
 
 
 def test_result_lines_are_classified() -> None:

@@ -422,8 +422,8 @@ CANNOT_RUN = {
     "backend.batch on the embedded backend": (
         "backend: {batch: true}\n",
         ["--model-path", NO_MODEL_FILE],
-        "--batch (backend.batch) sends requests through a provider's Batch API: it needs --backend openai, "
-        "not the embedded backend",
+        "--batch (backend.batch) sends requests through a provider's Batch API: it needs --backend openai "
+        "or anthropic, not the embedded backend",
     ),
     "--batch with two --base-url": (
         None,

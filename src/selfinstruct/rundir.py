@@ -6,7 +6,7 @@ other's output:
     RUN/config.yaml                              the resolved config
     RUN/responses.sqlite                         every model response, committed before use
     RUN/failed.jsonl                             requests that failed after every retry
-    RUN/batches.jsonl                            provider batch jobs: uploaded, created, collected
+    RUN/batches.jsonl                            provider batch jobs: prepared, created, collected
     RUN/summary.json                             the funnel and the request accounting
     RUN/.lock                                    held by the one invocation writing the run
     RUN/machine_generated_instructions.jsonl     stage 1

@@ -3,7 +3,7 @@ request alone, a simulated prompt cache, and the faults a client must survive.
 
 Routes: `POST /v1/messages` and `GET /v1/models` (the client's fail-fast check); `GET
 /fake/stats` says what it received and served. More routes plug in with `add_route(method,
-path_regex, handler)` (Message Batches: `/v1/messages/batches...`), and `message(params)` is
+path_regex, handler)` (Message Batches: anthropic_batches_fake.py), and `message(params)` is
 the answer to one request's `params`, usable for a batch's lines as well.
 
 What it checks, as the real API does (so that a wrong mapping fails here, not in production):
@@ -81,7 +81,7 @@ class FakeRequest:
 @dataclass(frozen=True)
 class FakeResponse:
     status: int
-    body: Any = None  # JSON-encoded when sent
+    body: Any = None  # JSON-encoded when sent; bytes are sent as they are (a results file)
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the connection without an answer
     hang_s: float = 0.0  # wait this long first (math.inf: until the fake stops)
@@ -489,10 +489,11 @@ class _HttpHandler(BaseHTTPRequestHandler):
         if response.drop:  # no status line, nothing: the client sees the connection close
             self.close_connection = True
             return
-        data = json.dumps(response.body).encode("utf-8")
+        raw = isinstance(response.body, bytes)
+        data = response.body if raw else json.dumps(response.body).encode("utf-8")
         try:
             self.send_response(response.status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "application/binary" if raw else "application/json")
             self.send_header("Content-Length", str(len(data)))
             for name, value in response.headers.items():
                 self.send_header(name, value)

@@ -138,10 +138,10 @@ BACKEND_FLAGS = (
         {
             "action": "store_true",
             "default": None,
-            "help": "openai: send the stateless stages through the provider's Batch API (cheaper, up to 24 h; "
-            "resumable: a re-run polls the same batches)",
+            "help": "openai, anthropic: send the stateless stages through the provider's Batch API (half "
+            "price, up to 24 h; resumable: a re-run polls the same batches)",
         },
-        backends=("openai",),
+        backends=("openai", "anthropic"),
     ),
     ConfigFlag(
         ("--api",),

@@ -226,7 +226,7 @@ class Pricing(Strict):
     price_per_1k_input: float | None = Field(default=None, ge=0)
     price_per_1k_output: float | None = Field(default=None, ge=0)
     # The share taken off the price of requests sent through a provider's Batch API
-    # (backend.batch; OpenAI: 50 %).
+    # (backend.batch; OpenAI and Anthropic: 50 %).
     batch_discount: float = Field(default=0.5, ge=0.0, le=1.0)
     # What an input token costs, as a share of price_per_1k_input, when the provider's prompt
     # cache serves it (a read) or stores it (a write). The defaults are Anthropic's published
@@ -240,7 +240,7 @@ class ExecutorChoice(Strict):
     """Who sends the stateless stages' requests (classification, instances, relabel, evaluation).
 
     This process ("local"), or a Ray Data job ("ray", the `ray` extra); or, with `batch`, the
-    provider's Batch API (files + batches, 24 h window). The bootstrap always runs here: each
+    provider's Batch API (OpenAI's files + batches or Anthropic's Message Batches, 24 h window). The bootstrap always runs here: each
     prompt depends on the answers before it.
     """
 
@@ -327,10 +327,10 @@ class BackendConfig(ExecutorChoice, Pricing, RequestPolicy, InProcessRuntime, Ht
             )
         if self.kind == "anthropic" and len(self.endpoints) > 1:
             return f"--backend anthropic (backend.kind) takes one --base-url, not {len(self.endpoints)}"
-        if self.batch and self.kind != "openai":
+        if self.batch and self.kind not in ("openai", "anthropic"):
             return (
                 "--batch (backend.batch) sends requests through a provider's Batch API: it needs "
-                f"--backend openai, not the {self.kind} backend"
+                f"--backend openai or anthropic, not the {self.kind} backend"
             )
         if self.batch and len(self.endpoints) > 1:
             return (

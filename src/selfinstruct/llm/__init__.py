@@ -6,14 +6,15 @@
 - store: the SQLite response store; accounting: counts, tokens, cost; failures: failed.jsonl;
 - control/: admission, breaker, routing, hedging, retry, and one request's attempts;
 - openai/: the HTTP client for OpenAI-compatible servers, the endpoint pool, batches;
-- anthropic/: the HTTP client for Anthropic's Messages API (prompt caching);
+- anthropic/: the HTTP client for Anthropic's Messages API (prompt caching), Message Batches;
 - http: the HTTP/1.1 transport both clients send through; api_access, answer_checks: what
   else they share (the key, where the API is, what an error status means; the checks on an
   answer's body);
-- executors/: Ray Data and a provider's Batch API, sending a stage's requests elsewhere.
+- executors/: Ray Data and a provider's Batch API, sending a stage's requests elsewhere;
+  batch_api: what the batch executor needs of a provider (each one's batches module gives it).
 
 Imports run one way (pyproject.toml's contracts): engine -> executors | stream -> openai |
-anthropic -> control | api_access | answer_checks -> accounting | store | failures | threads
+anthropic -> control | api_access | answer_checks | batch_api -> accounting | store | failures | threads
 | http -> types.
 
 The in-process runtimes live in `selfinstruct.runtimes` and import this package (for

@@ -82,14 +82,19 @@ class Connections:
         self._closed = False
 
     def request(self, method: str, url: str, body: Any = None, timeout: float | None = None) -> HttpResponse:
-        """`method` `url` (a full URL on this server), with `body` sent as JSON when given."""
+        """`method` `url` (a full URL on this server), with `body` sent as JSON when given
+        (bytes: JSON already encoded, sent as they are)."""
         path = url[len(self._origin) :] if url.startswith(self._origin) else url
         if self._proxy is not None and not self._https:
             path = self._origin + path  # a plain-HTTP proxy takes the absolute URL
         headers = dict(self._headers)
         payload = None
         if body is not None:
-            payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            payload = (
+                body
+                if isinstance(body, bytes)
+                else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            )
             headers["Content-Type"] = "application/json"
         connection = self._lend(self._timeout_s if timeout is None else timeout)
         try:

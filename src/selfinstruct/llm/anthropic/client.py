@@ -62,6 +62,10 @@ class AnthropicBackend:
     def base_url(self) -> str:
         return self._base_url
 
+    @property
+    def model(self) -> str:
+        return self._model
+
     def urls(self) -> list[str]:
         return [self._base_url]
 

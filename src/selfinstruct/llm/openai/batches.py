@@ -1,23 +1,29 @@
-"""A client of OpenAI's Files and Batches API, and the pure parts of its JSONL.
+"""OpenAI's Files and Batches API: `OpenAIBatches`, its side of the batch executor
+(batch_api.py), over a small client (`BatchClient`), and the pure parts of its JSONL.
 
 One line per request goes in (`batch_line`: custom_id = the store key, the same body the
-online client posts); files are cut at the provider's limits (`split_into_files`: 50,000
-requests, 200 MB); results come back per line (`read_results`), each a success, a failure
-worth sending again (a 5xx, a 429, a line the batch never ran because it expired or was
-cancelled) or a permanent one (a 400). Errors of the API itself are typed as for the online
-client: `RetryableBackendError` for what another try may fix, `BackendError` for the rest.
+online client posts); it is uploaded as a file within the provider's limits (50,000 requests,
+200 MB), and a batch is made from the file. Results come back per line (`read_results`) in an
+output and an error file, each a success, a failure worth sending again (a 5xx, a 429, a
+line the batch never ran because it expired or was cancelled) or a permanent one (a 400).
+Errors of the API itself are typed as for the online client: `RetryableBackendError` for
+what another try may fix, `BackendError` for the rest.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.batch_api import BatchState, LineOutcome
+from selfinstruct.llm.openai.answer import parse_answer
+from selfinstruct.llm.openai.client import OpenAIBackend
+from selfinstruct.llm.types import CompletionRequest
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
@@ -29,26 +35,6 @@ _NOT_RUN = frozenset({"batch_expired", "batch_cancelled", "batch_failed"})
 def batch_line(custom_id: str, path: str, body: dict[str, Any]) -> bytes:
     line = {"custom_id": custom_id, "method": "POST", "url": f"/v1{path}", "body": body}
     return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-
-
-def split_into_files(
-    lines: Sequence[bytes], max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES
-) -> list[list[bytes]]:
-    """The lines in order, cut into files within both limits; one line over max_bytes is an error."""
-    files: list[list[bytes]] = []
-    current: list[bytes] = []
-    size = 0
-    for line in lines:
-        if len(line) > max_bytes:
-            raise BackendError(f"one batch request is {len(line)} bytes, over the file limit of {max_bytes}")
-        if current and (len(current) >= max_requests or size + len(line) > max_bytes):
-            files.append(current)
-            current, size = [], 0
-        current.append(line)
-        size += len(line)
-    if current:
-        files.append(current)
-    return files
 
 
 @dataclass(frozen=True)
@@ -80,6 +66,63 @@ def read_results(content: bytes) -> Iterator[LineResult]:
             yield LineResult(
                 custom_id, None, f"{code}: {error.get('message', '')}".strip(": "), code in _NOT_RUN
             )
+
+
+class OpenAIBatches:
+    """The batch executor's view of OpenAI's API: a batch is made from an uploaded file."""
+
+    max_requests = MAX_REQUESTS
+    max_bytes = MAX_BYTES
+
+    def __init__(self, backend: OpenAIBackend, api: str) -> None:
+        self._backend = backend
+        self._api = api
+        self._endpoint = "/v1/chat/completions" if api == "chat" else "/v1/completions"
+        self._client = BatchClient(backend.base_url, backend.headers())
+
+    def line(self, key: str, request: CompletionRequest) -> bytes:
+        path, body = self._backend.request_body(request)
+        return batch_line(key, path, body)
+
+    def prepare(self, stage: str, lines: Sequence[bytes]) -> str:
+        """Upload the lines; the file's id is their ref."""
+        return self._client.upload(b"".join(lines), f"{stage}.jsonl")
+
+    def create(self, ref: str, stage: str, lines: Sequence[bytes]) -> str:
+        metadata = {"selfinstruct_stage": stage, "selfinstruct_file": ref}
+        return str(self._client.create(ref, self._endpoint, metadata)["id"])
+
+    def find(self, ref: str, tried: Sequence[tuple[float, int]], claimed: Collection[str]) -> str | None:
+        """The batch made from the file `ref`: a batch names its input file."""
+        found = self._client.find(ref)
+        return None if found is None else str(found["id"])
+
+    def poll(self, batch_id: str) -> BatchState:
+        status = self._client.get(batch_id)
+        counts = status.get("request_counts") or {}
+        done = int(counts.get("completed", 0)) + int(counts.get("failed", 0))
+        word = str(status.get("status"))
+        return BatchState(batch_id, word, word in TERMINAL, done, status)
+
+    def results(self, state: BatchState) -> list[LineOutcome]:
+        """The lines of the output and the error file."""
+        outcomes = []
+        for file_field in ("output_file_id", "error_file_id"):
+            file_id = state.raw.get(file_field)
+            if not file_id:
+                continue
+            for line in read_results(self._client.content(str(file_id))):
+                if line.body is None:
+                    outcomes.append(LineOutcome(line.custom_id, None, line.error or "failed", line.retryable))
+                    continue
+                try:
+                    outcomes.append(LineOutcome(line.custom_id, parse_answer(line.body, self._api)))
+                except RetryableBackendError as exc:  # a 200 that is no answer
+                    outcomes.append(LineOutcome(line.custom_id, None, str(exc)))
+        return outcomes
+
+    def close(self) -> None:
+        self._client.close()
 
 
 class BatchClient:
