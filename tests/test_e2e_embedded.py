@@ -84,11 +84,13 @@ def test_all_stages_run_on_the_embedded_model_resume_from_the_store_and_rerun_to
     tmp_path: Path,
 ) -> None:
     # Issue 25: 8 requests decode together in classify and instances (the default
-    # concurrency), where llama.cpp used to switch to a kernel that sums in another order.
+    # concurrency), where llama.cpp used to switch to a kernel that sums in another order. A
+    # fresh run at another concurrency batches the requests otherwise: the same bytes from it
+    # show both that fresh runs repeat and that batching does not change an answer.
     config = tmp_path / "small.yaml"
     config.write_text(REPRODUCIBLE, encoding="utf-8")
     runs = []
-    for name, extra in (("first", ()), ("second", ()), ("three", ("--concurrency", "3"))):
+    for name, extra in (("first", ()), ("three", ("--concurrency", "3"))):
         out = tmp_path / name / "run"  # the same directory name: the export names datasets after it
         command = ("run", "--out", str(out), "--config", str(config), "--no-progress", *extra)
         done = run_cli(*command)
@@ -103,4 +105,3 @@ def test_all_stages_run_on_the_embedded_model_resume_from_the_store_and_rerun_to
             assert all(s["sent"] == 0 for s in summary["requests"].values())
             assert outputs(out) == runs[0]
     assert runs[0] == runs[1]
-    assert runs[0] == runs[2]
