@@ -140,9 +140,9 @@ def test_http_proxy_from_the_environment_gets_the_absolute_url_and_no_proxy_is_h
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with echo_server() as proxy, echo_server() as direct:
+        for name in ("http_proxy", "NO_PROXY", "no_proxy"):  # lower case wins where both are set
+            monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", url_of(proxy))
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
         target = "http://api.example.invalid:8080"
         seen = Connections(target, {}, 5.0).post(f"{target}/v1/chat", json={"a": 1}).json()
         assert seen["path"] == "http://api.example.invalid:8080/v1/chat"  # as a proxy is asked
