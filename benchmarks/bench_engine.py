@@ -14,6 +14,9 @@ Measured, all in one run:
 4. overload: concurrency 128 against the same 64-slot server, which answers the excess with
    429 + Retry-After; admission control must bring the in-flight count down and still finish
    every request (the server's most-at-once and its 429 count are printed).
+5. several servers: the engine CPU per request through an endpoint pool of two servers with
+   `concurrency` slots each, against one server with twice the slots (the same total), same N;
+   target: the pool costs at most 1.25x the single server.
 
 The concurrent runs follow a 64-request warm-up on the same engine (connections open),
 which is not counted: a real run's steady state is what matters over thousands of requests.
@@ -200,6 +203,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--delay", type=float, default=0.2, help="the server's seconds per answer")
     parser.add_argument("--no-overload", action="store_true", help="skip part 4")
+    parser.add_argument("--no-pool", action="store_true", help="skip part 5")
     parser.add_argument("--profile", action="store_true", help="cProfile the concurrent run (top 25)")
     parser.add_argument("--against", metavar="REV", help="compare the engine CPU with commit REV's")
     parser.add_argument("--rounds", type=int, default=5, help="with --against: runs of each")
@@ -249,12 +253,62 @@ def main() -> None:
 
     if not args.no_overload:
         overload(args.n, c, delay)
+    if not args.no_pool:
+        pool(2 * args.n, c, delay)
 
     if profile is not None:
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(25)
         print("\nprofile of the concurrent run (main thread + workers as cProfile sees them):")
         print(out.getvalue())
+
+
+def pool(n: int, capacity: int, delay: float) -> None:
+    """Part 5: two servers behind one backend (EndpointPool) against one server of the same slots."""
+    from selfinstruct.backends import make_backend
+
+    cpu: dict[str, float] = {}
+    for name in ("one server", "pool of two", "one server again"):
+        with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            if name == "pool of two":
+                servers = [stack.enter_context(fixed_delay_server(delay, capacity)) for _ in range(2)]
+                urls: str | list[str] = [s.base_url for s in servers]
+            else:
+                servers = [stack.enter_context(fixed_delay_server(delay, 2 * capacity))]
+                urls = servers[0].base_url
+            config = BackendConfig(
+                kind="openai",
+                model="bench-model",
+                base_url=urls,
+                concurrency=2 * capacity // len(servers),  # per server: 2 x capacity slots in all
+            )
+            backend = make_backend(config, workdir)
+            store = stack.enter_context(ResponseStore(workdir / "responses.sqlite"))
+            engine = RequestEngine(
+                backend,
+                store,
+                workdir / "failed.jsonl",
+                concurrency=2 * capacity,
+                max_retries=10,
+                timeout_s=30.0,
+                progress=False,
+            )
+            engine.run(requests("warmup", 2 * capacity), "warmup")
+            started, wall = time.process_time(), time.perf_counter()
+            results = engine.run(requests(name, n), "pool")
+            used, wall = time.process_time() - started, time.perf_counter() - wall
+            backend.close()
+            if not all(results):
+                raise SystemExit(f"{name}: some requests failed")
+            cpu[name] = used / n * 1000
+            ideal = 2 * capacity / delay
+            print(
+                f"5. {name}: {n} requests, {cpu[name]:.3f} ms CPU per request, {n / wall / ideal:.1%} of ideal"
+            )
+    single = min(cpu["one server"], cpu["one server again"])
+    ratio = cpu["pool of two"] / single
+    print(f"   pool / one server: {ratio:.2f} (target <= 1.25)")
 
 
 def overload(n: int, capacity: int, delay: float) -> None:
