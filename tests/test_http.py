@@ -3,6 +3,7 @@ refusals and proxies, against real servers on loopback."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -27,7 +28,9 @@ class _Echo(BaseHTTPRequestHandler):
         assert isinstance(server, _EchoServer)
         with server.lock:
             server.peers.add(self.client_address)
-        data = json.dumps({"method": self.command, "path": self.path, "body": body}).encode()
+        seen = {"method": self.command, "path": self.path, "body": body}
+        seen["proxy_authorization"] = self.headers.get("Proxy-Authorization")
+        data = json.dumps(seen).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -73,7 +76,12 @@ def test_one_connection_is_kept_alive_and_reused_for_calls_one_after_another() -
             response = connections.post(f"{url_of(server)}/v1/x", json={"i": i, "text": "héllo"})
             assert response.status_code == 200
             assert response.headers["x-seen"] == "yes"
-            assert response.json() == {"method": "POST", "path": "/v1/x", "body": {"i": i, "text": "héllo"}}
+            assert response.json() == {
+                "method": "POST",
+                "path": "/v1/x",
+                "body": {"i": i, "text": "héllo"},
+                "proxy_authorization": None,
+            }
         assert connections.get(f"{url_of(server)}/v1/models").json()["method"] == "GET"
         connections.close()
         assert len(server.peers) == 1
@@ -142,12 +150,13 @@ def test_http_proxy_from_the_environment_gets_the_absolute_url_and_no_proxy_is_h
     with echo_server() as proxy, echo_server() as direct:
         for name in ("http_proxy", "NO_PROXY", "no_proxy"):  # lower case wins where both are set
             monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("HTTP_PROXY", url_of(proxy))
+        monkeypatch.setenv("HTTP_PROXY", url_of(proxy).replace("://", "://me:s%40cret@"))
         target = "http://api.example.invalid:8080"
         seen = Connections(target, {}, 5.0).post(f"{target}/v1/chat", json={"a": 1}).json()
         assert seen["path"] == "http://api.example.invalid:8080/v1/chat"  # as a proxy is asked
+        assert seen["proxy_authorization"] == "Basic " + base64.b64encode(b"me:s@cret").decode()
 
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         seen = Connections(url_of(direct), {}, 5.0).get(f"{url_of(direct)}/v1/models").json()
-        assert seen["path"] == "/v1/models"
+        assert seen["path"] == "/v1/models" and seen["proxy_authorization"] is None
         assert len(direct.peers) == 1 and len(proxy.peers) == 1

@@ -11,7 +11,7 @@ about 0.3 ms. What `httpx` gave that is kept here:
   sat idle is noticed before use (it reads as ready: end of file) and replaced;
 - TLS with one shared context (loading the CA bundle costs ~20 ms per context);
 - `HTTP_PROXY` / `HTTPS_PROXY` / `NO_PROXY` from the environment: a CONNECT tunnel for
-  https, the absolute URL for http;
+  https, the absolute URL for http; a proxy URL's `user:password@` as Basic proxy credentials;
 - a timeout on connecting and on every read and write (as `httpx`'s one-number timeout);
 - failures in two kinds, `TransportTimeout` and `TransportError`, which the backends map
   onto their retryable errors. A connection that failed in any way is closed, never reused.
@@ -21,6 +21,7 @@ The response body is read whole: every caller parses it as one JSON document.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import select
@@ -31,7 +32,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 __all__ = ["Connections", "HttpResponse", "TransportError", "TransportTimeout"]
 
@@ -85,9 +86,10 @@ class Connections:
         """`method` `url` (a full URL on this server), with `body` sent as JSON when given
         (bytes: JSON already encoded, sent as they are)."""
         path = url[len(self._origin) :] if url.startswith(self._origin) else url
+        headers = dict(self._headers)
         if self._proxy is not None and not self._https:
             path = self._origin + path  # a plain-HTTP proxy takes the absolute URL
-        headers = dict(self._headers)
+            headers.update(self._proxy.headers)
         payload = None
         if body is not None:
             payload = (
@@ -141,12 +143,12 @@ class Connections:
             connection.close()  # the server closed it while idle (or sent what nobody asked for)
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
-        host, port = self._proxy or (self._host, self._port)
+        host, port = (self._proxy.host, self._proxy.port) if self._proxy else (self._host, self._port)
         connection: http.client.HTTPConnection
         if self._https:
             connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
             if self._proxy is not None:
-                connection.set_tunnel(self._host, self._port)
+                connection.set_tunnel(self._host, self._port, headers=dict(self._proxy.headers))
         else:
             connection = http.client.HTTPConnection(host, port, timeout=timeout)
         return connection  # connects on its first request
@@ -172,14 +174,25 @@ def _ready_to_read(sock: socket.socket) -> bool:
         return True
 
 
-def _proxy_for(scheme: str, host: str) -> tuple[str, int] | None:
+@dataclass(frozen=True)
+class _Proxy:
+    host: str
+    port: int
+    headers: Mapping[str, str]  # its credentials, when its URL has them
+
+
+def _proxy_for(scheme: str, host: str) -> _Proxy | None:
     """The proxy the environment names for `scheme` (HTTP_PROXY, HTTPS_PROXY), unless NO_PROXY
     or the platform's bypass list exempts `host`."""
     proxy = urllib.request.getproxies().get(scheme)
     if not proxy or urllib.request.proxy_bypass(host):
         return None
     parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    return parts.hostname or "", parts.port or 80
+    headers = {}
+    if parts.username is not None:
+        user_password = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(user_password.encode()).decode()
+    return _Proxy(parts.hostname or "", parts.port or 80, headers)
 
 
 def _describe(exc: BaseException) -> str:
