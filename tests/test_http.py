@@ -92,6 +92,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_not_failed() -> N
     (reusing the dead one would fail with 'remote end closed the connection')."""
     listener = socket.create_server(("127.0.0.1", 0))
     accepted: list[int] = []
+    closed = threading.Semaphore(0)
 
     def serve() -> None:
         while True:
@@ -107,14 +108,15 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_not_failed() -> N
                 conn.sendall(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
                 )
-            # closed without "Connection: close": the client sees it only when it looks
+            closed.release()  # closed without "Connection: close": the client sees it only when it looks
 
     threading.Thread(target=serve, daemon=True).start()
     try:
         connections = Connections(url_of(listener), {}, 5.0)
         for _ in range(3):
             assert connections.get(f"{url_of(listener)}/v1/models").json() == {}
-            threading.Event().wait(0.05)  # let the close arrive
+            assert closed.acquire(timeout=5)
+            threading.Event().wait(0.02)  # the FIN on its way through loopback
         assert len(accepted) == 3
     finally:
         listener.close()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from selfinstruct.errors import RetryableBackendError
+from selfinstruct.llm.control import routing
 from selfinstruct.llm.control.admission import AdmissionCancelled, AdmissionController, Outcome
 from selfinstruct.llm.control.breaker import BreakerState, CircuitBreaker
 from selfinstruct.llm.control.routing import Route, Router
@@ -98,10 +100,13 @@ def test_a_closed_gate_on_one_endpoint_sends_work_to_the_other() -> None:
     assert not router.overloaded()  # one endpoint is fine: a refusal there need not back off
 
 
-def test_a_release_wakes_one_waiter_per_free_slot_and_idle_waiters_do_not_poll() -> None:
+def test_a_release_wakes_one_waiter_per_free_slot_and_idle_waiters_do_not_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Hundreds of workers may wait for a slot: a release wakes as many as there are free slots,
     and a waiter with nothing to wait for but a release sleeps until one (waking them all at
     every release, and 20 times a second besides, cost ~1.5 ms of CPU per request)."""
+    monkeypatch.setattr(routing, "_IDLE_POLL_S", 60.0)  # the safety net stays out of the count
     router = Router(routes(1, 1, limit=1))
     held = [router.acquire(), router.acquire()]
     waits: list[float | None] = []
@@ -111,14 +116,22 @@ def test_a_release_wakes_one_waiter_per_free_slot_and_idle_waiters_do_not_poll()
         waits.append(timeout)
         return real_wait(timeout)
 
+    def soon(condition: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + 10
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return condition()
+
     router._cond.wait = counted_wait  # type: ignore[method-assign]
     got: list[object] = []
     waiters = [threading.Thread(target=lambda: got.append(router.acquire()), daemon=True) for _ in range(10)]
     for thread in waiters:
         thread.start()
+    assert soon(lambda: len(waits) == 10)
     time.sleep(0.3)
     assert len(waits) == 10  # one wait each, no polling
     router.release(held.pop(), Outcome.SUCCESS)
+    assert soon(lambda: len(got) == 1)
     time.sleep(0.3)
     assert len(got) == 1
     assert len(waits) == 10  # the nine others were not woken to wait again
@@ -132,10 +145,9 @@ def test_a_release_wakes_one_waiter_per_free_slot_and_idle_waiters_do_not_poll()
 
     rest = threading.Thread(target=wait_cancelled)
     rest.start()
-    time.sleep(0.1)
-    cancel.set()  # a stream's abort event wakes its waiters at once
-    rest.join(0.5)  # not a poll's second later
-    assert cancelled
+    assert soon(lambda: len(waits) == 11)
+    cancel.set()  # a stream's abort event wakes its waiters at once, not at the next poll
+    assert soon(lambda: bool(cancelled))
 
 
 def test_a_cancelled_wait_raises() -> None:
