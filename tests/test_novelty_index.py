@@ -137,7 +137,16 @@ def test_similarity_stats_equal_brute_force(shared_data: Path) -> None:
     index = RougeNoveltyIndex(0.7)
     for text in pool:
         index.add(text)
-    for query in [pool[10], perturb(random.Random(2), pool[20]), "Tell me a joke about databases.", "..."]:
+    words = [w for text in pool[:40] for w in text.lower().split() if w.isalpha()]
+    # Up to 64 tokens a query's masks go in one word (the dense path), past it in several.
+    edges = [" ".join(words[:63]), " ".join(words[:64]), " ".join(words[:65]), " ".join(words[:200])]
+    for query in [
+        pool[10],
+        perturb(random.Random(2), pool[20]),
+        "Tell me a joke about databases.",
+        "...",
+        *edges,
+    ]:
         scores = [reference_f(query, text) for text in pool]
         expected_top = [(pool[i], scores[i]) for i in np.argsort(scores)[-10:][::-1]]
         top, mean = index.similarity_stats(query)

@@ -136,25 +136,46 @@ def lcs_length(
 
 @njit(cache=True, nogil=True)
 def pool_f_scores(tokens: np.ndarray, items: int, s_start: np.ndarray, lengths: np.ndarray,
-                  s_tok: np.ndarray) -> np.ndarray:  # fmt: skip
+                  s_tok: np.ndarray, dense: np.ndarray) -> np.ndarray:  # fmt: skip
     """ROUGE-L F of the query against each of the first `items` pool items.
 
     The arithmetic of rouge_score (and of numpy over the LCS array, as this was computed
     before), operation for operation: precision = lcs / item length (1 for an empty item,
     whose lcs is 0), recall = lcs / query length, F = 2 * precision * recall / (precision +
     recall), 0 where both are 0. No fastmath, so the same float64 bits.
+
+    `dense`: zeros, one per token id of the pool (and of the query), left as found. A query
+    of at most 64 tokens puts its masks there, so that each item token is one load and four
+    word operations, with no lookup and no branch (a token the query lacks has mask 0 and
+    leaves V as it is): 5x faster than the hash table over a 26K pool. A longer query takes
+    the sparse masks of `lcs_length`.
     """
     out = np.zeros(items, dtype=np.float64)
     lc = len(tokens)
     if lc == 0:
         return out
-    masks = query_masks(tokens)
+    if lc <= 64:
+        for p in range(lc):
+            dense[tokens[p]] |= _ONE << np.uint64(p)
+        keep = (_ALL >> np.uint64(64 - lc)) if lc < 64 else _ALL
+    else:
+        masks = query_masks(tokens)
     for item in range(items):
         start, length = s_start[item], lengths[item]
-        lcs = lcs_length(masks, lc, s_tok[start : start + length])
+        if lc <= 64:
+            v = _ALL
+            for j in range(start, start + length):
+                u = v & dense[s_tok[j]]
+                v = (v + u) | (v ^ u)
+            lcs = lc - popcount(v & keep)
+        else:
+            lcs = lcs_length(masks, lc, s_tok[start : start + length])
         if lcs == 0:
             continue
         precision = lcs / max(length, 1)
         recall = lcs / lc
         out[item] = 2 * precision * recall / (precision + recall)
+    if lc <= 64:
+        for p in range(lc):
+            dense[tokens[p]] = 0
     return out

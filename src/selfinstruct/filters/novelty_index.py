@@ -324,7 +324,9 @@ class RougeNoveltyIndex:
             query = np.array([self._ids.get(t, 0) for t in tokens], dtype=np.int32)  # 0: in no item
             s_start, lengths, s_tok = self._s_start[:n], self._lengths[:n].copy(), self._s_tok
             texts = self._texts  # only ever appended to: items below n stay as they are
-        scores = lcs_kernel.pool_f_scores(query, n, s_start, lengths, s_tok)
+            ids = self._next_id  # every id handed out is below it; 0 is a token in no item
+        dense = np.zeros(ids, dtype=np.uint64)  # the kernel's scratch (calloc: pages touched only where used)
+        scores = lcs_kernel.pool_f_scores(query, n, s_start, lengths, s_tok, dense)
         top: list[int] = np.argsort(scores)[-k:][::-1].tolist() if k > 0 else []
         return [(texts[i], float(scores[i])) for i in top], float(np.mean(scores))
 
