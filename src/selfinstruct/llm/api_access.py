@@ -17,10 +17,11 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from selfinstruct.errors import BackendError
-from selfinstruct.llm.http import HttpResponse
+from selfinstruct.errors import BackendError, RetryableBackendError
+from selfinstruct.llm.http import Connections, HttpResponse, TransportError, TransportTimeout
 
 # Statuses other than 5xx that are worth another try: a timeout, a conflict, too early, too many.
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
@@ -35,6 +36,46 @@ def retryable_kind(status: int) -> str | None:
     if status in RETRYABLE_STATUS or status >= 500:
         return _STATUS_KINDS.get(status, "server")
     return None
+
+
+def retryable_refusal(response: HttpResponse, base_url: str, message: str) -> RetryableBackendError | None:
+    """A refused request that another try may fix, as the engine retries it (its kind, and the
+    server's Retry-After); None when retrying will not help. `message`: the server's, redacted."""
+    kind = retryable_kind(response.status_code)
+    if kind is None:
+        return None
+    return RetryableBackendError(
+        f"HTTP {response.status_code} from {base_url}: {message}".rstrip(": "),
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        kind=kind,
+    )
+
+
+def post_for_answer(
+    connections: Connections, url: str, body: Any, timeout: float, base_url: str, key: str | None
+) -> HttpResponse:
+    """POST `body` for a model's answer; no HTTP answer at all (nothing within `timeout`, a
+    connection that failed) is the RetryableBackendError the engine retries."""
+    try:
+        return connections.post(url, json=body, timeout=timeout)
+    except TransportTimeout:
+        raise RetryableBackendError(
+            f"no answer from {base_url} within {timeout:g} s", kind="timeout"
+        ) from None
+    except TransportError as exc:
+        raise RetryableBackendError(
+            f"cannot reach {base_url}: {described(exc, key)}", kind="connection"
+        ) from None
+
+
+def redacted(text: str, key: str | None) -> str:
+    """`text` with the key masked: a server's error text may echo it (or the header holding it)."""
+    return text.replace(key, "***") if key else text
+
+
+def described(exc: Exception, key: str | None) -> str:
+    """An exception as one line of a message, the key masked."""
+    return redacted(one_line(str(exc)) or type(exc).__name__, key)
 
 
 def read_api_key(api_key_file: str | None, env_var: str) -> str | None:

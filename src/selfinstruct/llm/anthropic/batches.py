@@ -32,7 +32,7 @@ from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.anthropic.answer import completion_of_message
 from selfinstruct.llm.anthropic.client import AnthropicBackend
 from selfinstruct.llm.anthropic.wire import message_params
-from selfinstruct.llm.api_access import one_line, parse_retry_after, retryable_kind, server_message
+from selfinstruct.llm.api_access import described, one_line, redacted, retryable_refusal, server_message
 from selfinstruct.llm.batch_api import BatchState, LineOutcome
 from selfinstruct.llm.http import Connections, HttpResponse, TransportError
 from selfinstruct.llm.types import CompletionRequest
@@ -141,27 +141,20 @@ class MessageBatches:
             response = self._http.request(method, url, body)
         except TransportError as exc:
             raise RetryableBackendError(
-                f"cannot reach {self._base_url}: {self._redact(one_line(str(exc)) or type(exc).__name__)}",
+                f"cannot reach {self._base_url}: {described(exc, self._key)}",
                 kind="connection",
             ) from None
         if response.status_code == 200:
             return response
         status = response.status_code
-        message = self._redact(server_message(response))
+        message = redacted(server_message(response), self._key)
         if status in (401, 403):
             raise BackendError(f"authentication failed (HTTP {status}) at {self._base_url}")
-        kind = retryable_kind(status)
-        if kind is not None:
-            raise RetryableBackendError(
-                f"HTTP {status} from {self._base_url}: {message}".rstrip(": "),
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
-                kind=kind,
-            )
+        retryable = retryable_refusal(response, self._base_url, message)
+        if retryable is not None:
+            raise retryable
         path = urlsplit(url).path
         raise BackendError(f"Message Batches API refused {method} {path} (HTTP {status}): {message}")
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
 
 
 def read_results(content: bytes) -> list[LineOutcome]:

@@ -22,15 +22,16 @@ from selfinstruct.llm.anthropic.answer import parse_message_body
 from selfinstruct.llm.anthropic.wire import ANTHROPIC_VERSION, message_params
 from selfinstruct.llm.api_access import (
     api_base_guess,
+    described,
     is_loopback,
     model_ids,
-    one_line,
-    parse_retry_after,
+    post_for_answer,
     read_api_key,
-    retryable_kind,
+    redacted,
+    retryable_refusal,
     server_message,
 )
-from selfinstruct.llm.http import Connections, HttpResponse, TransportError, TransportTimeout
+from selfinstruct.llm.http import Connections, HttpResponse, TransportError
 from selfinstruct.llm.types import Completion, CompletionRequest
 
 KEY_VARIABLE = "ANTHROPIC_API_KEY"
@@ -90,7 +91,7 @@ class AnthropicBackend:
         try:
             response = self._connections.get(f"{url}?limit={_MODELS_PAGE}", timeout=10.0)
         except TransportError as exc:
-            raise BackendError(f"cannot reach {self._base_url}: {self._describe(exc)}") from None
+            raise BackendError(f"cannot reach {self._base_url}: {described(exc, self._key)}") from None
         if response.status_code in (401, 403):
             raise BackendError(f"authentication failed (HTTP {response.status_code}) at {self._base_url}")
         if response.status_code == 404:
@@ -105,23 +106,15 @@ class AnthropicBackend:
 
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
         body = message_params(request, self._model)
-        try:
-            response = self._connections.post(f"{self._base_url}/messages", json=body, timeout=timeout)
-        except TransportTimeout:
-            raise RetryableBackendError(
-                f"no answer from {self._base_url} within {timeout:g} s", kind="timeout"
-            ) from None
-        except TransportError as exc:
-            raise RetryableBackendError(
-                f"cannot reach {self._base_url}: {self._describe(exc)}", kind="connection"
-            ) from None
+        url = f"{self._base_url}/messages"
+        response = post_for_answer(self._connections, url, body, timeout, self._base_url, self._key)
         if response.status_code != 200:
             raise self._status_error(response)
         try:
             return parse_message_body(response.content)
         except RetryableBackendError as exc:
             raise RetryableBackendError(
-                f"{self._redact(str(exc))} from {self._base_url}", kind=exc.kind
+                f"{redacted(str(exc), self._key)} from {self._base_url}", kind=exc.kind
             ) from None
 
     def probe_output_mode(self) -> str:
@@ -135,18 +128,14 @@ class AnthropicBackend:
 
     def _status_error(self, response: HttpResponse) -> Exception:
         status = response.status_code
-        message = self._redact(server_message(response))
+        message = redacted(server_message(response), self._key)
         if status == 401:
             return BackendError(f"authentication failed (HTTP 401) at {self._base_url}")
         if status == 403:
             return BackendError(f"permission denied (HTTP 403) at {self._base_url}: {message}".rstrip(": "))
-        kind = retryable_kind(status)
-        if kind is not None:
-            return RetryableBackendError(
-                f"HTTP {status} from {self._base_url}: {message}".rstrip(": "),
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
-                kind=kind,
-            )
+        retryable = retryable_refusal(response, self._base_url, message)
+        if retryable is not None:
+            return retryable
         listed = self._listed_models
         if status == 404 and (_MODEL_MESSAGE.search(message) or (listed and self._model not in listed)):
             served = f"; it serves {', '.join(map(repr, listed[:5]))}" if listed else ""
@@ -159,10 +148,3 @@ class AnthropicBackend:
                 f"request rejected (HTTP {status}) at {self._base_url}: {message}".rstrip(": ")
             )
         return BackendError(f"unexpected HTTP {status} from {self._base_url}: {message}".rstrip(": "))
-
-    def _describe(self, exc: Exception) -> str:
-        return self._redact(one_line(str(exc)) or type(exc).__name__)
-
-    def _redact(self, text: str) -> str:
-        # An error text may echo the key.
-        return text.replace(self._key, "***") if self._key else text

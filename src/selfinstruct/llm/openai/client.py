@@ -18,12 +18,14 @@ from selfinstruct.config import BackendConfig
 from selfinstruct.errors import BackendError, RetryableBackendError
 from selfinstruct.llm.api_access import (
     api_base_guess,
+    described,
     is_loopback,
     model_ids,
-    one_line,
     parse_retry_after,
+    post_for_answer,
     read_api_key,
-    retryable_kind,
+    redacted,
+    retryable_refusal,
     server_message,
 )
 from selfinstruct.llm.http import Connections, HttpResponse, TransportError, TransportTimeout
@@ -96,7 +98,7 @@ class OpenAIBackend:
         try:
             return self._connections.get(f"{base_url}/models", timeout=10.0)
         except TransportError as exc:
-            raise BackendError(f"cannot reach {base_url}: {self._describe(exc)}") from None
+            raise BackendError(f"cannot reach {base_url}: {described(exc, self._key)}") from None
 
     def _not_an_api(self) -> str:
         """What a 404 from the models list says: this URL is not the API's base; and the URL
@@ -117,16 +119,8 @@ class OpenAIBackend:
 
     def complete(self, request: CompletionRequest, timeout: float) -> Completion:
         path, body = self.request_body(request)
-        try:
-            response = self._connections.post(f"{self._base_url}{path}", json=body, timeout=timeout)
-        except TransportTimeout:
-            raise RetryableBackendError(
-                f"no answer from {self._base_url} within {timeout:g} s", kind="timeout"
-            ) from None
-        except TransportError as exc:
-            raise RetryableBackendError(
-                f"cannot reach {self._base_url}: {self._describe(exc)}", kind="connection"
-            ) from None
+        url = f"{self._base_url}{path}"
+        response = post_for_answer(self._connections, url, body, timeout, self._base_url, self._key)
         if response.status_code != 200:
             raise self._status_error(response)
         return self._parse(response)
@@ -151,7 +145,7 @@ class OpenAIBackend:
                 unknown.append(f"{mode}: no answer within {timeout:g} s")
                 continue
             except TransportError as exc:
-                unknown.append(f"{mode}: {self._describe(exc)}")
+                unknown.append(f"{mode}: {described(exc, self._key)}")
                 continue
             verdict = probe_outcome(response, self._api)
             if verdict is True:
@@ -188,23 +182,19 @@ class OpenAIBackend:
         except RetryableBackendError as exc:
             # The same kind; the message names the server (and never repeats the key).
             raise RetryableBackendError(
-                f"{self._redact(str(exc))} from {self._base_url}", kind=exc.kind
+                f"{redacted(str(exc), self._key)} from {self._base_url}", kind=exc.kind
             ) from None
 
     # -- error classification --------------------------------------------------------------
 
     def _status_error(self, response: HttpResponse) -> Exception:
         status = response.status_code
-        message = self._redact(server_message(response))
+        message = redacted(server_message(response), self._key)
         if status in (401, 403):
             return BackendError(f"authentication failed (HTTP {status}) at {self._base_url}")
-        kind = retryable_kind(status)
-        if kind is not None:
-            return RetryableBackendError(
-                f"HTTP {status} from {self._base_url}: {message}".rstrip(": "),
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
-                kind=kind,
-            )
+        retryable = retryable_refusal(response, self._base_url, message)
+        if retryable is not None:
+            return retryable
         # "Unknown model" only where the server says so, or lists its models without this one:
         # a 404 also comes from a wrong route, and llama.cpp's servers answer any model name.
         listed = self._listed_models
@@ -217,10 +207,3 @@ class OpenAIBackend:
         if status in (400, 422):
             return BackendError(f"request rejected (HTTP {status}) at {self._base_url}: {message}")
         return BackendError(f"unexpected HTTP {status} from {self._base_url}: {message}".rstrip(": "))
-
-    def _describe(self, exc: Exception) -> str:
-        return self._redact(one_line(str(exc)) or type(exc).__name__)
-
-    def _redact(self, text: str) -> str:
-        # Some servers echo the Authorization header or the key in their error text.
-        return text.replace(self._key, "***") if self._key else text
