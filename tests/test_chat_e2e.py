@@ -23,7 +23,7 @@ pytestmark = pytest.mark.model
 
 SMALL = """
 bootstrap:
-  num_instructions: 4
+  num_instructions: 3
   prompts_per_round: 2
   generation: {max_tokens: 200}
 instances:
@@ -58,7 +58,7 @@ def test_a_real_chat_model_goes_through_every_stage_and_resumes_from_the_store(t
     assert all(stage["sent"] == 0 for stage in summary["requests"].values()), summary["requests"]
 
     instructions = [json.loads(line)["instruction"] for line in (out / INSTRUCTIONS_FILE).open()]
-    assert len(instructions) == 4
+    assert len(instructions) == 3
     for text in instructions:
         assert not LIST_NUMBER.match(text) and not PREAMBLE.match(text), text
     tasks = [json.loads(line) for line in (out / INSTANCES_FILE).open()]
