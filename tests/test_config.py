@@ -221,3 +221,15 @@ def test_backend_keys_stay_flat_in_yaml_and_land_in_their_group(tmp_path: Path) 
     assert backend.price_per_1k_input == 0.5 and "price_per_1k_input" in Pricing.model_fields
     assert backend.endpoint_list()[0].url == "http://127.0.0.1:9/v1"
     assert not backend.chat_prompts()
+
+
+@pytest.mark.parametrize(
+    ("setting", "on"), [({}, True), ({"similarity_stats": None}, True), ({"similarity_stats": False}, False)]
+)
+def test_the_similarity_fields_are_on_at_any_size_unless_turned_off(
+    setting: dict[str, object], on: bool
+) -> None:
+    # Paper scale: they used to be off above 20,000 instructions. None is what configs recorded
+    # before say (on, as now).
+    cfg = build_config(overrides={"bootstrap": {"num_instructions": 52_000, **setting}})
+    assert cfg.bootstrap.similarity_stats_on() is on
